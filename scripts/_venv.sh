@@ -1,0 +1,16 @@
+# Shared by scripts/demo and scripts/test: make .venv and install the project into it.
+# Usage: . scripts/_venv.sh EXTRA   (EXTRA: "" for the app alone, "test" for the test tools)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+extra=${1:-}
+stamp=".venv/.installed-${extra:-app}"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -e ".${extra:+[$extra]}"
+  touch "$stamp"
+fi
+export PATH="$PWD/.venv/bin:$PATH"

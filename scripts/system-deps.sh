@@ -1,12 +1,18 @@
-# mysqlclient (the MariaDB driver) compiles against Debian's client library: bring it when we
-# can (root + apt-get), or say exactly what is missing.
-if ! pkg-config --exists mysqlclient 2>/dev/null && ! pkg-config --exists mariadb 2>/dev/null; then
+# System packages the tests need: Debian's MariaDB client library and pkg-config (mysqlclient
+# compiles against them) and docker-compose (validates docker/compose.yaml; no engine needed).
+# Installed when we can (root + apt-get); otherwise we say exactly what is missing.
+missing=()
+pkg-config --exists mysqlclient 2>/dev/null || pkg-config --exists mariadb 2>/dev/null \
+  || missing+=(default-libmysqlclient-dev pkg-config)
+docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null \
+  || missing+=(docker-compose)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-      default-libmysqlclient-dev pkg-config >/dev/null
+      "${missing[@]}" >/dev/null
   else
-    echo "Missing: Debian packages default-libmysqlclient-dev and pkg-config (needed to build" >&2
-    echo "mysqlclient). Install them: sudo apt-get install default-libmysqlclient-dev pkg-config" >&2
+    echo "Missing Debian packages: ${missing[*]}. Install them with:" >&2
+    echo "  sudo apt-get install ${missing[*]}" >&2
     exit 1
   fi
 fi

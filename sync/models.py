@@ -1,6 +1,22 @@
 """The sync app's own state: backups written, imports run, and where syncing stands."""
 
+import os
+import socket
+
 from django.db import models
+
+
+def process_alive(hostname: str, pid: int | None) -> bool:
+    """Whether process ``pid`` on ``hostname`` still runs (other hosts: assume it does)."""
+    if pid is None or hostname != socket.gethostname():
+        return pid is not None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class BackupRecord(models.Model):
@@ -33,6 +49,11 @@ class BackupRecord(models.Model):
 
     def __str__(self) -> str:
         return self.file_name or f"backup #{self.pk}"
+
+    @property
+    def is_stale(self) -> bool:
+        """Still 'running', but the process that wrote it on this host is gone."""
+        return self.status == self.Status.RUNNING and not process_alive(self.hostname, self.pid)
 
 
 class ImportRun(models.Model):

@@ -44,6 +44,10 @@ class Reference:
     def name(self) -> str:
         return self.field.name
 
+    @property
+    def target_key_paths(self) -> list[str]:
+        return key_paths(self.target)
+
 
 @dataclass
 class SyncModel:

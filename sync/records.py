@@ -1,0 +1,170 @@
+"""Records: one row of one table as a database-neutral JSON object.
+
+A record maps field names to values. Foreign keys hold the target's sync key (a scalar when the
+key has one part, else a list), many-to-many fields a sorted list of such keys. Plain values are
+JSON natives; datetimes are RFC 3339 with microseconds and offset; decimals are strings (exact);
+binary is base64; durations are ISO 8601. Decoding goes back through each field's own
+``to_python``, so any database gets exactly the value that was written.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import decimal
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.utils.duration import duration_iso_string
+
+from sync.schema import SyncModel
+
+JSON_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, bytes | memoryview | bytearray):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, datetime.timedelta):
+        return duration_iso_string(value)
+    if isinstance(value, set | frozenset):
+        return sorted(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def dumps_line(record: dict) -> bytes:
+    return orjson.dumps(record, default=_default, option=JSON_OPTIONS)
+
+
+def json_key(parts: tuple) -> Any:
+    """A flattened key as written in a record: a scalar for one part, else a list."""
+    return parts[0] if len(parts) == 1 else list(parts)
+
+
+def key_tuple(value: Any) -> tuple:
+    """The inverse of ``json_key``."""
+    return tuple(value) if isinstance(value, list) else (value,)
+
+
+def normalise_key(parts: tuple) -> tuple:
+    """Key parts as they appear in JSON (so keys read from a database and from an archive
+    compare equal whatever the part's type)."""
+    if all(p is None or isinstance(p, str | int) for p in parts):
+        return parts
+    return tuple(orjson.loads(orjson.dumps(list(parts), default=_default)))
+
+
+class RecordError(Exception):
+    """A record that cannot go into the database; the message names table, key and field."""
+
+
+# JSON types an archive may hold for a field, by Django's internal type (None: anything).
+_STRING = (str,)
+_JSON_TYPES: dict[str, tuple[type, ...] | None] = {
+    "AutoField": (int,),
+    "BigAutoField": (int,),
+    "SmallAutoField": (int,),
+    "IntegerField": (int,),
+    "BigIntegerField": (int,),
+    "SmallIntegerField": (int,),
+    "PositiveIntegerField": (int,),
+    "PositiveBigIntegerField": (int,),
+    "PositiveSmallIntegerField": (int,),
+    "BooleanField": (bool,),
+    "FloatField": (int, float),
+    "DecimalField": (str, int),
+    "JSONField": None,
+    "ForeignKey": None,
+    "OneToOneField": None,
+    "ManyToManyField": (list,),
+}
+
+
+def json_types_for(internal_type: str) -> tuple[type, ...] | None:
+    return _JSON_TYPES.get(internal_type, _STRING)
+
+
+def check_record_shape(record: Any, fields: dict[str, str]) -> str | None:
+    """Why ``record`` does not match a table's field list, or None when it does."""
+    if not isinstance(record, dict):
+        return "a record is not a JSON object"
+    if record.keys() != fields.keys():
+        extra = sorted(record.keys() - fields.keys())
+        missing = sorted(fields.keys() - record.keys())
+        return f"fields differ from the index (extra {extra}, missing {missing})"
+    for name, internal_type in fields.items():
+        value = record[name]
+        allowed = json_types_for(internal_type)
+        if value is None or allowed is None:
+            continue
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            return f"field {name!r} holds {type(value).__name__}, expected {internal_type}"
+    return None
+
+
+def field_decoder(f: models.Field) -> Callable[[Any], Any]:
+    """A function turning an archive value into the Python value of field ``f``."""
+    if isinstance(f, models.JSONField):
+        return lambda value: value
+    internal = f.get_internal_type()
+    if internal in ("CharField", "TextField", "SlugField", "EmailField", "URLField"):
+        max_length = f.max_length
+
+        def decode_text(value: Any) -> Any:
+            if value is None:
+                return None
+            if not isinstance(value, str):
+                raise ValidationError(f"expected text, got {type(value).__name__}")
+            if max_length is not None and len(value) > max_length:
+                raise ValidationError(
+                    f"{len(value)} characters, over the field's max_length of {max_length}"
+                )
+            return value
+
+        return decode_text
+    if isinstance(f, models.BooleanField):
+
+        def decode_bool(value: Any) -> Any:
+            if value is None or isinstance(value, bool):
+                return value
+            raise ValidationError(f"expected true or false, got {value!r}")
+
+        return decode_bool
+    to_python = f.to_python
+    return lambda value: None if value is None else to_python(value)
+
+
+class RecordEncoder:
+    """Turns rows read with ``values_list(*lookups)`` into archive records, fast."""
+
+    def __init__(self, plan: SyncModel):
+        self.plan = plan
+        self.lookups: list[str] = []
+        self.slots: list[tuple[str, int, int]] = []  # (name, first column, last column + 1)
+        for f in plan.fields:
+            start = len(self.lookups)
+            if f.name in plan.references:
+                target_paths = plan.references[f.name].target_key_paths
+                self.lookups += [f"{f.name}__{path}" for path in target_paths]
+            else:
+                self.lookups.append(f.attname)
+            self.slots.append((f.name, start, len(self.lookups)))
+        self.simple = all(end - start == 1 for _, start, end in self.slots)
+        self.names = [name for name, _, _ in self.slots]
+
+    def record(self, row: tuple) -> dict:
+        if self.simple:
+            return dict(zip(self.names, row, strict=True))
+        record = {}
+        for name, start, end in self.slots:
+            if end - start == 1:
+                record[name] = row[start]
+            else:
+                parts = row[start:end]
+                record[name] = None if all(p is None for p in parts) else list(parts)
+        return record

@@ -73,7 +73,11 @@ if "DATABASE_URL" not in env:
 for alias_url in env.list("SYNC_EXTRA_DATABASES", default=[]):
     alias, _, url = alias_url.partition("=")
     DATABASES[alias.strip()] = env.db_url_config(url.strip())
+# Lets two test runs share one server: TEST_DB_SUFFIX=_a gives test_crearis_a.
+TEST_DB_SUFFIX = env.str("TEST_DB_SUFFIX", default="")
 for config in DATABASES.values():
+    if TEST_DB_SUFFIX and "sqlite" not in config["ENGINE"]:
+        config.setdefault("TEST", {})["NAME"] = f"test_{config['NAME']}{TEST_DB_SUFFIX}"
     if config["ENGINE"] == "django.db.backends.mysql":
         # utf8mb4 so that any Unicode text (emoji included) survives a round trip.
         config.setdefault("OPTIONS", {}).setdefault("charset", "utf8mb4")

@@ -1,0 +1,332 @@
+"""Export (and, later, import) speed of Crearis Sync against Django's and PostgreSQL's own tools.
+
+Builds the demo data set at a given size on SQLite and/or PostgreSQL, then runs every timed step
+as its own subprocess under ``/usr/bin/time -v`` (peak memory) and reports rows per second,
+output size and peak memory, as a table on the terminal and as Markdown under
+``bench/results/``::
+
+    .venv/bin/python bench/run.py --events 20000 --db both
+    .venv/bin/python bench/run.py --events 120000 --db sqlite --only syncexport-none
+
+The bench never touches the project's own databases: SQLite lives in ``bench/results/`` and
+PostgreSQL in a database of its own (``crearis_bench``). A timed step is a ``Step`` in
+``STEPS``; adding one (an import, say) is adding an entry there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+WORK = Path(os.environ.get("BENCH_WORK", "/tmp/crearis-bench"))
+PYTHON = sys.executable
+MANAGE = [PYTHON, str(ROOT / "manage.py")]
+TIME = "/usr/bin/time" if Path("/usr/bin/time").exists() else None
+PG_SERVER = os.environ.get("BENCH_PG_SERVER", "postgres://postgres@127.0.0.1:5432")
+PG_NAME = os.environ.get("BENCH_PG_NAME", "crearis_bench")
+COMPRESSIONS = ("none", "gz", "zst", "xz", "bz2")
+
+
+@dataclass
+class Database:
+    """One database the bench builds and measures."""
+
+    vendor: str  # "sqlite" or "postgres"
+    events: int
+    rows: int = 0  # records in the content app (what every tool writes), set after building
+
+    @property
+    def name(self) -> str:
+        if self.vendor == "sqlite":
+            return str(RESULTS / f"bench-{self.events}.sqlite3")
+        return PG_NAME
+
+    @property
+    def url(self) -> str:
+        if self.vendor == "sqlite":
+            return f"sqlite:///{self.name}"
+        return f"{PG_SERVER}/{self.name}"
+
+    def env(self) -> dict[str, str]:
+        # Archives written by syncexport go where each step says (--output); BACKUP_DIR is only
+        # a fallback that keeps the project's var/ clean.
+        return {**os.environ, "DATABASE_URL": self.url, "BACKUP_DIR": str(WORK / "backups")}
+
+
+@dataclass
+class Step:
+    """A timed command. ``command`` gets the database and an empty directory for its output;
+    when ``stdout_file`` is set, the command's stdout is written there (dumpdata)."""
+
+    name: str
+    tool: str
+    command: Callable[[Database, Path], list[str]]
+    stdout_file: str | None = None
+    vendors: tuple[str, ...] = ("sqlite", "postgres")
+    prepare: Callable[[Database, Path], None] | None = None
+
+
+@dataclass
+class Measurement:
+    database: str
+    step: str
+    tool: str
+    rows: int
+    seconds: float
+    output_bytes: int
+    peak_rss_kb: int | None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds else 0.0
+
+
+# -- steps -----------------------------------------------------------------------------------
+
+
+def syncexport(compression: str) -> Step:
+    return Step(
+        name=f"syncexport-{compression}",
+        tool=f"syncexport --compression {compression}",
+        command=lambda db, out: [
+            *MANAGE,
+            "syncexport",
+            "--tables",
+            "content",
+            "--compression",
+            compression,
+            "--output",
+            str(out),
+            "--quiet",
+        ],
+    )
+
+
+def pg_dump(db: Database, out: Path) -> list[str]:
+    return [
+        "pg_dump",
+        "--data-only",
+        "--table=content_*",
+        f"--file={out / 'dump.sql'}",
+        db.url,
+    ]
+
+
+STEPS: list[Step] = [
+    *[syncexport(c) for c in COMPRESSIONS],
+    Step(
+        name="dumpdata",
+        tool="dumpdata content",
+        command=lambda db, out: [*MANAGE, "dumpdata", "content"],
+        stdout_file="dump.json",
+    ),
+    Step(
+        name="dumpdata-natural",
+        tool="dumpdata content --natural-foreign --natural-primary",
+        command=lambda db, out: [
+            *MANAGE,
+            "dumpdata",
+            "content",
+            "--natural-foreign",
+            "--natural-primary",
+        ],
+        stdout_file="dump.json",
+    ),
+    Step(name="pg_dump", tool="pg_dump --data-only content_*", command=pg_dump,
+         vendors=("postgres",)),  # fmt: skip
+]
+
+
+# -- running ---------------------------------------------------------------------------------
+
+
+def run(
+    argv: list[str], env: dict[str, str], stdout_path: Path | None = None
+) -> tuple[float, int | None, str]:
+    """Run ``argv``; return (wall seconds, peak RSS in kB or None, stdout text)."""
+    time_file = WORK / "time.txt"
+    full = [TIME, "-v", "-o", str(time_file), *argv] if TIME else argv
+    stdout = open(stdout_path, "wb") if stdout_path else subprocess.PIPE  # noqa: SIM115
+    started = time.perf_counter()
+    try:
+        proc = subprocess.run(full, env=env, stdout=stdout, stderr=subprocess.PIPE, cwd=ROOT)
+    finally:
+        if stdout_path:
+            stdout.close()
+    seconds = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(argv)}\n{proc.stderr.decode()}")
+    peak = None
+    if TIME:
+        match = re.search(r"Maximum resident set size \(kbytes\): (\d+)", time_file.read_text())
+        peak = int(match.group(1)) if match else None
+    else:
+        import resource
+
+        # Only a lower bound when several children ran: the largest of them so far.
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    text = proc.stdout.decode() if proc.stdout else ""
+    return seconds, peak, text
+
+
+def manage(db: Database, *args: str) -> str:
+    return run([*MANAGE, *args], db.env())[2]
+
+
+def build(db: Database, reuse: bool) -> float | None:
+    """Make the database hold syncseed + syncdemo --events N; return syncdemo's seconds."""
+    marker = RESULTS / f".built-{db.vendor}"
+    if reuse and marker.exists() and marker.read_text().strip() == f"{db.url} {db.events}":
+        return None
+    marker.unlink(missing_ok=True)
+    if db.vendor == "sqlite":
+        Path(db.name).unlink(missing_ok=True)
+    else:
+        recreate_pg_database(db.name)
+    manage(db, "migrate", "--no-input", "-v0")
+    manage(db, "syncseed", "-v0")
+    seconds = run([*MANAGE, "syncdemo", "--events", str(db.events)], db.env())[0]
+    marker.write_text(f"{db.url} {db.events}\n")
+    return seconds
+
+
+def recreate_pg_database(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+COUNT_ROWS = (
+    "from django.apps import apps; "
+    "print(sum(m._default_manager.count() for m in apps.get_app_config('content').get_models()))"
+)
+
+
+def measure(db: Database, step: Step) -> Measurement:
+    out = WORK / db.vendor / step.name
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    if step.prepare:
+        step.prepare(db, out)
+    stdout_path = out / step.stdout_file if step.stdout_file else None
+    seconds, peak, _ = run(step.command(db, out), db.env(), stdout_path)
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    return Measurement(db.vendor, step.name, step.tool, db.rows, seconds, size, peak)
+
+
+# -- reporting -------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
+
+
+def mib(n: float | None) -> str:
+    return "—" if n is None else f"{n / 1024 / 1024:.1f}"
+
+
+def table(measurements: list[Measurement]) -> list[list[str]]:
+    rows = [["db", "step", "rows", "seconds", "rows/s", "output MiB", "peak RSS MiB", "vs dumpdata",
+             "vs natural"]]  # fmt: skip
+    base = {(m.database, m.step): m.rows_per_second for m in measurements}
+    for m in measurements:
+        plain = base.get((m.database, "dumpdata"))
+        natural = base.get((m.database, "dumpdata-natural"))
+        rows.append([
+            m.database, m.step, str(m.rows), f"{m.seconds:.2f}", f"{m.rows_per_second:,.0f}",
+            mib(m.output_bytes), mib(m.peak_rss_kb * 1024 if m.peak_rss_kb else None),
+            f"{m.rows_per_second / plain:.1f}×" if plain else "—",
+            f"{m.rows_per_second / natural:.1f}×" if natural else "—",
+        ])  # fmt: skip
+    return rows
+
+
+def plain_text(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
+
+
+def markdown(rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=20000, help="syncdemo --events (20000)")
+    parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument("--only", nargs="+", metavar="STEP", help="Run only these steps.")
+    parser.add_argument("--skip", nargs="+", metavar="STEP", default=[], help="Leave out steps.")
+    parser.add_argument(
+        "--reuse", action="store_true", help="Keep a database already built at this size."
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="Runs per step; the best is kept.")
+    args = parser.parse_args()
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    WORK.mkdir(parents=True, exist_ok=True)
+    vendors = ["sqlite", "postgres"] if args.db == "both" else [args.db]
+    steps = [s for s in STEPS if (not args.only or s.name in args.only) and s.name not in args.skip]
+    command = " ".join(["python bench/run.py", *sys.argv[1:]])
+    print(f"{command}\n{machine()}\n/usr/bin/time: {'yes' if TIME else 'no (getrusage)'}")
+
+    measurements: list[Measurement] = []
+    builds: dict[str, str] = {}
+    for vendor in vendors:
+        db = Database(vendor, args.events)
+        seconds = build(db, args.reuse)
+        db.rows = int(manage(db, "shell", "-v0", "-c", COUNT_ROWS).split()[-1])
+        builds[vendor] = "reused" if seconds is None else f"{seconds:.1f} s"
+        print(f"{vendor}: {db.rows} rows (syncdemo: {builds[vendor]})")
+        for step in steps:
+            if vendor not in step.vendors:
+                continue
+            best = min((measure(db, step) for _ in range(args.repeat)), key=lambda m: m.seconds)
+            measurements.append(best)
+            print(f"  {step.name}: {best.seconds:.2f} s, {best.rows_per_second:,.0f} rows/s, "
+                  f"{mib(best.output_bytes)} MiB, peak {mib((best.peak_rss_kb or 0) * 1024)} MiB",
+                  flush=True)  # fmt: skip
+
+    rows = table(measurements)
+    print()
+    print(plain_text(rows))
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    report = RESULTS / f"{stamp}-events{args.events}-{args.db}.md"
+    report.write_text(
+        f"# Bench {stamp}\n\n`{command}`\n\n{machine()}\n\n"
+        + "".join(f"- {v}: syncdemo {b}\n" for v, b in builds.items())
+        + f"\n{markdown(rows)}\n"
+    )
+    (report.with_suffix(".json")).write_text(
+        json.dumps([m.__dict__ for m in measurements], indent=2)
+    )
+    print(f"\nwritten: {report.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

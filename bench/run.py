@@ -146,8 +146,12 @@ STEPS: list[Step] = [
         ],
         stdout_file="dump.json",
     ),
-    Step(name="pg_dump", tool="pg_dump --data-only content_*", command=pg_dump,
-         vendors=("postgres",)),  # fmt: skip
+    Step(
+        name="pg_dump",
+        tool="pg_dump --data-only content_*",
+        command=pg_dump,
+        vendors=("postgres",),
+    ),
 ]
 
 
@@ -259,8 +263,8 @@ def table(measurements: list[Measurement]) -> list[list[str]]:
         rows.append([
             m.database, m.step, str(m.rows), f"{m.seconds:.2f}", f"{m.rows_per_second:,.0f}",
             mib(m.output_bytes), mib(m.peak_rss_kb * 1024 if m.peak_rss_kb else None),
-            f"{m.rows_per_second / plain:.1f}×" if plain else "—",
-            f"{m.rows_per_second / natural:.1f}×" if natural else "—",
+            f"{m.rows_per_second / plain:.1f}x" if plain else "—",
+            f"{m.rows_per_second / natural:.1f}x" if natural else "—",
         ])  # fmt: skip
     return rows
 

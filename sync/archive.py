@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import lzma
 import os
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +38,16 @@ DEFAULT_LEVELS = {"gz": 6, "bz2": 9, "xz": 6, "zst": 3, "none": None}
 LEVEL_RANGES = {"gz": (0, 9), "bz2": (1, 9), "xz": (0, 9), "zst": (1, 22)}
 INDEX_MAX_SIZE = 64 * 1024 * 1024
 COPY_BUFFER = 1024 * 1024
+# What a damaged or cut-off archive raises while it is read, by tar or by a decompressor
+# (lzma and zlib errors are not OSErrors).
+READ_ERRORS = (
+    tarfile.TarError,
+    EOFError,
+    OSError,
+    lzma.LZMAError,
+    zlib.error,
+    zstandard.ZstdError,
+)
 
 
 class ArchiveError(Exception):
@@ -52,6 +64,18 @@ def looks_like_backup(name: str) -> bool:
 
 def member_name(position: int, label: str) -> str:
     return f"tables/{position:03d}-{label}.jsonl"
+
+
+def check_compression(compression: str, level: int | None) -> None:
+    """Refuse an unknown compression or a level outside its range (before any work starts)."""
+    if compression not in COMPRESSIONS:
+        raise ArchiveError(
+            f"Unknown compression {compression!r}: use one of {', '.join(COMPRESSIONS)}."
+        )
+    if level is not None and compression != "none":
+        low, high = LEVEL_RANGES[compression]
+        if not low <= level <= high:
+            raise ArchiveError(f"--level for {compression} must be between {low} and {high}.")
 
 
 # -- compression -------------------------------------------------------------------------------
@@ -74,7 +98,10 @@ def _compressed_writer(raw: IO[bytes], compression: str, level: int | None) -> I
 
         return lzma.LZMAFile(raw, mode="wb", preset=level)
     if compression == "zst":
-        return zstandard.ZstdCompressor(level=level).stream_writer(raw, closefd=False)
+        # A content checksum, so that a damaged frame fails to decompress (gz, bz2 and xz
+        # check their data on their own).
+        compressor = zstandard.ZstdCompressor(level=level, write_checksum=True)
+        return compressor.stream_writer(raw, closefd=False)
     raise ArchiveError(
         f"Unknown compression {compression!r}: use one of {', '.join(COMPRESSIONS)}."
     )
@@ -148,14 +175,7 @@ class ArchiveWriter:
     """
 
     def __init__(self, final_path: Path, compression: str = "gz", level: int | None = None):
-        if compression not in COMPRESSIONS:
-            raise ArchiveError(
-                f"Unknown compression {compression!r}: use one of {', '.join(COMPRESSIONS)}."
-            )
-        if level is not None and compression != "none":
-            low, high = LEVEL_RANGES[compression]
-            if not low <= level <= high:
-                raise ArchiveError(f"--level for {compression} must be between {low} and {high}.")
+        check_compression(compression, level)
         self.final_path = final_path
         self.compression = compression
         self.level = DEFAULT_LEVELS[compression] if level is None else level
@@ -349,7 +369,12 @@ class ArchiveReader:
         self._raw.seek(0)
         stream = _decompressed_reader(self._raw, self.compression)
         try:
+            # In stream mode, opening already reads the first header.
             self._tar = tarfile.open(fileobj=stream, mode="r|")
+        except READ_ERRORS as exc:
+            self.__exit__(None, None, None)
+            raise ArchiveError(f"{self.path.name} is corrupt or truncated ({exc}).") from exc
+        try:
             first = self._next_member()
         except ArchiveError:
             self.__exit__(None, None, None)
@@ -373,7 +398,7 @@ class ArchiveReader:
     def _next_member(self) -> tarfile.TarInfo | None:
         try:
             member = self._tar.next()
-        except (tarfile.TarError, EOFError, OSError, zstandard.ZstdError) as exc:
+        except READ_ERRORS as exc:
             raise ArchiveError(f"{self.path.name} is corrupt or truncated ({exc}).") from exc
         if member is None:
             return None
@@ -392,7 +417,7 @@ class ArchiveReader:
             raise ArchiveError(f"Member {member.name!r} is too large ({member.size} bytes).")
         try:
             return self._tar.extractfile(member).read()
-        except (tarfile.TarError, EOFError, OSError, zstandard.ZstdError) as exc:
+        except READ_ERRORS as exc:
             raise ArchiveError(f"{self.path.name} is corrupt or truncated ({exc}).") from exc
 
     def tables(self) -> Iterator[tuple[TableEntry, Iterator[bytes]]]:
@@ -425,7 +450,7 @@ class ArchiveReader:
             for line in stream:
                 digest.update(line)
                 yield line
-        except (tarfile.TarError, EOFError, OSError, zstandard.ZstdError) as exc:
+        except READ_ERRORS as exc:
             raise ArchiveError(f"{self.path.name} is corrupt or truncated ({exc}).") from exc
         if digest.hexdigest() != entry.sha256:
             raise ArchiveError(f"Member {member.name!r} fails its sha256 check: it was altered.")

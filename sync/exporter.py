@@ -17,7 +17,14 @@ from django.conf import settings
 from django.db import connections, models, transaction
 from django.utils import timezone
 
-from sync.archive import FORMAT_NAME, FORMAT_VERSION, ArchiveWriter, MemberSpool, archive_suffix
+from sync.archive import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    ArchiveWriter,
+    MemberSpool,
+    archive_suffix,
+    check_compression,
+)
 from sync.models import BackupRecord, SyncState
 from sync.records import RecordEncoder, dumps_line, json_key
 from sync.schema import (
@@ -75,9 +82,12 @@ def select_models(
 def read_snapshot(using: str) -> Iterator[None]:
     """One read-only transaction, so every table is read as of the same moment."""
     connection = connections[using]
+    # Inside a caller's transaction the snapshot is the caller's: PostgreSQL only takes an
+    # isolation level before the transaction's first query.
+    outer = connection.in_atomic_block
     with transaction.atomic(using=using):
         with connection.cursor() as cursor:
-            if connection.vendor == "postgresql":
+            if connection.vendor == "postgresql" and not outer:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             elif connection.vendor == "sqlite":
                 # A deferred BEGIN takes its snapshot at the first read: read now.
@@ -142,6 +152,7 @@ def export(
     ``on_start`` is told the number of records to write (for a progress bar), ``progress`` the
     number written so far in steps.
     """
+    check_compression(compression, level)
     plans = plan_models(select_models(tables, exclude, with_dependencies), include_secrets)
     output_dir = Path(output_dir or settings.BACKUP_DIR)
     now = datetime.now(UTC).replace(microsecond=0)
@@ -229,8 +240,10 @@ def m2m_keys(f: models.ManyToManyField, pks: list, using: str) -> dict:
     return result
 
 
-def sort_key(value) -> str:
-    return repr(value)
+def sort_key(value) -> tuple:
+    """Orders sync keys as their parts compare (``"teen"`` before ``"teen group"``)."""
+    parts = value if isinstance(value, list) else [value]
+    return tuple((p is not None, type(p).__name__, p) for p in parts)
 
 
 def chunked(rows: Iterable, size: int) -> Iterator[list]:

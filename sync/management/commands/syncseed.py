@@ -1,12 +1,14 @@
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
+from sync.importer import ImportFailed
 from sync.seeding import seed_system_data
 
 
 class Command(BaseCommand):
     help = (
         "Load the platform's system data (statuses, tags, config keys) from the bundled data "
-        "file. Idempotent: rows that exist are left alone unless --update is given."
+        "file, as an import in append mode: idempotent, rows that exist are left alone. With "
+        "--update (update mode), rows edited locally are overwritten with the bundled values."
     )
 
     def add_arguments(self, parser):
@@ -16,19 +18,21 @@ class Command(BaseCommand):
         parser.add_argument("--database", default="default", help="Database alias to seed.")
 
     def handle(self, *args, update: bool, database: str, verbosity: int, **options):
-        result = seed_system_data(update=update, using=database)
+        try:
+            result = seed_system_data(update=update, using=database)
+        except ImportFailed as exc:
+            raise CommandError(f"Seeding failed: {exc}") from exc
         if verbosity >= 2:
-            for label in sorted({*result.created, *result.updated, *result.unchanged}):
+            for diff in result.tables.values():
                 self.stdout.write(
-                    f"{label}: {result.created[label]} created, {result.updated[label]} updated, "
-                    f"{result.unchanged[label]} unchanged"
+                    f"{diff.label}: {diff.new} created, {diff.updated} updated, "
+                    f"{diff.unchanged + diff.skipped} unchanged"
                 )
-        if not result.changed:
+        if result.total_changes == 0:
             self.stdout.write("System data is up to date: nothing changed.")
             return
+        created = sum(d.new for d in result.tables.values())
+        updated = sum(d.updated for d in result.tables.values())
         self.stdout.write(
-            self.style.SUCCESS(
-                f"System data seeded: {sum(result.created.values())} created, "
-                f"{sum(result.updated.values())} updated."
-            )
+            self.style.SUCCESS(f"System data seeded: {created} created, {updated} updated.")
         )

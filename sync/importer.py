@@ -1,0 +1,753 @@
+"""Import: load records into a database, matched by sync key, in one transaction.
+
+Modes:
+
+- ``replace`` — the chosen tables end up holding exactly the archive's records: new ones
+  inserted, existing ones overwritten, rows whose key is not in the archive deleted (following
+  ``on_delete``; cascades are reported).
+- ``update`` — new records inserted; an existing one overwritten only when the archive's
+  ``updated_at`` is newer (models without ``updated_at``: when content differs); nothing deleted.
+- ``append`` — only records whose key is not in the target are inserted.
+
+The same pass computes the diff and, unless it is a dry run, writes. A dry run reads the target
+but never writes — not one row, not one sequence value, no signal — so a preview has no side
+effects. Writes use ``executemany`` on plain SQL (no ``save()``, no signals, no ``auto_now``):
+timestamps come from the archive.
+
+References are resolved by sync key against rows of the same archive or rows already in the
+target. Tables load in dependency order; a reference that closes a cycle (User → Instructor →
+Image → Project → User) or points into its own table (Project.regio) is written in a second
+pass once every row exists.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from django.apps import apps
+from django.core.exceptions import ValidationError
+from django.core.management.color import no_style
+from django.db import DatabaseError, IntegrityError, connections, models, transaction
+from django.db.models.deletion import Collector, ProtectedError, RestrictedError
+from django.utils import timezone
+
+from sync.archive import ArchiveError, ArchiveReader, TableEntry
+from sync.records import RecordError, field_decoder, json_key, key_tuple, normalise_key
+from sync.schema import SchemaError, SyncModel, key_paths, plan_models, sync_key_fields
+
+MODES = ("replace", "update", "append")
+CHUNK = 2000
+SHOW_CHARS = 60
+
+Progress = Callable[[int], None]
+
+
+class ImportFailed(Exception):
+    """An import that cannot be done; the message names table, key and field."""
+
+
+# -- the diff --------------------------------------------------------------------------------
+
+
+@dataclass
+class RecordChange:
+    key: Any
+    action: str  # new | updated | deleted
+    fields: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {
+            "key": self.key,
+            "action": self.action,
+            "fields": {name: {"old": old, "new": new} for name, (old, new) in self.fields.items()},
+        }
+
+
+@dataclass
+class TableDiff:
+    label: str
+    name: str
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    deleted: int = 0
+    changes: list[RecordChange] = field(default_factory=list)
+
+    @property
+    def total_changes(self) -> int:
+        return self.new + self.updated + self.deleted
+
+    def as_dict(self) -> dict:
+        return {
+            "table": self.label,
+            "new": self.new,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "skipped": self.skipped,
+            "deleted": self.deleted,
+            "changes": [c.as_dict() for c in self.changes],
+        }
+
+
+@dataclass
+class ImportResult:
+    mode: str
+    dry_run: bool
+    tables: dict[str, TableDiff] = field(default_factory=dict)
+    cascaded: Counter = field(default_factory=Counter)  # table → rows deleted by on_delete
+    backup_id: str | None = None
+
+    @property
+    def total_changes(self) -> int:
+        return sum(t.total_changes for t in self.tables.values()) + sum(self.cascaded.values())
+
+    def counts(self) -> dict:
+        return {
+            label: t.as_dict() | {"changes": len(t.changes)} for label, t in self.tables.items()
+        }
+
+    def as_dict(self) -> dict:
+        return {
+            "mode": self.mode,
+            "dry_run": self.dry_run,
+            "backup_id": self.backup_id,
+            "tables": [t.as_dict() for t in self.tables.values()],
+            "cascaded": dict(self.cascaded),
+            "total_changes": self.total_changes,
+        }
+
+
+# -- sources of records ------------------------------------------------------------------------
+
+
+@dataclass
+class SourceTable:
+    """A table of records as a source describes it: label, key fields, field names."""
+
+    label: str
+    key_fields: list[str]
+    fields: list[str]
+
+
+class RecordSource:
+    """Where records come from: an archive, or the bundled system data."""
+
+    backup_id: str | None = None
+
+    def table_list(self) -> list[SourceTable]:
+        raise NotImplementedError
+
+    def records(self) -> Iterator[tuple[SourceTable, Iterator[dict]]]:
+        raise NotImplementedError
+
+
+class ArchiveSource(RecordSource):
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        with ArchiveReader(self.path) as reader:
+            self.index = reader.index
+        self.backup_id = self.index.backup_id
+
+    def table_list(self) -> list[SourceTable]:
+        return [_source_table(t) for t in self.index.tables]
+
+    def records(self) -> Iterator[tuple[SourceTable, Iterator[dict]]]:
+        with ArchiveReader(self.path) as reader:
+            for entry, lines in reader.tables():
+                yield _source_table(entry), (orjson.loads(line) for line in lines)
+
+
+def _source_table(entry: TableEntry) -> SourceTable:
+    return SourceTable(entry.label, entry.key_fields, list(entry.fields))
+
+
+class DataFileSource(RecordSource):
+    """``{"tables": {label: [record, …]}}`` — the shape of the bundled system data."""
+
+    def __init__(self, path: Path | str):
+        self.data = orjson.loads(Path(path).read_bytes())["tables"]
+
+    def table_list(self) -> list[SourceTable]:
+        tables = []
+        for label, records in self.data.items():
+            names = list(dict.fromkeys(name for record in records for name in record))
+            tables.append(SourceTable(label, list(sync_key_fields(apps.get_model(label))), names))
+        return tables
+
+    def records(self) -> Iterator[tuple[SourceTable, Iterator[dict]]]:
+        for table in self.table_list():
+            yield table, iter(self.data[table.label])
+
+
+# -- resolving keys to ids ---------------------------------------------------------------------
+
+
+class KeyIndex:
+    """Sync key → primary key of one model in the target (plus rows this import adds)."""
+
+    def __init__(self, model: type[models.Model], using: str):
+        self.model = model
+        self.using = using
+        self.paths = key_paths(model)
+        self._map: dict[tuple, Any] | None = None
+
+    @property
+    def map(self) -> dict[tuple, Any]:
+        if self._map is None:
+            self.reload()
+        return self._map
+
+    def reload(self) -> None:
+        rows = self.model._default_manager.using(self.using).values_list("pk", *self.paths)
+        self._map = {normalise_key(tuple(parts)): pk for pk, *parts in rows.iterator(10000)}
+
+
+class PlaceholderPk:
+    """Stands for the id a new row would get, in a dry run."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key):
+        self.key = key
+
+    def __repr__(self) -> str:
+        return f"<new {self.key!r}>"
+
+
+# -- the engine ----------------------------------------------------------------------------------
+
+
+def _short(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > SHOW_CHARS:
+        return value[: SHOW_CHARS - 1] + "…"
+    if isinstance(value, PlaceholderPk):
+        return repr(value)
+    if value is None or isinstance(value, bool | int | float | str | list | dict):
+        return value
+    return str(value)
+
+
+@dataclass
+class Column:
+    field: models.Field
+    decode: Callable[[Any], Any]
+    reference: type[models.Model] | None  # FK target
+    deferred: bool = False
+
+
+class TableLoader:
+    """Loads one table's records (see the module doc for the semantics)."""
+
+    def __init__(self, importer: Importer, plan: SyncModel, source: SourceTable):
+        self.importer = importer
+        self.plan = plan
+        self.model = plan.model
+        self.label = plan.label
+        self.using = importer.using
+        self.connection = connections[importer.using]
+        self.diff = TableDiff(self.label, str(self.model._meta.verbose_name_plural))
+        opts = self.model._meta
+        self.columns: list[Column] = []
+        self.m2m: list[models.ManyToManyField] = []
+        for name in source.fields:
+            f = opts.get_field(name)
+            if f.many_to_many:
+                self.m2m.append(f)
+                continue
+            self.columns.append(
+                Column(
+                    f,
+                    field_decoder(f),
+                    f.related_model if f.is_relation else None,
+                    name in plan.deferred,
+                )
+            )
+        present = {c.field.name for c in self.columns}
+        self.deferred_fields = [c.field for c in self.columns if c.deferred]
+        self.deferred_attnames = {f.attname for f in self.deferred_fields}
+        self.by_attname = {f.attname: f for f in opts.concrete_fields}
+        self.missing = [
+            f
+            for f in opts.concrete_fields
+            if f.name not in present and not f.primary_key and not f.generated
+        ]
+        self.has_updated_at = "updated_at" in present and isinstance(
+            opts.get_field("updated_at"), models.DateTimeField
+        )
+        self.keys_seen: set[tuple] = set()
+        self.pending_m2m: list[tuple[tuple, dict[str, set]]] = []  # new rows: key → m2m ids
+        self.deferred: list[tuple[tuple, Any, str, Any, str]] = []
+        self.inserted_pk = opts.pk.name in present
+
+    # -- reading ---------------------------------------------------------------------------
+    def fail(self, key: tuple, message: str) -> ImportFailed:
+        return ImportFailed(f"{self.label} {json_key(key)!r}: {message}")
+
+    def decode(self, record: dict) -> tuple[tuple, dict[str, Any], dict[str, Any], dict[str, set]]:
+        """(key, values by attname, deferred references by name, m2m ids by name)."""
+        key = normalise_key(self.plan.key_of(record))
+        values: dict[str, Any] = {}
+        deferred: dict[str, Any] = {}
+        for column in self.columns:
+            f = column.field
+            raw = record.get(f.name)
+            if column.reference is not None:
+                if raw is None:
+                    if not f.null and not column.deferred:
+                        raise self.fail(key, f"field {f.name!r} may not be empty")
+                    values[f.attname] = None
+                elif column.deferred:
+                    deferred[f.name] = raw
+                    values[f.attname] = None
+                else:
+                    values[f.attname] = self.importer.resolve(column.reference, raw, self, key, f)
+                continue
+            try:
+                value = column.decode(raw)
+            except (ValidationError, ValueError, TypeError) as exc:
+                message = exc.messages[0] if isinstance(exc, ValidationError) else str(exc)
+                raise self.fail(
+                    key, f"field {f.name!r}: bad value {_short(raw)!r} ({message})"
+                ) from exc
+            if value is None and not f.null:
+                raise self.fail(key, f"field {f.name!r} may not be empty")
+            values[f.attname] = value
+        m2m = {}
+        for f in self.m2m:
+            raw = record.get(f.name) or []
+            if not isinstance(raw, list):
+                raise self.fail(key, f"field {f.name!r} must be a list of keys")
+            m2m[f.name] = {self.importer.resolve(f.related_model, k, self, key, f) for k in raw}
+        return key, values, deferred, m2m
+
+    def load(self, records: Iterable[dict], progress: Progress | None) -> None:
+        index = self.importer.key_index(self.model)
+        existing = index.map
+        for chunk in _chunked(records, CHUNK):
+            decoded = []
+            for record in chunk:
+                key, values, deferred, m2m = self.decode(record)
+                if key in self.keys_seen:
+                    raise self.fail(key, "appears twice in the archive")
+                self.keys_seen.add(key)
+                decoded.append((key, existing.get(key), values, deferred, m2m))
+            self.load_chunk(decoded)
+            if progress:
+                progress(len(chunk))
+        self.finish_new_rows()
+
+    def load_chunk(self, decoded: list) -> None:
+        mode = self.importer.mode
+        current = self.current_rows([pk for _, pk, *_ in decoded if pk is not None])
+        current_m2m = self.current_m2m([pk for _, pk, *_ in decoded if pk is not None])
+        inserts, updates = [], []
+        for key, pk, values, deferred, m2m in decoded:
+            if pk is None:
+                self.diff.new += 1
+                if self.importer.collect_changes:
+                    shown = {n: (None, _short(v)) for n, v in values.items()}
+                    self.diff.changes.append(RecordChange(json_key(key), "new", shown))
+                inserts.append(values)
+                self.pending_m2m.append((key, m2m))
+                for name, target in deferred.items():
+                    self.deferred.append((key, None, name, target, "new"))
+                continue
+            if mode == "append":
+                self.diff.skipped += 1
+                continue
+            old = current[pk]
+            changed = {
+                attname: (old[attname], value)
+                for attname, value in values.items()
+                if attname not in self.deferred_attnames and old[attname] != value
+            }
+            m2m_changes = {
+                name: (current_m2m[name].get(pk, set()), ids)
+                for name, ids in m2m.items()
+                if current_m2m[name].get(pk, set()) != ids
+            }
+            if mode == "update" and not self.newer(values, old):
+                if changed or m2m_changes:
+                    self.diff.skipped += 1
+                else:
+                    self.diff.unchanged += 1
+                continue
+            state = "changed" if changed or m2m_changes else "same"
+            for f in self.deferred_fields:
+                target = deferred.get(f.name)
+                if target is not None or old[f.attname] is not None:
+                    self.deferred.append((key, pk, f.name, target, state))
+            if state == "same":
+                self.diff.unchanged += 1
+                continue
+            self.diff.updated += 1
+            if self.importer.collect_changes:
+                shown = {self.name_of(a): (_short(o), _short(n)) for a, (o, n) in changed.items()}
+                shown |= {
+                    n: (sorted(map(repr, o)), sorted(map(repr, v)))
+                    for n, (o, v) in m2m_changes.items()
+                }
+                self.diff.changes.append(RecordChange(json_key(key), "updated", shown))
+            if changed:
+                updates.append(
+                    (pk, {a: values[a] for a in values if a not in self.deferred_attnames})
+                )
+            for name, (old_ids, new_ids) in m2m_changes.items():
+                self.importer.write_m2m(self.model, name, pk, old_ids, new_ids)
+        if not self.importer.dry_run:
+            self.importer.insert_rows(self, inserts)
+            self.importer.update_rows(self, updates)
+
+    def name_of(self, attname: str) -> str:
+        return self.by_attname[attname].name
+
+    def newer(self, values: dict, old: dict) -> bool:
+        """Update mode: whether the archive's version wins over the target's."""
+        if not self.has_updated_at:
+            return True
+        theirs, ours = values.get("updated_at"), old.get("updated_at")
+        return theirs is not None and (ours is None or theirs > ours)
+
+    def current_rows(self, pks: list) -> dict[Any, dict]:
+        if not pks:
+            return {}
+        attnames = [c.field.attname for c in self.columns]
+        rows = self.model._default_manager.using(self.using).filter(pk__in=pks)
+        return {row["pk"]: row for row in rows.values("pk", *attnames)}
+
+    def current_m2m(self, pks: list) -> dict[str, dict[Any, set]]:
+        result: dict[str, dict[Any, set]] = {}
+        for f in self.m2m:
+            through = f.remote_field.through
+            source, target = f.m2m_field_name(), f.m2m_reverse_field_name()
+            sets: dict[Any, set] = defaultdict(set)
+            if pks:
+                rows = through._default_manager.using(self.using).filter(**{f"{source}__in": pks})
+                for source_pk, target_pk in rows.values_list(f"{source}_id", f"{target}_id"):
+                    sets[source_pk].add(target_pk)
+            result[f.name] = sets
+        return result
+
+    def finish_new_rows(self) -> None:
+        """Give new rows their ids (placeholders in a dry run) and write their M2M sets."""
+        if not self.diff.new:
+            return
+        index = self.importer.key_index(self.model)
+        if self.importer.dry_run:
+            for key, _ in self.pending_m2m:
+                index.map[key] = PlaceholderPk(key)
+        else:
+            index.reload()
+            for key, m2m in self.pending_m2m:
+                for name, ids in m2m.items():
+                    self.importer.write_m2m(self.model, name, index.map[key], set(), ids)
+        self.pending_m2m = []
+
+
+class Importer:
+    def __init__(
+        self,
+        source: RecordSource,
+        mode: str = "replace",
+        using: str = "default",
+        dry_run: bool = False,
+        tables: Iterable[str] | None = None,
+        collect_changes: bool = False,
+        progress: Progress | None = None,
+    ):
+        if mode not in MODES:
+            raise ImportFailed(f"Unknown mode {mode!r}: use one of {', '.join(MODES)}.")
+        self.source = source
+        self.mode = mode
+        self.using = using
+        self.dry_run = dry_run
+        self.collect_changes = collect_changes
+        self.progress = progress
+        self.connection = connections[using]
+        self.indexes: dict[type[models.Model], KeyIndex] = {}
+        self.loaders: dict[str, TableLoader] = {}
+        self.explicit_pk_models: list[type[models.Model]] = []
+        self.source_tables = {t.label: t for t in source.table_list()}
+        self.plans = self.check_schema(tables)
+
+    # -- schema ---------------------------------------------------------------------------
+    def check_schema(self, tables: Iterable[str] | None) -> list[SyncModel]:
+        """Every table and field of the source must exist here, with the same sync key."""
+        chosen = list(self.source_tables)
+        if tables:
+            from sync.schema import resolve_tables
+
+            try:
+                wanted = {m._meta.label for m in resolve_tables(tables)}
+            except SchemaError as exc:
+                raise ImportFailed(str(exc)) from exc
+            absent = sorted(wanted - set(chosen))
+            if absent:
+                raise ImportFailed(f"Table {absent[0]} is not in the archive.")
+            chosen = [label for label in chosen if label in wanted]
+        found = []
+        for label in chosen:
+            try:
+                model = apps.get_model(label)
+            except (LookupError, ValueError) as exc:
+                raise ImportFailed(
+                    f"Unknown table {label!r} in the archive: no such model is installed here."
+                ) from exc
+            table = self.source_tables[label]
+            for name in table.fields:
+                try:
+                    f = model._meta.get_field(name)
+                except Exception as exc:
+                    raise ImportFailed(
+                        f"Unknown field {label}.{name} in the archive: the model here has no "
+                        f"such field (is the schema migrated to the same version?)."
+                    ) from exc
+                if not (f.concrete or f.many_to_many) or getattr(f, "generated", False):
+                    raise ImportFailed(f"Field {label}.{name} cannot be imported.")
+            ours = list(sync_key_fields(model))
+            if list(table.key_fields) != ours:
+                raise ImportFailed(
+                    f"{label}: the archive identifies rows by {table.key_fields}, this database "
+                    f"by {ours}."
+                )
+            found.append(model)
+        try:
+            plans = plan_models(found, include_secrets=True)
+        except SchemaError as exc:
+            raise ImportFailed(str(exc)) from exc
+        return plans
+
+    # -- keys -----------------------------------------------------------------------------
+    def key_index(self, model: type[models.Model]) -> KeyIndex:
+        if model not in self.indexes:
+            self.indexes[model] = KeyIndex(model, self.using)
+        return self.indexes[model]
+
+    def resolve(self, target: type[models.Model], raw: Any, loader, key, f) -> Any:
+        target_key = normalise_key(key_tuple(raw))
+        pk = self.key_index(target).map.get(target_key)
+        if pk is None:
+            raise loader.fail(
+                key,
+                f"field {f.name!r} refers to {target._meta.label} {raw!r}, which is neither in "
+                f"the archive nor in the target database",
+            )
+        return pk
+
+    # -- running --------------------------------------------------------------------------
+    def run(self) -> ImportResult:
+        result = ImportResult(self.mode, self.dry_run, backup_id=self.source.backup_id)
+        plans = {p.label: p for p in self.plans}
+        try:
+            with transaction.atomic(using=self.using):
+                for table, records in self.source.records():
+                    plan = plans.get(table.label)
+                    if plan is None:
+                        for _ in records:  # not chosen: read through it (checksums still count)
+                            pass
+                        continue
+                    loader = TableLoader(self, plan, table)
+                    self.loaders[plan.label] = loader
+                    result.tables[plan.label] = loader.diff
+                    loader.load(records, self.progress)
+                self.resolve_deferred()
+                if self.mode == "replace":
+                    self.delete_missing(result)
+                if not self.dry_run:
+                    self.reset_sequences()
+        except (ArchiveError, ImportFailed, RecordError):
+            raise
+        except (ProtectedError, RestrictedError) as exc:
+            raise ImportFailed(f"Cannot delete: {exc.args[0]}") from exc
+        except IntegrityError as exc:
+            raise ImportFailed(f"The database refused the data: {exc}".strip()) from exc
+        except DatabaseError as exc:
+            raise ImportFailed(f"Database error during import: {exc}".strip()) from exc
+        return result
+
+    def resolve_deferred(self) -> None:
+        """Second pass: references that closed a cycle or point into their own table."""
+        for loader in self.loaders.values():
+            if not loader.deferred:
+                continue
+            index = self.key_index(loader.model)
+            real_pks = [
+                pk
+                for pk in (index.map[key] for key, *_ in loader.deferred)
+                if not isinstance(pk, PlaceholderPk)
+            ]
+            current = loader.current_rows(real_pks)
+            updates: dict[Any, dict] = defaultdict(dict)
+            promoted: set = set()
+            for key, _, name, target, state in loader.deferred:
+                f = loader.by_attname[loader.model._meta.get_field(name).attname]
+                pk = index.map[key]
+                wanted = None
+                if target is not None:
+                    wanted = self.resolve(f.related_model, target, loader, key, f)
+                old = None if state == "new" else current[pk][f.attname]
+                if old == wanted:
+                    continue
+                updates[pk][f.attname] = wanted
+                if state == "same" and key not in promoted:
+                    promoted.add(key)
+                    loader.diff.unchanged -= 1
+                    loader.diff.updated += 1
+                    if self.collect_changes:
+                        change = {name: (_short(old), _short(wanted))}
+                        loader.diff.changes.append(RecordChange(json_key(key), "updated", change))
+            if not self.dry_run:
+                self.update_rows(loader, list(updates.items()))
+
+    def delete_missing(self, result: ImportResult) -> None:
+        """Replace mode: delete rows whose key is not in the archive, following on_delete.
+
+        One Collector gathers every table's stale rows, so a row reached twice (stale itself and
+        by cascade) counts once, in a dry run as in a real run.
+        """
+        collector = Collector(using=self.using, origin=None)
+        stale_by_model: dict[type[models.Model], set] = {}
+        for loader in self.loaders.values():
+            index = self.key_index(loader.model)
+            stale = {pk for key, pk in index.map.items() if key not in loader.keys_seen}
+            if not stale:
+                continue
+            stale_by_model[loader.model] = stale
+            manager = loader.model._base_manager.using(self.using)
+            for chunk in _chunked(sorted(stale), CHUNK):
+                collector.collect(list(manager.filter(pk__in=chunk)))
+            if self.collect_changes:
+                keys = {pk: key for key, pk in index.map.items()}
+                loader.diff.changes += [
+                    RecordChange(json_key(keys[pk]), "deleted") for pk in sorted(stale)
+                ]
+        if not stale_by_model:
+            return
+        removed: dict[type[models.Model], set] = defaultdict(set)
+        for model, instances in collector.data.items():
+            removed[model._meta.concrete_model] |= {obj.pk for obj in instances}
+        for qs in collector.fast_deletes:
+            removed[qs.model._meta.concrete_model] |= set(qs.values_list("pk", flat=True))
+        for model, pks in removed.items():
+            stale = stale_by_model.get(model, set())
+            loader = self.loaders.get(model._meta.label)
+            if loader is not None:
+                loader.diff.deleted = len(pks & stale)
+            extra = len(pks - stale)
+            if extra:
+                result.cascaded[str(model._meta.verbose_name_plural)] += extra
+        if not self.dry_run:
+            collector.delete()
+
+    def reset_sequences(self) -> None:
+        if not self.explicit_pk_models:
+            return
+        statements = self.connection.ops.sequence_reset_sql(no_style(), self.explicit_pk_models)
+        with self.connection.cursor() as cursor:
+            for sql in statements:
+                cursor.execute(sql)
+
+    # -- writing --------------------------------------------------------------------------
+    def insert_rows(self, loader: TableLoader, rows: list[dict]) -> None:
+        if not rows:
+            return
+        ops = self.connection.ops
+        fields = [c.field for c in loader.columns]
+        now = timezone.now()
+        defaults = []
+        for f in loader.missing:
+            if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False):
+                defaults.append((f, now))
+            else:
+                defaults.append((f, f.get_default()))
+        all_fields = fields + [f for f, _ in defaults]
+        columns = ", ".join(ops.quote_name(f.column) for f in all_fields)
+        marks = ", ".join(["%s"] * len(all_fields))
+        table = ops.quote_name(loader.model._meta.db_table)
+        sql = f"INSERT INTO {table} ({columns}) VALUES ({marks})"
+        prepared_defaults = [f.get_db_prep_save(v, self.connection) for f, v in defaults]
+        params = [
+            [f.get_db_prep_save(row[f.attname], self.connection) for f in fields]
+            + prepared_defaults
+            for row in rows
+        ]
+        with self.connection.cursor() as cursor:
+            cursor.executemany(sql, params)
+        if loader.inserted_pk and loader.model not in self.explicit_pk_models:
+            self.explicit_pk_models.append(loader.model)
+
+    def update_rows(self, loader: TableLoader, rows: list[tuple[Any, dict]]) -> None:
+        """UPDATE each (pk, values) row; rows are grouped by the columns they set."""
+        ops = self.connection.ops
+        opts = loader.model._meta
+        groups: dict[tuple, list] = defaultdict(list)
+        for pk, values in rows:
+            groups[tuple(values)].append((pk, values))
+        with self.connection.cursor() as cursor:
+            for attnames, group in groups.items():
+                fields = [loader.by_attname[a] for a in attnames]
+                sets = ", ".join(f"{ops.quote_name(f.column)} = %s" for f in fields)
+                sql = (
+                    f"UPDATE {ops.quote_name(opts.db_table)} SET {sets} "
+                    f"WHERE {ops.quote_name(opts.pk.column)} = %s"
+                )
+                cursor.executemany(
+                    sql,
+                    [
+                        [f.get_db_prep_save(values[f.attname], self.connection) for f in fields]
+                        + [opts.pk.get_db_prep_value(pk, self.connection)]
+                        for pk, values in group
+                    ],
+                )
+
+    def write_m2m(self, model, name: str, pk, old_ids: set, new_ids: set) -> None:
+        if self.dry_run or old_ids == new_ids:
+            return
+        f = model._meta.get_field(name)
+        through = f.remote_field.through
+        source = through._meta.get_field(f.m2m_field_name()).column
+        target = through._meta.get_field(f.m2m_reverse_field_name()).column
+        ops = self.connection.ops
+        table = ops.quote_name(through._meta.db_table)
+        with self.connection.cursor() as cursor:
+            removed = old_ids - new_ids
+            if removed:
+                cursor.executemany(
+                    f"DELETE FROM {table} WHERE {ops.quote_name(source)} = %s "
+                    f"AND {ops.quote_name(target)} = %s",
+                    [[pk, t] for t in removed],
+                )
+            added = new_ids - old_ids
+            if added:
+                cursor.executemany(
+                    f"INSERT INTO {table} ({ops.quote_name(source)}, {ops.quote_name(target)}) "
+                    f"VALUES (%s, %s)",
+                    [[pk, t] for t in sorted(added)],
+                )
+
+
+def _chunked(items: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def import_records(
+    source: RecordSource,
+    mode: str = "replace",
+    using: str = "default",
+    dry_run: bool = False,
+    tables: Iterable[str] | None = None,
+    collect_changes: bool = False,
+    progress: Progress | None = None,
+) -> ImportResult:
+    """Import ``source`` into ``using`` (no locking or run records: see sync.runs)."""
+    importer = Importer(source, mode, using, dry_run, tables, collect_changes, progress)
+    return importer.run()

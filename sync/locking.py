@@ -1,0 +1,80 @@
+"""One import per database at a time.
+
+PostgreSQL: a session advisory lock; MariaDB/MySQL: ``GET_LOCK``; SQLite: an exclusive
+``flock`` on a file beside the database. All three vanish with the process that holds them, so
+a killed import never leaves a lock behind.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from django.db import connections
+
+LOCK_NAME = "crearis-sync-import"
+
+
+class LockBusy(Exception):
+    pass
+
+
+def _lock_id(using: str) -> int:
+    name = f"{LOCK_NAME}:{connections[using].settings_dict['NAME']}"
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+@contextmanager
+def import_lock(using: str) -> Iterator[None]:
+    """Hold the database's import lock for the block; raise LockBusy at once if it is taken."""
+    connection = connections[using]
+    vendor = connection.vendor
+    if vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s)", [_lock_id(using)])
+            if not cursor.fetchone()[0]:
+                raise LockBusy
+        try:
+            yield
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [_lock_id(using)])
+    elif vendor == "mysql":
+        name = f"{LOCK_NAME}-{_lock_id(using)}"
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT GET_LOCK(%s, 0)", [name])
+            if cursor.fetchone()[0] != 1:
+                raise LockBusy
+        try:
+            yield
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT RELEASE_LOCK(%s)", [name])
+    else:
+        with _file_lock(_sqlite_lock_path(using)):
+            yield
+
+
+def _sqlite_lock_path(using: str) -> Path:
+    name = str(connections[using].settings_dict["NAME"])
+    if name == ":memory:" or name.startswith("file:"):
+        digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"{LOCK_NAME}-{digest}.lock"
+    return Path(f"{name}.sync-lock")
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise LockBusy from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

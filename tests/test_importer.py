@@ -1,0 +1,294 @@
+import fcntl
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from django.core.management import CommandError
+from django.db import connection
+
+from crearis.content.demo import delete_content
+from crearis.content.models import Event, Participant, Project, Status, Tag, User
+from sync.exporter import export
+from sync.importer import ImportFailed
+from sync.locking import _lock_id, _sqlite_lock_path
+from sync.models import ImportRun, SyncState
+from sync.runs import run_import
+from tests.archive_tools import read_records, rewrite_archive
+from tests.conftest import run_command
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+def canonical(path_dir, tables=None) -> dict:
+    """Every record of the chosen tables, read back from a fresh export: a database-neutral
+    dump to compare states with."""
+    _, records = read_records(export(tables=tables, output_dir=path_dir, compression="none").path)
+    return {label: sorted(rows, key=repr) for label, rows in records.items()}
+
+
+def make_tag(name: str, description: str, updated_at: datetime) -> None:
+    Tag.objects.create(name=name, description=description)
+    Tag.objects.filter(name=name).update(created_at=T0, updated_at=updated_at)
+
+
+@pytest.fixture
+def tag_scenario(db, tmp_path):
+    """Target holds a (equal), b (newer than archive), c (older), d (not in archive).
+    The archive holds a, b (older, other text), c (newer, other text), e (new)."""
+    make_tag("a", "same", T0)
+    make_tag("b", "target text", T0 + timedelta(days=2))
+    make_tag("c", "target text", T0)
+    make_tag("d", "only in target", T0)
+    exported = export(tables=["content.Tag"], output_dir=tmp_path).path
+
+    def edit(label, records):
+        by_name = {r["name"]: r for r in records}
+        by_name["b"].update(
+            description="archive text", updated_at=(T0 + timedelta(days=1)).isoformat()
+        )
+        by_name["c"].update(
+            description="archive text", updated_at=(T0 + timedelta(days=1)).isoformat()
+        )
+        new = dict(by_name["a"], name="e", description="new")
+        return [by_name["a"], by_name["b"], by_name["c"], new]
+
+    return rewrite_archive(exported, tmp_path / "edited.backup.tar.gz", edit)
+
+
+def tags() -> dict[str, str]:
+    return dict(Tag.objects.values_list("name", "description"))
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected", "counts"),
+    [
+        (
+            "replace",
+            {"a": "same", "b": "archive text", "c": "archive text", "e": "new"},
+            {"new": 1, "updated": 2, "unchanged": 1, "skipped": 0, "deleted": 1},
+        ),
+        (
+            "update",
+            {
+                "a": "same",
+                "b": "target text",
+                "c": "archive text",
+                "d": "only in target",
+                "e": "new",
+            },
+            {"new": 1, "updated": 1, "unchanged": 1, "skipped": 1, "deleted": 0},
+        ),
+        (
+            "append",
+            {
+                "a": "same",
+                "b": "target text",
+                "c": "target text",
+                "d": "only in target",
+                "e": "new",
+            },
+            {"new": 1, "updated": 0, "unchanged": 0, "skipped": 3, "deleted": 0},
+        ),
+    ],
+)
+def test_mode_semantics(tag_scenario, mode, expected, counts):
+    result, run = run_import(tag_scenario, mode=mode)
+    assert tags() == expected
+    diff = result.tables["content.Tag"]
+    assert {k: getattr(diff, k) for k in counts} == counts
+    assert run.status == ImportRun.Status.SUCCEEDED
+
+
+def test_update_mode_takes_timestamps_from_the_archive(tag_scenario):
+    run_import(tag_scenario, mode="update")
+    assert Tag.objects.get(name="c").updated_at == T0 + timedelta(days=1)
+    assert Tag.objects.get(name="e").created_at == T0
+
+
+@pytest.mark.parametrize("mode", ["replace", "update", "append"])
+def test_dry_run_writes_nothing_and_predicts_the_real_import(tag_scenario, tmp_path, mode):
+    before = canonical(tmp_path / "before", ["content.Tag"])
+    preview, _ = run_import(tag_scenario, mode=mode, dry_run=True)
+    assert canonical(tmp_path / "after", ["content.Tag"]) == before
+    applied, _ = run_import(tag_scenario, mode=mode)
+    assert preview.counts() == applied.counts()
+    assert preview.total_changes == applied.total_changes > 0
+
+
+def test_dry_run_changes_no_sequence(demo, tmp_path):
+    archive = export(output_dir=tmp_path).path
+    run_command("syncdemo", events=14, seed=8, force=True)
+    next_before = Tag.objects.create(name="probe-1").pk
+    run_import(archive, dry_run=True)
+    assert Tag.objects.create(name="probe-2").pk == next_before + 1
+
+
+def test_show_changes_names_fields_with_old_and_new_values(tag_scenario):
+    out = run_command("syncimport", str(tag_scenario), dry_run=True, show_changes=True)
+    assert "tags: 1 new, 2 updated, 1 deleted" in out
+    assert "description: 'target text' → 'archive text'" in out
+    assert "deleted 'd'" in out
+    assert "Total changes: 4 records" in out
+
+
+def test_json_output_is_the_engine_diff(tag_scenario):
+    import orjson
+
+    data = orjson.loads(run_command("syncimport", str(tag_scenario), dry_run=True, json=True))
+    (table,) = data["tables"]
+    assert table["table"] == "content.Tag"
+    assert {c["key"] for c in table["changes"]} == {"b", "c", "d", "e"}
+    assert data["dry_run"] is True
+
+
+def test_replace_round_trip_restores_a_changed_database(demo, tmp_path):
+    archive = export(output_dir=tmp_path / "a").path
+    before = canonical(tmp_path / "before")
+    Event.objects.filter(pk__in=Event.objects.values("pk")[:3]).delete()
+    Participant.objects.update(city="Elsewhere")
+    Project.objects.filter(regio__isnull=False).update(regio=None)
+    User.objects.update(instructor=None)
+    Event.objects.first().tags.clear()
+    Tag.objects.create(name="extra")
+    result, _ = run_import(archive, mode="replace")
+    assert canonical(tmp_path / "after") == before
+    assert result.tables["content.Tag"].deleted == 1
+    assert result.tables["content.Event"].new == 3
+
+
+def test_import_into_an_empty_database_resolves_cycles_and_self_references(demo, tmp_path):
+    archive = export(output_dir=tmp_path / "a").path
+    before = canonical(tmp_path / "before")
+    assert User.objects.filter(instructor__isnull=False).exists()
+    assert Project.objects.filter(regio__isnull=False).exists()
+    delete_content()
+    Status.objects.all().delete()
+    Tag.objects.all().delete()
+    run_import(archive, mode="replace")
+    assert canonical(tmp_path / "after") == before
+    assert User.objects.filter(instructor__isnull=False).exists()
+    assert Project.objects.filter(regio__isnull=False).exists()
+
+
+def test_sequences_are_usable_after_an_import(demo, tmp_path):
+    archive = export(tables=["auth.Group", "content.Tag"], output_dir=tmp_path).path
+    run_import(archive)
+    Tag.objects.create(name="after-import")
+    from django.contrib.auth.models import Group
+
+    Group.objects.create(name="after-import")
+
+
+def test_a_failure_in_the_last_table_rolls_back_the_first(demo, tmp_path):
+    exported = export(output_dir=tmp_path).path
+    _, records = read_records(exported)
+    last = list(records)[-1]
+
+    def edit(label, rows):
+        if label == "content.Tag":
+            rows = [*rows, dict(rows[0], name="brand-new-tag")]
+        if label == last:
+            rows[-1] = dict(rows[-1], status=["nonexistent", "nowhere"])
+        return rows
+
+    bad = rewrite_archive(exported, tmp_path / "bad.backup.tar.gz", edit)
+    before = canonical(tmp_path / "before")
+    with pytest.raises(ImportFailed, match="nonexistent"):
+        run_import(bad)
+    assert canonical(tmp_path / "after") == before
+    assert not Tag.objects.filter(name="brand-new-tag").exists()
+    assert ImportRun.objects.get().status == ImportRun.Status.FAILED
+
+
+@pytest.mark.parametrize(
+    ("edit_records", "edit_index", "message"),
+    [
+        (
+            None,
+            lambda i: i["tables"][0].update(model="content.Nope"),
+            "Unknown table 'content.Nope'",
+        ),
+        (
+            lambda label, rows: [dict(r, colour="red") for r in rows],
+            lambda i: [t["fields"].update(colour="CharField") for t in i["tables"]],
+            "Unknown field content.Tag.colour",
+        ),
+        (lambda label, rows: [dict(rows[0], name="x" * 101)], None, "over the field's max_length"),
+        (lambda label, rows: [*rows, rows[0]], None, "appears twice"),
+        (None, lambda i: i.update(format_version=99), "format version 99 is not supported"),
+    ],
+    ids=["unknown-table", "unknown-field", "max-length", "duplicate-key", "newer-format"],
+)
+def test_bad_input_is_refused_before_any_write(seeded, tmp_path, edit_records, edit_index, message):
+    exported = export(tables=["content.Tag"], output_dir=tmp_path).path
+    bad = rewrite_archive(
+        exported,
+        tmp_path / "bad.backup.tar.gz",
+        edit_records or (lambda label, rows: rows),
+        edit_index or (lambda index: None),
+    )
+    Tag.objects.all().delete()
+    with pytest.raises(CommandError, match=message):
+        run_command("syncimport", str(bad), no_input=True)
+    assert not Tag.objects.exists()
+
+
+def test_wrong_type_and_missing_reference_are_named(demo, tmp_path):
+    exported = export(tables=["content.Participant"], output_dir=tmp_path).path
+
+    def wrong_type(label, rows):
+        return [dict(rows[0], age="old"), *rows[1:]]
+
+    bad = rewrite_archive(exported, tmp_path / "type.backup.tar.gz", wrong_type)
+    with pytest.raises(CommandError, match="age"):
+        run_command("syncimport", str(bad), no_input=True)
+
+    def missing_event(label, rows):
+        return [dict(rows[0], event="nowhere.event__gone"), *rows[1:]]
+
+    bad = rewrite_archive(exported, tmp_path / "ref.backup.tar.gz", missing_event)
+    with pytest.raises(CommandError, match=r"event.*nowhere\.event__gone.*neither in the archive"):
+        run_command("syncimport", str(bad), no_input=True)
+
+
+@contextmanager
+def lock_held_elsewhere():
+    """Take the import lock the way a second process would."""
+    if connection.vendor == "postgresql":
+        params = connection.get_connection_params()
+        with psycopg.connect(**params, autocommit=True) as other:
+            other.execute("SELECT pg_advisory_lock(%s)", [_lock_id("default")])
+            yield
+    else:
+        with open(_sqlite_lock_path("default"), "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            yield
+
+
+def test_a_second_import_is_refused_naming_the_running_one(tag_scenario):
+    running = ImportRun.objects.create(archive="first.backup.tar.gz", mode="replace", pid=4242)
+    with lock_held_elsewhere(), pytest.raises(ImportFailed) as refused:
+        run_import(tag_scenario)
+    assert f"import #{running.pk} of first.backup.tar.gz" in str(refused.value)
+    assert ImportRun.objects.exclude(pk=running.pk).get().status == ImportRun.Status.REFUSED
+    assert "e" not in tags()
+
+
+def test_sync_state_records_the_import(tag_scenario):
+    result, run = run_import(tag_scenario)
+    state = SyncState.objects.get(database="default")
+    assert state.last_import_at == run.finished_at
+    assert str(state.last_sync_id) == result.backup_id
+
+
+def test_confirmation_is_required_without_no_input(tag_scenario, monkeypatch):
+    monkeypatch.setattr("builtins.input", lambda prompt: "no")
+    with pytest.raises(CommandError, match="cancelled"):
+        run_command("syncimport", str(tag_scenario))
+    assert "e" not in tags()
+    monkeypatch.setattr("builtins.input", lambda prompt: "yes")
+    run_command("syncimport", str(tag_scenario))
+    assert tags()["e"] == "new"

@@ -103,7 +103,11 @@ def fixed_timestamps() -> Iterator[None]:
 
 
 def content_exists(using: str = "default") -> bool:
-    return any(m._default_manager.using(using).exists() for m in CONTENT_MODELS)
+    """Whether the database holds content (staff accounts, e.g. from createsuperuser, aside)."""
+    users = User.objects.using(using).filter(is_staff=False)
+    return users.exists() or any(
+        m._default_manager.using(using).exists() for m in CONTENT_MODELS if m is not User
+    )
 
 
 class DemoBuilder:
@@ -354,11 +358,13 @@ def build_demo(
 
 
 def delete_content(using: str = "default") -> None:
-    """Remove all content rows (system data stays), breaking the reference cycle first."""
+    """Remove all content rows (system data and staff accounts stay), breaking the reference
+    cycle first."""
     User.objects.using(using).update(instructor=None)
     Project.objects.using(using).update(regio=None)
     for model in reversed(CONTENT_MODELS):
-        model._default_manager.using(using).all().delete()
+        rows = model._default_manager.using(using).all()
+        (rows.filter(is_staff=False) if model is User else rows).delete()
 
 
 def demo_total(events: int) -> int:

@@ -1,0 +1,41 @@
+from django.contrib import admin
+
+from sync.models import BackupRecord, ImportRun, SyncState
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Records written by the engine: visible in the admin, never edited by hand."""
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(BackupRecord)
+class BackupRecordAdmin(ReadOnlyAdmin):
+    list_display = ["file_name", "kind", "state", "total_records", "size", "compression",
+                    "created_at", "finished_at"]  # fmt: skip
+    list_filter = ["status", "kind", "compression"]
+    search_fields = ["file_name", "sha256"]
+
+    @admin.display(description="status")
+    def state(self, obj: BackupRecord) -> str:
+        return "stale (writer gone)" if obj.is_stale else obj.status
+
+
+@admin.register(ImportRun)
+class ImportRunAdmin(ReadOnlyAdmin):
+    list_display = ["archive", "mode", "dry_run", "status", "started_by", "started_at",
+                    "finished_at"]  # fmt: skip
+    list_filter = ["status", "mode", "dry_run"]
+    search_fields = ["archive", "error"]
+
+
+@admin.register(SyncState)
+class SyncStateAdmin(ReadOnlyAdmin):
+    list_display = ["database", "last_export_at", "last_import_at", "last_sync_id"]

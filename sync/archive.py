@@ -356,6 +356,7 @@ class ArchiveReader:
         self.path = Path(path)
         self.max_member_size = max_member_size or settings.SYNC_MAX_MEMBER_SIZE
         self._raw: IO[bytes] | None = None
+        self._stream: IO[bytes] | None = None
         self._tar: tarfile.TarFile | None = None
         self.index: ArchiveIndex | None = None
         self.compression = "none"
@@ -367,10 +368,10 @@ class ArchiveReader:
             raise ArchiveError(f"Cannot open {self.path}: {exc.strerror}.") from exc
         self.compression = detect_compression(self._raw.read(6))
         self._raw.seek(0)
-        stream = _decompressed_reader(self._raw, self.compression)
+        self._stream = _decompressed_reader(self._raw, self.compression)
         try:
             # In stream mode, opening already reads the first header.
-            self._tar = tarfile.open(fileobj=stream, mode="r|")
+            self._tar = tarfile.open(fileobj=self._stream, mode="r|")
         except READ_ERRORS as exc:
             self.__exit__(None, None, None)
             raise ArchiveError(f"{self.path.name} is corrupt or truncated ({exc}).") from exc
@@ -442,6 +443,18 @@ class ArchiveReader:
         missing = [name for name in expected if name not in seen]
         if missing:
             raise ArchiveError(f"Member {missing[0]!r} listed in {INDEX_NAME} is missing.")
+        self._read_to_end()
+
+    def _read_to_end(self) -> None:
+        """Read what follows the last member, so that the decompressor reaches the end of its
+        stream and checks its own checksum (gzip CRC-32, bzip2 block CRCs, xz CRC-64, zstd
+        content checksum). That check is what covers ``index.json``, which has no sha256 of
+        its own."""
+        try:
+            while self._stream.read(COPY_BUFFER):
+                pass
+        except READ_ERRORS as exc:
+            raise ArchiveError(f"{self.path.name} is corrupt or truncated ({exc}).") from exc
 
     def _lines(self, member: tarfile.TarInfo, entry: TableEntry) -> Iterator[bytes]:
         digest = hashlib.sha256()

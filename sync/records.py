@@ -54,6 +54,8 @@ def key_tuple(value: Any) -> tuple:
 def normalise_key(parts: tuple) -> tuple:
     """Key parts as they appear in JSON (so keys read from a database and from an archive
     compare equal whatever the part's type)."""
+    if len(parts) == 1 and type(parts[0]) is str:
+        return parts
     if all(p is None or isinstance(p, str | int) for p in parts):
         return parts
     return tuple(orjson.loads(orjson.dumps(list(parts), default=_default)))
@@ -89,22 +91,30 @@ def json_types_for(internal_type: str) -> tuple[type, ...] | None:
     return _JSON_TYPES.get(internal_type, _STRING)
 
 
-def check_record_shape(record: Any, fields: dict[str, str]) -> str | None:
-    """Why ``record`` does not match a table's field list, or None when it does."""
-    if not isinstance(record, dict):
-        return "a record is not a JSON object"
-    if record.keys() != fields.keys():
-        extra = sorted(record.keys() - fields.keys())
-        missing = sorted(fields.keys() - record.keys())
-        return f"fields differ from the index (extra {extra}, missing {missing})"
-    for name, internal_type in fields.items():
-        value = record[name]
-        allowed = json_types_for(internal_type)
-        if value is None or allowed is None:
-            continue
-        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
-            return f"field {name!r} holds {type(value).__name__}, expected {internal_type}"
-    return None
+def record_checker(fields: dict[str, str]) -> Callable[[Any], str | None]:
+    """A function telling why a record does not match a table's field list (None: it does)."""
+    typed = [(name, json_types_for(t), t) for name, t in fields.items()]
+    typed = [(name, allowed, t) for name, allowed, t in typed if allowed is not None]
+    names = fields.keys()
+
+    def check(record: Any) -> str | None:
+        if not isinstance(record, dict):
+            return "a record is not a JSON object"
+        if record.keys() != names:
+            extra = sorted(record.keys() - names)
+            missing = sorted(names - record.keys())
+            return f"fields differ from the index (extra {extra}, missing {missing})"
+        for name, allowed, internal_type in typed:
+            value = record[name]
+            if value is None:
+                continue
+            if type(value) not in allowed and (
+                not isinstance(value, allowed) or isinstance(value, bool)
+            ):
+                return f"field {name!r} holds {type(value).__name__}, expected {internal_type}"
+        return None
+
+    return check
 
 
 def field_decoder(f: models.Field) -> Callable[[Any], Any]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 
 from sync.archive import ArchiveError, ArchiveIndex, ArchiveReader
-from sync.records import check_record_shape
+from sync.records import record_checker
 
 
 @dataclass
@@ -34,6 +34,7 @@ def verify_archive(path: Path | str) -> VerifyReport:
         report = VerifyReport(path, reader.index)
         for entry, lines in reader.tables():
             count = 0
+            check_record_shape = record_checker(entry.fields)
             for number, line in enumerate(lines, start=1):
                 try:
                     record = orjson.loads(line)
@@ -41,7 +42,7 @@ def verify_archive(path: Path | str) -> VerifyReport:
                     raise ArchiveError(
                         f"{entry.member}, line {number}: not valid JSON ({exc})."
                     ) from exc
-                problem = check_record_shape(record, entry.fields)
+                problem = check_record_shape(record)
                 if problem:
                     raise ArchiveError(f"{entry.member}, line {number}: {problem}.")
                 count += 1

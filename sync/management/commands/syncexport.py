@@ -1,6 +1,7 @@
 import sys
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError, connections
 from tqdm import tqdm
 
 from sync.archive import COMPRESSIONS, ArchiveError
@@ -45,6 +46,11 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
+        if options["database"] not in connections:
+            raise CommandError(
+                f"Unknown database alias {options['database']!r}: use one of "
+                f"{', '.join(connections)} (SYNC_EXTRA_DATABASES adds more)."
+            )
         quiet = options["quiet"] or options["verbosity"] == 0
         bar = tqdm(unit="rec", disable=quiet or not sys.stderr.isatty(), desc="export")
         try:
@@ -62,6 +68,10 @@ class Command(BaseCommand):
             )
         except (ExportError, ArchiveError, OSError) as exc:
             raise CommandError(f"Export failed: {exc}") from exc
+        except DatabaseError as exc:
+            raise CommandError(
+                f"Export failed reading the {options['database']!r} database: {exc}"
+            ) from exc
         finally:
             bar.close()
         self.stdout.write(str(result.path))

@@ -1,5 +1,6 @@
 import orjson
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connections
 
 from sync.archive import ArchiveError, read_index
 from sync.models import BackupRecord
@@ -49,6 +50,10 @@ class Command(BaseCommand):
         )
 
     def list_backups(self, using: str, as_json: bool) -> None:
+        if using not in connections:
+            raise CommandError(
+                f"Unknown database alias {using!r}: use one of {', '.join(connections)}."
+            )
         backups = list(BackupRecord.objects.using(using).order_by("-created_at")[:50])
         rows = [
             {

@@ -38,7 +38,14 @@ from django.db.models.deletion import Collector, ProtectedError, RestrictedError
 from django.utils import timezone
 
 from sync.archive import ArchiveError, ArchiveReader, TableEntry
-from sync.records import RecordError, field_decoder, json_key, key_tuple, normalise_key
+from sync.records import (
+    RecordError,
+    field_decoder,
+    json_key,
+    key_tuple,
+    loads_line,
+    normalise_key,
+)
 from sync.schema import SchemaError, SyncModel, key_paths, plan_models, sync_key_fields
 
 MODES = ("replace", "update", "append")
@@ -161,7 +168,7 @@ class ArchiveSource(RecordSource):
     def records(self) -> Iterator[tuple[SourceTable, Iterator[dict]]]:
         with ArchiveReader(self.path) as reader:
             for entry, lines in reader.tables():
-                yield _source_table(entry), (orjson.loads(line) for line in lines)
+                yield _source_table(entry), (loads_line(line) for line in lines)
 
 
 def _source_table(entry: TableEntry) -> SourceTable:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import base64
 import datetime
 import decimal
+import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -38,7 +40,32 @@ def _default(value: Any) -> Any:
 
 
 def dumps_line(record: dict) -> bytes:
-    return orjson.dumps(record, default=_default, option=JSON_OPTIONS)
+    try:
+        return orjson.dumps(record, default=_default, option=JSON_OPTIONS)
+    except orjson.JSONEncodeError:
+        # orjson writes integers of at most 64 bits; a JSON column may hold bigger ones (and
+        # PostgreSQL's jsonb hands back a float such as 1e20 as one): write their digits.
+        return orjson.dumps(_big_ints_as_digits(record), default=_default, option=JSON_OPTIONS)
+
+
+def _big_ints_as_digits(value: Any) -> Any:
+    if type(value) is int and not -(2**63) <= value < 2**64:
+        return orjson.Fragment(str(value))
+    if isinstance(value, dict):
+        return {name: _big_ints_as_digits(item) for name, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_big_ints_as_digits(item) for item in value]
+    return value
+
+
+_LONG_NUMBER = re.compile(rb"\d{19}")
+
+
+def loads_line(line: bytes) -> Any:
+    """A record from its JSON line; integers beyond 64 bits stay exact (orjson makes them
+    floats, so lines that may hold one are parsed again with the standard library)."""
+    record = orjson.loads(line)
+    return json.loads(line) if _LONG_NUMBER.search(line) else record
 
 
 def json_key(parts: tuple) -> Any:

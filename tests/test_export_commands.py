@@ -259,3 +259,12 @@ def test_killed_export_leaves_no_archive_and_a_stale_record(tmp_path):
     assert re.search(r"stale\s+0 rec\s+\S+-full\.backup\.tar\.xz \(left running by a process", out)
     rows = orjson.loads(manage("syncinspect", "--json"))
     assert [r["status"] for r in rows] == ["stale"]
+
+
+def test_a_model_that_cannot_be_keyed_is_a_command_error(demo, tmp_path, settings):
+    settings.SYNC_KEYS = {"content.Project": ["regio"]}  # a key that refers to its own table
+
+    with pytest.raises(CommandError, match=r"content\.Project: its sync key refers back to itself"):
+        run_command("syncexport", "--tables", "content.Project", "--output", str(tmp_path))
+
+    assert list(tmp_path.iterdir()) == []

@@ -3,6 +3,7 @@ the database. The same tests run in the SQLite and in the PostgreSQL pass."""
 
 import hashlib
 import re
+from pathlib import Path
 
 import orjson
 import pytest
@@ -362,3 +363,23 @@ def test_rows_written_during_the_export_are_not_in_the_archive(tmp_path):
     assert inserted
     assert [r["name"] for r in tables["content.Tag"]] == ["before"]
     assert set(Tag.objects.values_list("name", flat=True)) == {"before", "after"}
+
+
+# -- the documented format ---------------------------------------------------------------------
+
+
+def test_index_has_what_docs_schemas_require(demo, tmp_path):
+    """docs/schemas/*.json stay in step with the writer (full validation would need jsonschema,
+    which the project does not depend on)."""
+    schemas = Path(__file__).resolve().parent.parent / "docs" / "schemas"
+    index_schema = orjson.loads((schemas / "index.schema.json").read_bytes())
+    record_schema = orjson.loads((schemas / "record.schema.json").read_bytes())
+
+    index, _ = read_archive(export(output_dir=tmp_path).path)
+
+    assert set(index) == set(index_schema["required"])
+    table_schema = index_schema["$defs"]["table"]
+    for entry in index["tables"]:
+        assert set(entry) == set(table_schema["required"])
+        assert re.fullmatch(table_schema["properties"]["member"]["pattern"], entry["member"])
+        assert set(entry["fields"].values()) <= set(record_schema["$defs"])

@@ -6,6 +6,7 @@ from tqdm import tqdm
 
 from sync.archive import COMPRESSIONS, ArchiveError
 from sync.exporter import ExportError, export
+from sync.schema import SchemaError
 
 
 class Command(BaseCommand):
@@ -66,7 +67,7 @@ class Command(BaseCommand):
                 progress=bar.update,
                 on_start=lambda total: bar.reset(total=total),
             )
-        except (ExportError, ArchiveError, OSError) as exc:
+        except (ExportError, ArchiveError, SchemaError, OSError) as exc:
             raise CommandError(f"Export failed: {exc}") from exc
         except DatabaseError as exc:
             raise CommandError(

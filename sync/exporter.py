@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import uuid
 from collections import defaultdict
@@ -13,9 +14,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import django
+import orjson
 from django.conf import settings
 from django.db import connections, models, transaction
+from django.db.models.expressions import Col
+from django.db.models.functions import Cast
+from django.db.models.sql.constants import MULTI
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from sync.archive import (
     FORMAT_NAME,
@@ -203,58 +209,230 @@ def export(
 
 
 def write_table(plan: SyncModel, spool: MemberSpool, using: str, progress: Progress | None):
+    """Write every row of ``plan``'s table to ``spool``, one JSON line per record.
+
+    This is the hot loop of an export, so it works a chunk at a time and column by column:
+    Django's SQL and converters, without Django's per-row machinery (see ``read_columns``).
+    """
     encoder = RecordEncoder(plan)
-    lookups = encoder.lookups + (["pk"] if plan.m2m_fields else [])
-    rows = (
-        plan.model._default_manager.using(using)
-        .order_by("pk")
-        .values_list(*lookups)
-        .iterator(chunk_size=CHUNK)
-    )
-    for chunk in chunked(rows, CHUNK):
+    connection = connections[using]
+    text_datetimes = datetimes_read_as_text(plan, encoder, connection)
+    lookups: list = [
+        Cast(lookup, models.TextField()) if position in text_datetimes else lookup
+        for position, lookup in enumerate(encoder.lookups)
+    ]
+    lookups += ["pk"] if plan.m2m_fields else []
+    queryset = plan.model._default_manager.using(using).order_by("pk").values_list(*lookups)
+    names = encoder.names + [f.name for f in plan.m2m_fields]
+    for columns in read_columns(queryset, CHUNK):
+        for position in text_datetimes:
+            columns[position] = utc_datetime_texts(columns[position], connection)
+        values = record_columns(encoder, columns)
         if plan.m2m_fields:
-            related = {
-                f.name: m2m_keys(f, [row[-1] for row in chunk], using) for f in plan.m2m_fields
-            }
-            for row in chunk:
-                record = encoder.record(row[:-1])
-                for name, by_source in related.items():
-                    record[name] = sorted(by_source.get(row[-1], ()), key=sort_key)
-                spool.write_line(dumps_line(record))
-        else:
-            for row in chunk:
-                spool.write_line(dumps_line(encoder.record(row)))
+            pks = columns[-1]
+            for f in plan.m2m_fields:
+                values.append(sorted_related_keys(m2m_keys(f, pks, using), pks))
+        records = [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
+        write_lines(spool, [dumps_line(record) for record in records])
         if progress:
-            progress(len(chunk))
+            progress(len(records))
+
+
+def datetimes_read_as_text(plan: SyncModel, encoder: RecordEncoder, connection) -> set[int]:
+    """Positions of the datetime columns to read as their stored text (SQLite in UTC only).
+
+    SQLite keeps a datetime as text (``2024-05-01 08:00:00.123456``, UTC when USE_TZ); Django
+    parses it into a datetime, and the archive writes it back as text. Reading the text and
+    rewriting it to RFC 3339 skips both steps, about a third of the cost of a typical table.
+    """
+    if not (
+        connection.vendor == "sqlite" and settings.USE_TZ and connection.timezone_name == "UTC"
+    ):
+        return set()
+    return {
+        start
+        for f, (_, start, end) in zip(plan.fields, encoder.slots, strict=True)
+        if end - start == 1
+        and f.get_internal_type() == "DateTimeField"
+        and not hasattr(f, "from_db_value")
+    }
+
+
+# What Django itself writes into SQLite for an aware datetime in UTC: str(naive datetime).
+_SQLITE_DATETIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d{6})?")
+
+
+def utc_datetime_texts(column: list, connection) -> list:
+    """Stored datetime texts as the archive writes them (orjson's RFC 3339 for an aware
+    datetime: ``2024-05-01T08:00:00.123456+00:00``); any other text is parsed as Django
+    parses it, so the record holds the same value either way."""
+    fullmatch = _SQLITE_DATETIME.fullmatch
+    convert = connection.ops.convert_datetimefield_value
+    return [
+        value
+        if value is None
+        else f"{value[:10]}T{value[11:]}+00:00"
+        if fullmatch(value)
+        else convert(parse_datetime(value), None, connection)
+        for value in column
+    ]
+
+
+def read_columns(queryset: models.QuerySet, chunk_size: int) -> Iterator[list[list]]:
+    """The rows of a ``values_list`` queryset, ``chunk_size`` at a time, as one list per column.
+
+    The values are those the queryset itself would give: the same SQL (a server-side cursor on
+    PostgreSQL, as ``.iterator()`` uses) and the same converters, applied a column at a time
+    instead of a row at a time — which is most of the cost of reading a wide table in Django.
+    """
+    compiler = queryset.query.get_compiler(queryset.db)
+    chunks = compiler.execute_sql(MULTI, chunked_fetch=True, chunk_size=chunk_size)
+    fields = [s[0] for s in compiler.select[: compiler.col_count]]
+    converters = [
+        (position, column_converter(convs, expression, compiler.connection))
+        for position, (convs, expression) in compiler.get_converters(fields).items()
+    ]
+    for rows in chunks:
+        if not rows:
+            continue
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        for position, convert in converters:
+            columns[position] = convert(columns[position])
+        yield columns
+
+
+def column_converter(convs: list, expression, connection) -> Callable[[list], list]:
+    """Apply Django's converters ``convs`` to a whole column, with fast paths for the common
+    costly cases that give exactly the same values."""
+
+    def convert_value(value):
+        for convert in convs:
+            value = convert(value, expression, connection)
+        return value
+
+    field = expression.output_field
+    if (
+        connection.vendor == "sqlite"
+        and settings.USE_TZ
+        and len(convs) == 1
+        and field.get_internal_type() == "DateTimeField"
+    ):
+        # The sqlite3 module already parsed the text into a naive datetime (Django registers a
+        # converter for the column type); Django's converter then only attaches the zone.
+        zone = connection.timezone
+
+        def aware_datetimes(column: list) -> list:
+            return [
+                value.replace(tzinfo=zone)
+                if value.__class__ is datetime and value.tzinfo is None
+                else convert_value(value)
+                for value in column
+            ]
+
+        return aware_datetimes
+    if (
+        isinstance(field, models.JSONField)
+        and field.decoder is None
+        and isinstance(expression, Col)
+        and convs == [field.from_db_value]
+    ):
+
+        def json_values(column: list) -> list:
+            return [fast_json(value, convert_value) for value in column]
+
+        return json_values
+    if len(convs) == 1:
+        single = convs[0]
+        return lambda column: [single(value, expression, connection) for value in column]
+    return lambda column: [convert_value(value) for value in column]
+
+
+_LONG_NUMBER = re.compile(r"\d{19}")
+
+
+def fast_json(value, slow: Callable):
+    """``JSONField.from_db_value`` with orjson: the same value, parsed several times faster.
+
+    orjson turns integers beyond 64 bits into floats and rejects what ``json`` accepts beyond
+    the standard (NaN, lone surrogates); such text goes the standard way.
+    """
+    if value.__class__ is not str or _LONG_NUMBER.search(value):
+        return slow(value)
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return slow(value)
+
+
+def record_columns(encoder: RecordEncoder, columns: list[list]) -> list[list]:
+    """One column per record field: foreign keys with several key parts become lists (or None
+    when every part is None), as ``RecordEncoder.record`` makes them."""
+    values = []
+    for _, start, end in encoder.slots:
+        if end - start == 1:
+            values.append(columns[start])
+            continue
+        width = end - start
+        values.append(
+            [
+                None if parts.count(None) == width else list(parts)
+                for parts in zip(*columns[start:end], strict=True)
+            ]
+        )
+    return values
+
+
+def write_lines(spool: MemberSpool, lines: list[bytes]) -> None:
+    """Write a chunk's lines with one write and one hash update instead of one per line."""
+    if not lines:
+        return
+    spool.write_line(b"".join(lines))
+    spool.count += len(lines) - 1  # write_line counted the block as one line
 
 
 def m2m_keys(f: models.ManyToManyField, pks: list, using: str) -> dict:
-    """Sync keys of the rows each of ``pks`` is related to through ``f``."""
+    """Sync keys of the rows each of ``pks`` is related to through ``f`` (lists in no order).
+
+    One query for all of ``pks``, by range: rows are read in primary-key order, so a chunk's
+    rows are the rows between its first and last key (rows of other sources in that range
+    are harmless, they are never looked up).
+    """
     through = f.remote_field.through
     source, target = f.m2m_field_name(), f.m2m_reverse_field_name()
     paths = [f"{target}__{p}" for p in key_paths(f.related_model)]
     result: dict = defaultdict(list)
-    rows = through._default_manager.using(using).filter(**{f"{source}__in": pks})
-    for source_pk, *parts in rows.values_list(f"{source}_id", *paths):
-        result[source_pk].append(json_key(tuple(parts)))
+    if not pks:
+        return result
+    rows = through._default_manager.using(using).filter(
+        **{f"{source}_id__gte": min(pks), f"{source}_id__lte": max(pks)}
+    )
+    if len(paths) == 1:
+        for source_pk, key in rows.values_list(f"{source}_id", *paths).iterator(CHUNK):
+            result[source_pk].append(key)
+    else:
+        for source_pk, *parts in rows.values_list(f"{source}_id", *paths).iterator(CHUNK):
+            result[source_pk].append(json_key(tuple(parts)))
     return result
+
+
+def sorted_related_keys(by_source: dict, pks: list) -> list[list]:
+    """For each of ``pks``, its related keys in archive order."""
+    column = []
+    for pk in pks:
+        keys = by_source.get(pk)
+        if not keys:
+            column.append([])
+        elif len(keys) == 1:
+            column.append(keys)
+        else:
+            column.append(sorted(keys, key=sort_key))
+    return column
 
 
 def sort_key(value) -> tuple:
     """Orders sync keys as their parts compare (``"teen"`` before ``"teen group"``)."""
     parts = value if isinstance(value, list) else [value]
     return tuple((p is not None, type(p).__name__, p) for p in parts)
-
-
-def chunked(rows: Iterable, size: int) -> Iterator[list]:
-    chunk = []
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 def table_entry(plan: SyncModel, spool: MemberSpool) -> dict:

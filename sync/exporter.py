@@ -239,15 +239,20 @@ def write_table(plan: SyncModel, spool: MemberSpool, using: str, progress: Progr
 
 
 def datetimes_read_as_text(plan: SyncModel, encoder: RecordEncoder, connection) -> set[int]:
-    """Positions of the datetime columns to read as their stored text (SQLite in UTC only).
+    """Positions of the datetime columns to read as text (SQLite and PostgreSQL, in UTC).
 
-    SQLite keeps a datetime as text (``2024-05-01 08:00:00.123456``, UTC when USE_TZ); Django
-    parses it into a datetime, and the archive writes it back as text. Reading the text and
-    rewriting it to RFC 3339 skips both steps, about a third of the cost of a typical table.
+    The database turns a datetime into text cheaply; building a Python datetime from it (in
+    the driver and in Django) and writing it back out as text costs more than anything else in
+    a typical table. ``utc_datetime_texts`` rewrites the text as the archive writes datetimes.
     """
-    if not (
-        connection.vendor == "sqlite" and settings.USE_TZ and connection.timezone_name == "UTC"
-    ):
+    if not (settings.USE_TZ and connection.timezone_name == "UTC"):
+        return set()
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW DateStyle")
+            if not cursor.fetchone()[0].startswith("ISO"):
+                return set()
+    elif connection.vendor != "sqlite":
         return set()
     return {
         start
@@ -258,22 +263,41 @@ def datetimes_read_as_text(plan: SyncModel, encoder: RecordEncoder, connection) 
     }
 
 
-# What Django itself writes into SQLite for an aware datetime in UTC: str(naive datetime).
-_SQLITE_DATETIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d{6})?")
+# How the databases print a UTC datetime that the archive can take as it is (after moving the
+# pieces): SQLite holds what Django wrote, str() of the naive datetime (six digits of
+# microseconds, none when zero); PostgreSQL's ISO style trims the fraction's trailing zeros.
+_SQLITE_DATETIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.(?!000000)\d{6})?")
+_POSTGRESQL_DATETIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d{0,5}[1-9])?\+00")
+# Zeros that pad a PostgreSQL fraction to six digits, by the length of the text.
+_FRACTION_PADDING = {22: ""} | {
+    len("2024-01-01 08:00:00.+00") + n: "0" * (6 - n) for n in range(1, 7)
+}
 
 
 def utc_datetime_texts(column: list, connection) -> list:
-    """Stored datetime texts as the archive writes them (orjson's RFC 3339 for an aware
-    datetime: ``2024-05-01T08:00:00.123456+00:00``); any other text is parsed as Django
-    parses it, so the record holds the same value either way."""
-    fullmatch = _SQLITE_DATETIME.fullmatch
-    convert = connection.ops.convert_datetimefield_value
+    """Datetime texts as the archive writes datetimes (orjson's RFC 3339 for an aware datetime:
+    ``2024-05-01T08:00:00.123456+00:00``, no fraction when it is zero). Text in any other shape
+    is parsed as Django would parse it, so the record holds the same value either way."""
+    if connection.vendor == "sqlite":
+        fullmatch = _SQLITE_DATETIME.fullmatch
+        convert = connection.ops.convert_datetimefield_value
+        return [
+            f"{value[:10]}T{value[11:]}+00:00"
+            if value is not None and fullmatch(value)
+            else value
+            if value is None
+            else convert(parse_datetime(value), None, connection)
+            for value in column
+        ]
+    fullmatch = _POSTGRESQL_DATETIME.fullmatch
+    padding = _FRACTION_PADDING
+    zone = connection.timezone
     return [
-        value
+        f"{value[:10]}T{value[11:-3]}{padding[len(value)]}+00:00"
+        if value is not None and fullmatch(value)
+        else value
         if value is None
-        else f"{value[:10]}T{value[11:]}+00:00"
-        if fullmatch(value)
-        else convert(parse_datetime(value), None, connection)
+        else datetime.fromisoformat(value).astimezone(zone)
         for value in column
     ]
 

@@ -47,12 +47,13 @@ class Database:
     vendor: str  # "sqlite" or "postgres"
     events: int
     rows: int = 0  # records in the content app (what every tool writes), set after building
+    suffix: str = ""  # "-import": the database imports go into
 
     @property
     def name(self) -> str:
         if self.vendor == "sqlite":
-            return str(RESULTS / f"bench-{self.events}.sqlite3")
-        return PG_NAME
+            return str(RESULTS / f"bench-{self.events}{self.suffix}.sqlite3")
+        return PG_NAME + self.suffix.replace("-", "_")
 
     @property
     def url(self) -> str:
@@ -77,6 +78,7 @@ class Step:
     stdout_file: str | None = None
     vendors: tuple[str, ...] = ("sqlite", "postgres")
     prepare: Callable[[Database, Path], None] | None = None
+    into_target: bool = False  # runs against the import target, not the bench database
 
 
 @dataclass
@@ -126,6 +128,68 @@ def pg_dump(db: Database, out: Path) -> list[str]:
     ]
 
 
+def target(db: Database) -> Database:
+    """The empty database imports go into (the bench database stays as built)."""
+    return Database(db.vendor, db.events, db.rows, suffix="-import")
+
+
+def fresh_target(db: Database, out: Path) -> None:
+    """An empty, migrated database: no system data, no content."""
+    empty = target(db)
+    if db.vendor == "sqlite":
+        Path(empty.name).unlink(missing_ok=True)
+    else:
+        recreate_pg_database(empty.name)
+    manage(empty, "migrate", "--no-input", "-v0")
+
+
+def archive_of(db: Database) -> str:
+    """The uncompressed archive the syncexport-none step wrote."""
+    found = sorted((WORK / db.vendor / "syncexport-none").glob("*.backup.tar"))
+    if not found:
+        raise SystemExit("The import steps need the syncexport-none step's archive: run it too.")
+    return str(found[-1])
+
+
+UPDATED_TABLES = ("content_project", "content_image", "content_instructor", "content_location",
+                  "content_event", "content_post", "content_participant")  # fmt: skip
+
+
+def change_one_percent(db: Database, out: Path) -> None:
+    """Edit 1% of the target's rows and make them older, so an update takes the archive's."""
+    sql = ";".join(
+        f"UPDATE {t} SET name = name || ' (edited)', updated_at = '2020-01-01 00:00:00'"
+        " WHERE id % 100 = 0"
+        for t in UPDATED_TABLES
+    )
+    sql = f"from django.db import connection; connection.cursor().executescript({sql!r})"
+    if db.vendor == "postgres":
+        sql = sql.replace("executescript", "execute")
+    manage(target(db), "shell", "-v0", "-c", sql)
+
+
+def syncimport(mode: str) -> Callable[[Database, Path], list[str]]:
+    return lambda db, out: [*MANAGE, "syncimport", archive_of(db), "--mode", mode, "--no-input",
+                            "--quiet"]  # fmt: skip
+
+
+def loaddata(db: Database, out: Path) -> list[str]:
+    return [*MANAGE, "loaddata", str(WORK / db.vendor / "dumpdata" / "dump.json"), "-v0"]
+
+
+# Steps run in this order: each import needs what the steps before it left.
+IMPORT_STEPS = [
+    Step("import-replace-empty", "syncimport --mode replace (empty db)", syncimport("replace"),
+         prepare=fresh_target, into_target=True),
+    Step("import-replace-same", "syncimport --mode replace (identical db)", syncimport("replace"),
+         into_target=True),
+    Step("import-update-1pct", "syncimport --mode update (1% changed)", syncimport("update"),
+         prepare=change_one_percent, into_target=True),
+    Step("loaddata", "loaddata dumpdata.json (empty db)", loaddata, prepare=fresh_target,
+         into_target=True),
+]  # fmt: skip
+
+
 STEPS: list[Step] = [
     *[syncexport(c) for c in COMPRESSIONS],
     Step(
@@ -146,6 +210,7 @@ STEPS: list[Step] = [
         ],
         stdout_file="dump.json",
     ),
+    *IMPORT_STEPS,
     Step(
         name="pg_dump",
         tool="pg_dump --data-only content_*",
@@ -229,7 +294,8 @@ def measure(db: Database, step: Step) -> Measurement:
     if step.prepare:
         step.prepare(db, out)
     stdout_path = out / step.stdout_file if step.stdout_file else None
-    seconds, peak, _ = run(step.command(db, out), db.env(), stdout_path)
+    env = target(db).env() if step.into_target else db.env()
+    seconds, peak, _ = run(step.command(db, out), env, stdout_path)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return Measurement(db.vendor, step.name, step.tool, db.rows, seconds, size, peak)
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import orjson
 from django.apps import apps
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.management.color import no_style
 from django.db import DatabaseError, IntegrityError, connections, models, transaction
@@ -168,7 +169,10 @@ class ArchiveSource(RecordSource):
     def records(self) -> Iterator[tuple[SourceTable, Iterator[dict]]]:
         with ArchiveReader(self.path) as reader:
             for entry, lines in reader.tables():
-                yield _source_table(entry), (loads_line(line) for line in lines)
+                # Only JSON columns can hold numbers beyond 64 bits (see loads_line).
+                has_json = "JSONField" in entry.fields.values()
+                loads = loads_line if has_json else orjson.loads
+                yield _source_table(entry), (loads(line) for line in lines)
 
 
 def _source_table(entry: TableEntry) -> SourceTable:
@@ -356,6 +360,7 @@ class TableLoader:
         current = self.current_rows([pk for _, pk, *_ in decoded if pk is not None])
         current_m2m = self.current_m2m([pk for _, pk, *_ in decoded if pk is not None])
         inserts, updates = [], []
+        m2m_writes: dict[str, list] = defaultdict(list)
         for key, pk, values, deferred, m2m in decoded:
             if pk is None:
                 self.diff.new += 1
@@ -408,10 +413,12 @@ class TableLoader:
                     (pk, {a: values[a] for a in values if a not in self.deferred_attnames})
                 )
             for name, (old_ids, new_ids) in m2m_changes.items():
-                self.importer.write_m2m(self.model, name, pk, old_ids, new_ids)
+                m2m_writes[name].append((pk, old_ids, new_ids))
         if not self.importer.dry_run:
             self.importer.insert_rows(self, inserts)
             self.importer.update_rows(self, updates)
+            for name, changes in m2m_writes.items():
+                self.importer.write_m2m(self.model, name, changes)
 
     def name_of(self, attname: str) -> str:
         return self.by_attname[attname].name
@@ -453,9 +460,9 @@ class TableLoader:
                 index.map[key] = PlaceholderPk(key)
         else:
             index.reload()
-            for key, m2m in self.pending_m2m:
-                for name, ids in m2m.items():
-                    self.importer.write_m2m(self.model, name, index.map[key], set(), ids)
+            for f in self.m2m:
+                changes = [(index.map[key], set(), m2m[f.name]) for key, m2m in self.pending_m2m]
+                self.importer.write_m2m(self.model, f.name, changes)
         self.pending_m2m = []
 
 
@@ -717,29 +724,25 @@ class Importer:
                     ],
                 )
 
-    def write_m2m(self, model, name: str, pk, old_ids: set, new_ids: set) -> None:
-        if self.dry_run or old_ids == new_ids:
+    def write_m2m(self, model, name: str, changes: list[tuple[Any, set, set]]) -> None:
+        """Apply (pk, old ids, new ids) changes to one M2M relation, batched."""
+        removed = [[pk, t] for pk, old, new in changes for t in old - new]
+        added = [[pk, t] for pk, old, new in changes for t in sorted(new - old)]
+        if self.dry_run or not (removed or added):
             return
         f = model._meta.get_field(name)
         through = f.remote_field.through
-        source = through._meta.get_field(f.m2m_field_name()).column
-        target = through._meta.get_field(f.m2m_reverse_field_name()).column
         ops = self.connection.ops
+        source = ops.quote_name(through._meta.get_field(f.m2m_field_name()).column)
+        target = ops.quote_name(through._meta.get_field(f.m2m_reverse_field_name()).column)
         table = ops.quote_name(through._meta.db_table)
         with self.connection.cursor() as cursor:
-            removed = old_ids - new_ids
             if removed:
-                cursor.executemany(
-                    f"DELETE FROM {table} WHERE {ops.quote_name(source)} = %s "
-                    f"AND {ops.quote_name(target)} = %s",
-                    [[pk, t] for t in removed],
-                )
-            added = new_ids - old_ids
+                sql = f"DELETE FROM {table} WHERE {source} = %s AND {target} = %s"
+                cursor.executemany(sql, removed)
             if added:
                 cursor.executemany(
-                    f"INSERT INTO {table} ({ops.quote_name(source)}, {ops.quote_name(target)}) "
-                    f"VALUES (%s, %s)",
-                    [[pk, t] for t in sorted(added)],
+                    f"INSERT INTO {table} ({source}, {target}) VALUES (%s, %s)", added
                 )
 
 
@@ -761,6 +764,12 @@ def db_value_preparer(f: models.Field, connection) -> Callable[[Any], Any] | Non
     if target.get_internal_type() in PASSTHROUGH:
         return None
     if isinstance(f, models.DateTimeField):
+        if connection.vendor in ("sqlite", "mysql") and settings.USE_TZ:
+            # What their adapt_datetimefield_value does, without its per-call checks.
+            db_tz = connection.timezone
+            return lambda value: (
+                None if value is None else str(value.astimezone(db_tz).replace(tzinfo=None))
+            )
         adapt = connection.ops.adapt_datetimefield_value
         return lambda value: None if value is None else adapt(value)
     return lambda value: f.get_db_prep_save(value, connection)

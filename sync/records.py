@@ -13,11 +13,11 @@ import base64
 import datetime
 import decimal
 import json
-import re
 from collections.abc import Callable
 from typing import Any
 
 import orjson
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils.duration import duration_iso_string
@@ -58,14 +58,26 @@ def _big_ints_as_digits(value: Any) -> Any:
     return value
 
 
-_LONG_NUMBER = re.compile(rb"\d{19}")
-
-
 def loads_line(line: bytes) -> Any:
     """A record from its JSON line; integers beyond 64 bits stay exact (orjson makes them
     floats, so lines that may hold one are parsed again with the standard library)."""
     record = orjson.loads(line)
-    return json.loads(line) if _LONG_NUMBER.search(line) else record
+    if isinstance(record, dict) and any(
+        _has_huge_float(v) for v in record.values() if isinstance(v, dict | list)
+    ):
+        return json.loads(line)
+    return record
+
+
+def _has_huge_float(value: Any) -> bool:
+    """Whether orjson may have turned an integer beyond 64 bits into a float here."""
+    if isinstance(value, float):
+        return abs(value) >= 2**63
+    if isinstance(value, dict):
+        return any(_has_huge_float(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_huge_float(v) for v in value)
+    return False
 
 
 def json_key(parts: tuple) -> Any:
@@ -172,8 +184,29 @@ def field_decoder(f: models.Field) -> Callable[[Any], Any]:
             raise ValidationError(f"expected true or false, got {value!r}")
 
         return decode_bool
+    if isinstance(f, models.DateTimeField):
+        return _decode_datetime(f)
     to_python = f.to_python
     return lambda value: None if value is None else to_python(value)
+
+
+def _decode_datetime(f: models.DateTimeField) -> Callable[[Any], Any]:
+    """ISO 8601 with the C parser; anything else through the field's own ``to_python``."""
+    to_python = f.to_python
+    default_tz = datetime.UTC
+
+    def decode(value: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            parsed = datetime.datetime.fromisoformat(value)
+        except (TypeError, ValueError):
+            return to_python(value)
+        if parsed.tzinfo is None and settings.USE_TZ:
+            parsed = parsed.replace(tzinfo=default_tz)
+        return parsed
+
+    return decode
 
 
 class RecordEncoder:

@@ -19,10 +19,12 @@ import hashlib
 import io
 import lzma
 import os
+import re
+import shutil
 import tarfile
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -186,7 +188,7 @@ class ArchiveWriter:
     def __enter__(self) -> ArchiveWriter:
         self.final_path.parent.mkdir(parents=True, exist_ok=True)
         self._tmpdir = tempfile.TemporaryDirectory(
-            prefix=".sync-spool-", dir=self.final_path.parent
+            prefix=f".sync-spool-{os.getpid()}-", dir=self.final_path.parent
         )
         return self
 
@@ -252,6 +254,27 @@ def _add_member(tar: tarfile.TarFile, name: str, size: int, data: IO[bytes]) -> 
     info.mode = 0o644
     info.mtime = 0
     tar.addfile(info, data)
+
+
+_LEFTOVER = re.compile(r"^\.(?:sync-spool-(?P<spool>\d+)-.*|.+\.(?P<partial>\d+)\.partial)$")
+
+
+def remove_leftovers(directory: Path, alive: Callable[[int], bool]) -> list[Path]:
+    """Remove spool folders and partial archives left in ``directory`` by writers that were
+    killed (``alive(pid)`` is False). They never look like backups; this only frees space."""
+    removed = []
+    if not directory.is_dir():
+        return removed
+    for entry in directory.iterdir():
+        match = _LEFTOVER.match(entry.name)
+        if not match or alive(int(match["spool"] or match["partial"])):
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
 
 
 def file_sha256(path: Path) -> str:

@@ -30,8 +30,9 @@ from sync.archive import (
     MemberSpool,
     archive_suffix,
     check_compression,
+    remove_leftovers,
 )
-from sync.models import BackupRecord, SyncState
+from sync.models import BackupRecord, SyncState, process_alive
 from sync.records import RecordEncoder, dumps_line, json_key
 from sync.schema import (
     SchemaError,
@@ -164,6 +165,7 @@ def export(
     now = datetime.now(UTC).replace(microsecond=0)
     path = archive_path(output_dir, "full", compression, now)
     mark_stale_backups(using)
+    remove_leftovers(output_dir, alive=lambda pid: process_alive(socket.gethostname(), pid))
     backup = BackupRecord.objects.using(using).create(
         file_name=path.name,
         storage_path=str(path.resolve()),

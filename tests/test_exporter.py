@@ -2,6 +2,7 @@
 the database. The same tests run in the SQLite and in the PostgreSQL pass."""
 
 import hashlib
+import os
 import re
 from pathlib import Path
 
@@ -383,3 +384,23 @@ def test_index_has_what_docs_schemas_require(demo, tmp_path):
         assert set(entry) == set(table_schema["required"])
         assert re.fullmatch(table_schema["properties"]["member"]["pattern"], entry["member"])
         assert set(entry["fields"].values()) <= set(record_schema["$defs"])
+
+
+def test_export_clears_leftovers_of_killed_writers_only(seeded, tmp_path):
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    dead_spool = tmp_path / f".sync-spool-{dead.pid}-abc"
+    dead_spool.mkdir()
+    (dead_spool / "001.jsonl").write_bytes(b"{}\n")
+    dead_partial = tmp_path / f".20260101T000000Z-full.backup.tar.gz.{dead.pid}.partial"
+    dead_partial.write_bytes(b"half")
+    live_partial = tmp_path / f".20260101T000000Z-full.backup.tar.gz.{os.getpid()}.partial"
+    live_partial.write_bytes(b"still writing")
+
+    export(tables=["content.Tag"], output_dir=tmp_path)
+
+    assert not dead_spool.exists()
+    assert not dead_partial.exists()
+    assert live_partial.exists()

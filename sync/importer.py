@@ -673,7 +673,6 @@ class Importer:
     def insert_rows(self, loader: TableLoader, rows: list[dict]) -> None:
         if not rows:
             return
-        ops = self.connection.ops
         fields = [c.field for c in loader.columns]
         now = timezone.now()
         defaults = []
@@ -683,10 +682,6 @@ class Importer:
             else:
                 defaults.append((f, f.get_default()))
         all_fields = fields + [f for f, _ in defaults]
-        columns = ", ".join(ops.quote_name(f.column) for f in all_fields)
-        marks = ", ".join(["%s"] * len(all_fields))
-        table = ops.quote_name(loader.model._meta.db_table)
-        sql = f"INSERT INTO {table} ({columns}) VALUES ({marks})"
         prepared_defaults = [f.get_db_prep_save(v, self.connection) for f, v in defaults]
         preps = [(f.attname, loader.prep[f.attname]) for f in fields]
         params = [
@@ -695,10 +690,23 @@ class Importer:
             + prepared_defaults
             for row in rows
         ]  # fmt: skip
-        with self.connection.cursor() as cursor:
-            cursor.executemany(sql, params)
+        self.bulk_insert(loader.model._meta.db_table, [f.column for f in all_fields], params)
         if loader.inserted_pk and loader.model not in self.explicit_pk_models:
             self.explicit_pk_models.append(loader.model)
+
+    def bulk_insert(self, table: str, columns: list[str], rows: list[list]) -> None:
+        """INSERT ``rows``: with COPY on PostgreSQL (several times faster than a pipelined
+        executemany there), with executemany elsewhere."""
+        quote = self.connection.ops.quote_name
+        table, names = quote(table), ", ".join(quote(c) for c in columns)
+        with self.connection.cursor() as cursor:
+            if self.connection.vendor == "postgresql":
+                with cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+                return
+            marks = ", ".join(["%s"] * len(columns))
+            cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
 
     def update_rows(self, loader: TableLoader, rows: list[tuple[Any, dict]]) -> None:
         """UPDATE each (pk, values) row; rows are grouped by the columns they set."""
@@ -732,18 +740,18 @@ class Importer:
             return
         f = model._meta.get_field(name)
         through = f.remote_field.through
-        ops = self.connection.ops
-        source = ops.quote_name(through._meta.get_field(f.m2m_field_name()).column)
-        target = ops.quote_name(through._meta.get_field(f.m2m_reverse_field_name()).column)
-        table = ops.quote_name(through._meta.db_table)
-        with self.connection.cursor() as cursor:
-            if removed:
-                sql = f"DELETE FROM {table} WHERE {source} = %s AND {target} = %s"
-                cursor.executemany(sql, removed)
-            if added:
+        source = through._meta.get_field(f.m2m_field_name()).column
+        target = through._meta.get_field(f.m2m_reverse_field_name()).column
+        if removed:
+            quote = self.connection.ops.quote_name
+            with self.connection.cursor() as cursor:
                 cursor.executemany(
-                    f"INSERT INTO {table} ({source}, {target}) VALUES (%s, %s)", added
+                    f"DELETE FROM {quote(through._meta.db_table)} "
+                    f"WHERE {quote(source)} = %s AND {quote(target)} = %s",
+                    removed,
                 )
+        if added:
+            self.bulk_insert(through._meta.db_table, [source, target], added)
 
 
 # Fields whose Python value the database drivers take as it is.

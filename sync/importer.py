@@ -44,7 +44,7 @@ from sync.records import (
     field_decoder,
     json_key,
     key_tuple,
-    loads_line,
+    line_loader,
     normalise_key,
 )
 from sync.schema import SchemaError, SyncModel, key_paths, plan_models, sync_key_fields
@@ -169,9 +169,7 @@ class ArchiveSource(RecordSource):
     def records(self) -> Iterator[tuple[SourceTable, Iterator[dict]]]:
         with ArchiveReader(self.path) as reader:
             for entry, lines in reader.tables():
-                # Only JSON columns can hold numbers beyond 64 bits (see loads_line).
-                has_json = "JSONField" in entry.fields.values()
-                loads = loads_line if has_json else orjson.loads
+                loads = line_loader([n for n, t in entry.fields.items() if t == "JSONField"])
                 yield _source_table(entry), (loads(line) for line in lines)
 
 
@@ -294,6 +292,8 @@ class TableLoader:
             opts.get_field("updated_at"), models.DateTimeField
         )
         self.keys_seen: set[tuple] = set()
+        if self.has_updated_at:
+            self.updated_at_decoder = field_decoder(opts.get_field("updated_at"))
         self.pending_m2m: list[tuple[tuple, dict[str, set]]] = []  # new rows: key → m2m ids
         self.deferred: list[tuple[tuple, Any, str, Any, str]] = []
         self.inserted_pk = opts.pk.name in present
@@ -302,9 +302,8 @@ class TableLoader:
     def fail(self, key: tuple, message: str) -> ImportFailed:
         return ImportFailed(f"{self.label} {json_key(key)!r}: {message}")
 
-    def decode(self, record: dict) -> tuple[tuple, dict[str, Any], dict[str, Any], dict[str, set]]:
-        """(key, values by attname, deferred references by name, m2m ids by name)."""
-        key = normalise_key(self.plan.key_of(record))
+    def decode(self, key: tuple, record: dict) -> tuple[dict[str, Any], dict[str, Any], dict]:
+        """(values by attname, deferred references by name, m2m ids by name) of a record."""
         values: dict[str, Any] = {}
         deferred: dict[str, Any] = {}
         for column in self.columns:
@@ -337,19 +336,23 @@ class TableLoader:
             if not isinstance(raw, list):
                 raise self.fail(key, f"field {f.name!r} must be a list of keys")
             m2m[f.name] = {self.importer.resolve(f.related_model, k, self, key, f) for k in raw}
-        return key, values, deferred, m2m
+        return values, deferred, m2m
 
     def load(self, records: Iterable[dict], progress: Progress | None) -> None:
         index = self.importer.key_index(self.model)
         existing = index.map
+        stamps = self.target_stamps() if self.importer.mode == "update" else None
         for chunk in _chunked(records, CHUNK):
             decoded = []
             for record in chunk:
-                key, values, deferred, m2m = self.decode(record)
+                key = normalise_key(self.plan.key_of(record))
                 if key in self.keys_seen:
                     raise self.fail(key, "appears twice in the archive")
                 self.keys_seen.add(key)
-                decoded.append((key, existing.get(key), values, deferred, m2m))
+                pk = existing.get(key)
+                if stamps is not None and pk is not None and self.kept(key, record, stamps[pk]):
+                    continue
+                decoded.append((key, pk, *self.decode(key, record)))
             self.load_chunk(decoded)
             if progress:
                 progress(len(chunk))
@@ -419,6 +422,28 @@ class TableLoader:
             self.importer.update_rows(self, updates)
             for name, changes in m2m_writes.items():
                 self.importer.write_m2m(self.model, name, changes)
+
+    def target_stamps(self) -> dict | None:
+        """Update mode: ``updated_at`` of every target row, to skip what is not newer unread."""
+        if not self.has_updated_at:
+            return None
+        rows = self.model._default_manager.using(self.using).values_list("pk", "updated_at")
+        return dict(rows.iterator(10000))
+
+    def kept(self, key: tuple, record: dict, ours) -> bool:
+        """Update mode: count a record whose ``updated_at`` is not newer than the target's as
+        unchanged (equal) or skipped (older), without decoding it."""
+        try:
+            theirs = self.updated_at_decoder(record.get("updated_at"))
+        except (ValidationError, ValueError, TypeError):
+            return False  # decode() reports it, naming the field
+        if theirs is None or ours is None or theirs > ours:
+            return False
+        if theirs == ours:
+            self.diff.unchanged += 1
+        else:
+            self.diff.skipped += 1
+        return True
 
     def name_of(self, attname: str) -> str:
         return self.by_attname[attname].name

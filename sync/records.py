@@ -58,15 +58,22 @@ def _big_ints_as_digits(value: Any) -> Any:
     return value
 
 
-def loads_line(line: bytes) -> Any:
-    """A record from its JSON line; integers beyond 64 bits stay exact (orjson makes them
-    floats, so lines that may hold one are parsed again with the standard library)."""
-    record = orjson.loads(line)
-    if isinstance(record, dict) and any(
-        _has_huge_float(v) for v in record.values() if isinstance(v, dict | list)
-    ):
-        return json.loads(line)
-    return record
+def line_loader(json_fields: list[str]) -> Callable[[bytes], Any]:
+    """A parser for a table's JSON lines that keeps integers beyond 64 bits in its JSON
+    columns exact (orjson makes them floats, so such lines are parsed again with the standard
+    library). Other columns cannot hold them: integer fields stop at 64 bits."""
+    if not json_fields:
+        return orjson.loads
+
+    def loads(line: bytes) -> Any:
+        record = orjson.loads(line)
+        if isinstance(record, dict) and any(
+            _has_huge_float(record.get(name)) for name in json_fields
+        ):
+            return json.loads(line)
+        return record
+
+    return loads
 
 
 def _has_huge_float(value: Any) -> bool:

@@ -35,7 +35,7 @@ from crearis.content.models import (
 from sync.archive import ArchiveReader
 from sync.exporter import export
 from sync.importer import ArchiveSource, ImportFailed, import_records
-from sync.records import loads_line
+from sync.records import line_loader
 from sync.runs import run_import
 from tests.conftest import run_command
 
@@ -234,8 +234,9 @@ def canonical(path: Path) -> dict[str, list[dict]]:
         for entry, lines in reader.tables():
             datetimes = [n for n, t in entry.fields.items() if t == "DateTimeField"]
             records = []
+            loads = line_loader([n for n, t in entry.fields.items() if t == "JSONField"])
             for line in lines:
-                record = loads_line(line)
+                record = loads(line)
                 for name in datetimes:
                     if record[name] is not None:
                         record[name] = datetime.fromisoformat(record[name]).astimezone(UTC)

@@ -234,10 +234,13 @@ def write_table(plan: SyncModel, spool: MemberSpool, using: str, progress: Progr
             pks = columns[-1]
             for f in plan.m2m_fields:
                 values.append(sorted_related_keys(m2m_keys(f, pks, using), pks))
-        records = [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
-        write_lines(spool, [dumps_line(record) for record in records])
+        count = len(columns[0])
+        write_lines(
+            spool,
+            [dumps_line(dict(zip(names, row, strict=True))) for row in zip(*values, strict=True)],
+        )
         if progress:
-            progress(len(records))
+            progress(count)
 
 
 def datetimes_read_as_text(plan: SyncModel, encoder: RecordEncoder, connection) -> set[int]:

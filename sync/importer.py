@@ -22,9 +22,11 @@ pass once every row exists.
 
 from __future__ import annotations
 
+import datetime
 import itertools
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,9 +40,8 @@ from django.db import DatabaseError, IntegrityError, connections, models, transa
 from django.db.models.deletion import Collector, ProtectedError, RestrictedError
 from django.utils import timezone
 
-from sync.archive import ArchiveError, ArchiveReader, TableEntry
+from sync.archive import ArchiveReader, TableEntry
 from sync.records import (
-    RecordError,
     field_decoder,
     json_key,
     key_tuple,
@@ -230,6 +231,51 @@ class PlaceholderPk:
         return f"<new {self.key!r}>"
 
 
+# -- waiting for verification -----------------------------------------------------------------
+
+WRITE_BUFFER_ROWS = 20000
+
+
+class WriteGate:
+    """Holds writes back until the archive has passed verification.
+
+    Verification reads the whole archive; it may run in another process (``verdict``, a
+    future) while the import reads and compares, so an import that changes little costs about
+    one read of the archive, not two. Until the verdict is in, writes wait in a list (at most
+    ``WRITE_BUFFER_ROWS`` rows, then the gate waits); a failed verification raises before the
+    first write. Without a future, writes go straight through (the caller verified already).
+    """
+
+    def __init__(self, verdict: Future | None = None):
+        self.verdict = verdict
+        self.pending: list[Callable[[], None]] = []
+        self.rows = 0
+
+    def submit(self, write: Callable[[], None], rows: int) -> None:
+        if self.verdict is None:
+            write()
+            return
+        self.pending.append(write)
+        self.rows += rows
+        if self.rows >= WRITE_BUFFER_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.verdict is not None:
+            verdict, self.verdict = self.verdict, None
+            verdict.result()  # raises the verification's ArchiveError
+        pending, self.pending, self.rows = self.pending, [], 0
+        for write in pending:
+            write()
+
+    def raise_if_unverified(self) -> None:
+        """After a failure: if the archive itself is bad, raise that instead."""
+        if self.verdict is not None:
+            verdict, self.verdict = self.verdict, None
+            self.pending = []
+            verdict.result()
+
+
 # -- the engine ----------------------------------------------------------------------------------
 
 
@@ -417,18 +463,41 @@ class TableLoader:
                 )
             for name, (old_ids, new_ids) in m2m_changes.items():
                 m2m_writes[name].append((pk, old_ids, new_ids))
-        if not self.importer.dry_run:
-            self.importer.insert_rows(self, inserts)
-            self.importer.update_rows(self, updates)
-            for name, changes in m2m_writes.items():
-                self.importer.write_m2m(self.model, name, changes)
+        if not self.importer.dry_run and (inserts or updates or m2m_writes):
+            self.importer.gate.submit(
+                lambda: self.write_chunk(inserts, updates, m2m_writes),
+                len(inserts) + len(updates),
+            )
+
+    def write_chunk(self, inserts: list, updates: list, m2m_writes: dict) -> None:
+        self.importer.insert_rows(self, inserts)
+        self.importer.update_rows(self, updates)
+        for name, changes in m2m_writes.items():
+            self.importer.write_m2m(self.model, name, changes)
 
     def target_stamps(self) -> dict | None:
-        """Update mode: ``updated_at`` of every target row, to skip what is not newer unread."""
+        """Update mode: ``updated_at`` of every target row, to skip what is not newer unread.
+
+        Read with plain SQL and the C datetime parser: Django's per-row converters cost more
+        than the rest of an update that changes little.
+        """
         if not self.has_updated_at:
             return None
-        rows = self.model._default_manager.using(self.using).values_list("pk", "updated_at")
-        return dict(rows.iterator(10000))
+        opts = self.model._meta
+        quote = self.connection.ops.quote_name
+        column = quote(opts.get_field("updated_at").column)
+        db_tz = self.connection.timezone if settings.USE_TZ else None
+        stamps = {}
+        with self.connection.cursor() as cursor:
+            cursor.execute(f"SELECT {quote(opts.pk.column)}, {column} FROM {quote(opts.db_table)}")
+            while rows := cursor.fetchmany(10000):
+                for pk, stamp in rows:
+                    if isinstance(stamp, str):
+                        stamp = datetime.datetime.fromisoformat(stamp)
+                    if stamp is not None and stamp.tzinfo is None and db_tz is not None:
+                        stamp = stamp.replace(tzinfo=db_tz)
+                    stamps[pk] = stamp
+        return stamps
 
     def kept(self, key: tuple, record: dict, ours) -> bool:
         """Update mode: count a record whose ``updated_at`` is not newer than the target's as
@@ -484,6 +553,7 @@ class TableLoader:
             for key, _ in self.pending_m2m:
                 index.map[key] = PlaceholderPk(key)
         else:
+            self.importer.gate.flush()  # the new rows' ids are read back below
             index.reload()
             for f in self.m2m:
                 changes = [(index.map[key], set(), m2m[f.name]) for key, m2m in self.pending_m2m]
@@ -501,6 +571,7 @@ class Importer:
         tables: Iterable[str] | None = None,
         collect_changes: bool = False,
         progress: Progress | None = None,
+        verdict: Future | None = None,
     ):
         if mode not in MODES:
             raise ImportFailed(f"Unknown mode {mode!r}: use one of {', '.join(MODES)}.")
@@ -514,6 +585,7 @@ class Importer:
         self.indexes: dict[type[models.Model], KeyIndex] = {}
         self.loaders: dict[str, TableLoader] = {}
         self.explicit_pk_models: list[type[models.Model]] = []
+        self.gate = WriteGate(verdict)
         self.source_tables = {t.label: t for t in source.table_list()}
         self.plans = self.check_schema(tables)
 
@@ -583,33 +655,40 @@ class Importer:
 
     # -- running --------------------------------------------------------------------------
     def run(self) -> ImportResult:
-        result = ImportResult(self.mode, self.dry_run, backup_id=self.source.backup_id)
-        plans = {p.label: p for p in self.plans}
         try:
-            with transaction.atomic(using=self.using):
-                for table, records in self.source.records():
-                    plan = plans.get(table.label)
-                    if plan is None:
-                        for _ in records:  # not chosen: read through it (checksums still count)
-                            pass
-                        continue
-                    loader = TableLoader(self, plan, table)
-                    self.loaders[plan.label] = loader
-                    result.tables[plan.label] = loader.diff
-                    loader.load(records, self.progress)
-                self.resolve_deferred()
-                if self.mode == "replace":
-                    self.delete_missing(result)
-                if not self.dry_run:
-                    self.reset_sequences()
-        except (ArchiveError, ImportFailed, RecordError):
-            raise
+            try:
+                return self.load_all()
+            except BaseException:
+                self.gate.raise_if_unverified()  # a damaged archive is reported as such
+                raise
         except (ProtectedError, RestrictedError) as exc:
             raise ImportFailed(f"Cannot delete: {exc.args[0]}") from exc
         except IntegrityError as exc:
             raise ImportFailed(f"The database refused the data: {exc}".strip()) from exc
         except DatabaseError as exc:
             raise ImportFailed(f"Database error during import: {exc}".strip()) from exc
+
+    def load_all(self) -> ImportResult:
+        result = ImportResult(self.mode, self.dry_run, backup_id=self.source.backup_id)
+        plans = {p.label: p for p in self.plans}
+        with transaction.atomic(using=self.using):
+            for table, records in self.source.records():
+                plan = plans.get(table.label)
+                if plan is None:
+                    for _ in records:  # not chosen: read through it (checksums still count)
+                        pass
+                    continue
+                loader = TableLoader(self, plan, table)
+                self.loaders[plan.label] = loader
+                result.tables[plan.label] = loader.diff
+                loader.load(records, self.progress)
+            self.gate.flush()
+            self.resolve_deferred()
+            if self.mode == "replace":
+                self.delete_missing(result)
+            if not self.dry_run:
+                self.reset_sequences()
+        self.gate.flush()  # a dry run writes nothing, but still waits for the verdict
         return result
 
     def resolve_deferred(self) -> None:
@@ -814,15 +893,6 @@ def _chunked(items: Iterable, size: int) -> Iterator[list]:
         yield chunk
 
 
-def import_records(
-    source: RecordSource,
-    mode: str = "replace",
-    using: str = "default",
-    dry_run: bool = False,
-    tables: Iterable[str] | None = None,
-    collect_changes: bool = False,
-    progress: Progress | None = None,
-) -> ImportResult:
-    """Import ``source`` into ``using`` (no locking or run records: see sync.runs)."""
-    importer = Importer(source, mode, using, dry_run, tables, collect_changes, progress)
-    return importer.run()
+def import_records(source: RecordSource, **options: Any) -> ImportResult:
+    """Import ``source`` (options: see Importer); no locking or run records — see sync.runs."""
+    return Importer(source, **options).run()

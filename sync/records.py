@@ -107,10 +107,6 @@ def normalise_key(parts: tuple) -> tuple:
     return tuple(orjson.loads(orjson.dumps(list(parts), default=_default)))
 
 
-class RecordError(Exception):
-    """A record that cannot go into the database; the message names table, key and field."""
-
-
 # JSON types an archive may hold for a field, by Django's internal type (None: anything).
 _STRING = (str,)
 _JSON_TYPES: dict[str, tuple[type, ...] | None] = {

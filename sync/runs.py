@@ -1,4 +1,5 @@
-"""An import as users start it: recorded, locked, verified first, then run in one transaction.
+"""An import as users start it: recorded, locked, verified before its first write, run in one
+transaction.
 
 Commands, Celery tasks and admin views call ``run_import``; nothing else does this work.
 """
@@ -8,9 +9,13 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
+from multiprocessing import current_process, get_context
 from pathlib import Path
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -19,6 +24,24 @@ from sync.importer import ArchiveSource, ImportFailed, ImportResult, Progress, i
 from sync.locking import LockBusy, import_lock
 from sync.models import ImportRun, SyncState
 from sync.verify import verify_archive
+
+
+@contextmanager
+def verification(archive: Path) -> Iterator[Future | None]:
+    """Verify ``archive`` in a separate process while the import reads it; the importer's
+    write gate waits for the verdict before its first write (see sync.importer.WriteGate).
+
+    A daemonic process (a Celery prefork worker) may not start children: there the archive is
+    verified first, in line, and the gate has nothing to wait for.
+    """
+    max_member_size = settings.SYNC_MAX_MEMBER_SIZE
+    if current_process().daemon:
+        verify_archive(archive, max_member_size)
+        yield None
+        return
+    # sync.verify needs no configured Django, so a fresh ("spawn") interpreter can run it.
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        yield pool.submit(verify_archive, str(archive), max_member_size)
 
 
 def running_import(using: str, exclude: int | None = None) -> ImportRun | None:
@@ -53,13 +76,17 @@ def run_import(
         hostname=socket.gethostname(),
     )
     try:
-        with import_lock(using):
-            try:
-                report = verify_archive(archive)
-            except ArchiveError as exc:
-                raise ImportFailed(f"{archive.name}: {exc}") from exc
+        with import_lock(using), verification(archive) as verdict:
+            source = ArchiveSource(archive)
             result = import_records(
-                ArchiveSource(archive), mode, using, dry_run, tables, collect_changes, progress
+                source,
+                mode=mode,
+                using=using,
+                dry_run=dry_run,
+                tables=tables,
+                collect_changes=collect_changes,
+                progress=progress,
+                verdict=verdict,
             )
     except LockBusy as exc:
         other = running_import(using, exclude=run.pk)
@@ -81,7 +108,7 @@ def run_import(
     except BaseException as exc:
         finish(run, ImportRun.Status.FAILED, error=str(exc) or type(exc).__name__)
         raise
-    run.backup_id = uuid.UUID(report.index.backup_id) if report.index.backup_id else None
+    run.backup_id = uuid.UUID(source.backup_id) if source.backup_id else None
     finish(run, ImportRun.Status.SUCCEEDED, counts=result.counts())
     if not dry_run:
         with transaction.atomic(using=using):

@@ -22,7 +22,7 @@ class VerifyReport:
         return sum(self.counts.values())
 
 
-def verify_archive(path: Path | str) -> VerifyReport:
+def verify_archive(path: Path | str, max_member_size: int | None = None) -> VerifyReport:
     """Read the whole archive as a stream and check it; raise ArchiveError at the first problem.
 
     Checks: format and version, every listed member present once and nothing else, member types
@@ -30,7 +30,7 @@ def verify_archive(path: Path | str) -> VerifyReport:
     with the index's fields and JSON types, and the record counts.
     """
     path = Path(path)
-    with ArchiveReader(path) as reader:
+    with ArchiveReader(path, max_member_size) as reader:
         report = VerifyReport(path, reader.index)
         for entry, lines in reader.tables():
             count = 0

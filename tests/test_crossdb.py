@@ -316,7 +316,7 @@ def test_archive_from_postgresql_round_trips_through_sqlite_and_mariadb(tmp_path
         # database exports the very same records
         assert_awkward_values_survived(alias)
         for mode in ("replace", "update"):
-            again = import_records(ArchiveSource(archive), mode, using=alias, dry_run=True)
+            again = import_records(ArchiveSource(archive), mode=mode, using=alias, dry_run=True)
             assert again.total_changes == 0, (alias, mode, again.as_dict())
         archive = export(using=alias, output_dir=tmp_path / alias, compression="zst").path
         assert canonical(archive) == expected, alias
@@ -428,7 +428,7 @@ def test_an_import_overwrites_local_edits_on_every_engine(tmp_path, mode):
             "content.Tag": (0, 0, 1 if mode == "replace" else 0),
         }, alias
         assert_awkward_values_survived(alias)
-        again = import_records(ArchiveSource(source.path), mode, using=alias, dry_run=True)
+        again = import_records(ArchiveSource(source.path), mode=mode, using=alias, dry_run=True)
         assert again.total_changes == 0, (alias, again.as_dict())
         dump = canonical(export(using=alias, output_dir=tmp_path / alias, compression="zst").path)
         if mode == "update":

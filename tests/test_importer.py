@@ -1,7 +1,11 @@
 import fcntl
+import hashlib
+import io
+import tarfile
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import psycopg
 import pytest
 from django.core.management import CommandError
@@ -135,8 +139,6 @@ def test_show_changes_names_fields_with_old_and_new_values(tag_scenario):
 
 
 def test_json_output_is_the_engine_diff(tag_scenario):
-    import orjson
-
     data = orjson.loads(run_command("syncimport", str(tag_scenario), dry_run=True, json=True))
     (table,) = data["tables"]
     assert table["table"] == "content.Tag"
@@ -292,3 +294,43 @@ def test_confirmation_is_required_without_no_input(tag_scenario, monkeypatch):
     monkeypatch.setattr("builtins.input", lambda prompt: "yes")
     run_command("syncimport", str(tag_scenario))
     assert tags()["e"] == "new"
+
+
+@pytest.mark.parametrize("damage", ["checksum", "not-json"])
+def test_a_damaged_archive_writes_nothing(seeded, tmp_path, damage):
+    exported = export(tables=["content.Tag", "content.Status"], output_dir=tmp_path).path
+
+    def edit_records(label, rows):
+        return [*rows, dict(rows[0], name="zz-new")] if label == "content.Tag" else rows
+
+    def edit_index(index):
+        if damage == "checksum":
+            index["tables"][-1]["sha256"] = "0" * 64
+
+    bad = rewrite_archive(exported, tmp_path / "bad.backup.tar.gz", edit_records, edit_index)
+    if damage == "not-json":
+        bad = corrupt_last_line(bad, tmp_path / "bad2.backup.tar.gz")
+    before = canonical(tmp_path / "before", ["content.Tag", "content.Status"])
+    with pytest.raises(ImportFailed, match=r"sha256|not valid JSON"):
+        run_import(bad)
+    assert canonical(tmp_path / "after", ["content.Tag", "content.Status"]) == before
+
+
+def corrupt_last_line(source, target):
+    """Replace the last member's last line by bytes that are not JSON, fixing its checksum,
+    so only the record check can tell."""
+    with tarfile.open(source, "r:*") as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+    index = orjson.loads(members["index.json"])
+    last = index["tables"][-1]
+    lines = members[last["member"]].splitlines(keepends=True)
+    data = b"".join([*lines[:-1], b"{not json\n"])
+    last.update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    members[last["member"]] = data
+    members["index.json"] = orjson.dumps(index)
+    with tarfile.open(target, "w:gz") as tar:
+        for name in ["index.json", *[t["member"] for t in index["tables"]]]:
+            info = tarfile.TarInfo(name)
+            info.size = len(members[name])
+            tar.addfile(info, io.BytesIO(members[name]))
+    return target

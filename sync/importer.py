@@ -26,10 +26,9 @@ import datetime
 import itertools
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from django.apps import apps
@@ -236,17 +235,22 @@ class PlaceholderPk:
 WRITE_BUFFER_ROWS = 20000
 
 
+class Verdict(Protocol):
+    def result(self) -> object: ...
+
+
 class WriteGate:
     """Holds writes back until the archive has passed verification.
 
-    Verification reads the whole archive; it may run in another process (``verdict``, a
-    future) while the import reads and compares, so an import that changes little costs about
-    one read of the archive, not two. Until the verdict is in, writes wait in a list (at most
-    ``WRITE_BUFFER_ROWS`` rows, then the gate waits); a failed verification raises before the
-    first write. Without a future, writes go straight through (the caller verified already).
+    Verification reads the whole archive; it may run in another process (``verdict``, whose
+    ``result()`` raises if the archive is bad) while the import reads and compares, so an
+    import that changes little costs about one read of the archive, not two. Until the verdict
+    is in, writes wait in a list (at most ``WRITE_BUFFER_ROWS`` rows, then the gate waits);
+    a failed verification raises before the first write. Without a verdict, writes go
+    straight through (the caller verified already).
     """
 
-    def __init__(self, verdict: Future | None = None):
+    def __init__(self, verdict: Verdict | None = None):
         self.verdict = verdict
         self.pending: list[Callable[[], None]] = []
         self.rows = 0
@@ -571,7 +575,7 @@ class Importer:
         tables: Iterable[str] | None = None,
         collect_changes: bool = False,
         progress: Progress | None = None,
-        verdict: Future | None = None,
+        verdict: Verdict | None = None,
     ):
         if mode not in MODES:
             raise ImportFailed(f"Unknown mode {mode!r}: use one of {', '.join(MODES)}.")

@@ -10,9 +10,7 @@ import os
 import socket
 import uuid
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
-from multiprocessing import current_process, get_context
 from pathlib import Path
 
 from django.conf import settings
@@ -23,25 +21,18 @@ from sync.archive import ArchiveError
 from sync.importer import ArchiveSource, ImportFailed, ImportResult, Progress, import_records
 from sync.locking import LockBusy, import_lock
 from sync.models import ImportRun, SyncState
-from sync.verify import verify_archive
+from sync.verify import VerifyProcess
 
 
 @contextmanager
-def verification(archive: Path) -> Iterator[Future | None]:
+def verification(archive: Path) -> Iterator[VerifyProcess]:
     """Verify ``archive`` in a separate process while the import reads it; the importer's
-    write gate waits for the verdict before its first write (see sync.importer.WriteGate).
-
-    A daemonic process (a Celery prefork worker) may not start children: there the archive is
-    verified first, in line, and the gate has nothing to wait for.
-    """
-    max_member_size = settings.SYNC_MAX_MEMBER_SIZE
-    if current_process().daemon:
-        verify_archive(archive, max_member_size)
-        yield None
-        return
-    # sync.verify needs no configured Django, so a fresh ("spawn") interpreter can run it.
-    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-        yield pool.submit(verify_archive, str(archive), max_member_size)
+    write gate waits for the verdict before its first write (see sync.importer.WriteGate)."""
+    checker = VerifyProcess(archive, settings.SYNC_MAX_MEMBER_SIZE)
+    try:
+        yield checker
+    finally:
+        checker.stop()
 
 
 def running_import(using: str, exclude: int | None = None) -> ImportRun | None:
@@ -104,7 +95,8 @@ def run_import(
         raise
     except ArchiveError as exc:
         finish(run, ImportRun.Status.FAILED, error=str(exc))
-        raise ImportFailed(f"{archive.name}: {exc}") from exc
+        message = str(exc) if archive.name in str(exc) else f"{archive.name}: {exc}"
+        raise ImportFailed(message) from exc
     except BaseException as exc:
         finish(run, ImportRun.Status.FAILED, error=str(exc) or type(exc).__name__)
         raise

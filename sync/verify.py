@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,3 +55,51 @@ def verify_archive(path: Path | str, max_member_size: int | None = None) -> Veri
                 )
             report.counts[entry.label] = count
     return report
+
+
+class VerifyProcess:
+    """``verify_archive`` in a separate Python process, started at once; ``result()`` waits
+    and raises ArchiveError if the archive is not sound.
+
+    A plain subprocess (``python -m sync.verify``), not multiprocessing: it needs no pickling,
+    never re-imports the caller's main module, and works inside daemonic Celery workers.
+    """
+
+    def __init__(self, path: Path | str, max_member_size: int):
+        root = Path(__file__).resolve().parent.parent
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), *sys.path])}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "sync.verify", str(path), str(max_member_size)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+
+    def result(self) -> None:
+        out, err = self.process.communicate()
+        if self.process.returncode == 0:
+            return
+        message = out.decode(errors="replace").strip()
+        if not message:  # the checker itself failed: say how, do not hide it
+            lines = err.decode(errors="replace").strip().splitlines()
+            message = f"the archive check did not finish ({lines[-1] if lines else 'no output'})"
+        raise ArchiveError(message)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.communicate()
+
+
+def main(argv: list[str]) -> int:
+    path, max_member_size = argv
+    try:
+        verify_archive(path, int(max_member_size))
+    except ArchiveError as exc:
+        print(exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -435,3 +435,28 @@ def test_an_import_overwrites_local_edits_on_every_engine(tmp_path, mode):
             assert dump["content.Tag"] != expected["content.Tag"]  # the stray tag stays
             dump["content.Tag"] = [t for t in dump["content.Tag"] if t["name"] != "stray"]
         assert dump == expected, alias
+
+
+@crossdb
+def test_mariadb_refuses_a_second_import_while_its_lock_is_held(tmp_path):
+    """The MariaDB equivalent of PostgreSQL's advisory lock: GET_LOCK, held here by a second
+    connection as a running import in another process would."""
+    import MySQLdb
+    from django.db import connections
+
+    from sync.locking import LOCK_NAME, _lock_id
+
+    run_command("syncseed", database="maria")
+    archive = export(tables=["content.Tag"], using="maria", output_dir=tmp_path).path
+    params = connections["maria"].get_connection_params()
+    other = MySQLdb.connect(**params)
+    try:
+        cursor = other.cursor()
+        cursor.execute("SELECT GET_LOCK(%s, 0)", [f"{LOCK_NAME}-{_lock_id('maria')}"])
+        assert cursor.fetchone()[0] == 1
+        with pytest.raises(ImportFailed, match="Refused"):
+            run_import(archive, using="maria")
+    finally:
+        other.close()
+    result, _ = run_import(archive, using="maria")
+    assert result.total_changes == 0

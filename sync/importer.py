@@ -490,6 +490,8 @@ class TableLoader:
         opts = self.model._meta
         quote = self.connection.ops.quote_name
         column = quote(opts.get_field("updated_at").column)
+        if self.connection.vendor == "postgresql":
+            column = f"{column}::text"  # psycopg's timestamptz loader in Django is pure Python
         db_tz = self.connection.timezone if settings.USE_TZ else None
         stamps = {}
         with self.connection.cursor() as cursor:

@@ -67,10 +67,10 @@ def line_loader(json_fields: list[str]) -> Callable[[bytes], Any]:
 
     def loads(line: bytes) -> Any:
         record = orjson.loads(line)
-        if isinstance(record, dict) and any(
-            _has_huge_float(record.get(name)) for name in json_fields
-        ):
-            return json.loads(line)
+        if type(record) is dict:
+            for name in json_fields:
+                if _has_huge_float(record.get(name)):
+                    return json.loads(line)
         return record
 
     return loads
@@ -78,13 +78,20 @@ def line_loader(json_fields: list[str]) -> Callable[[bytes], Any]:
 
 def _has_huge_float(value: Any) -> bool:
     """Whether orjson may have turned an integer beyond 64 bits into a float here."""
-    if isinstance(value, float):
+    kind = type(value)
+    if kind is float:
         return abs(value) >= 2**63
-    if isinstance(value, dict):
-        return any(_has_huge_float(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_huge_float(v) for v in value)
+    if kind is dict:
+        value = value.values()
+    elif kind is not list:
+        return False
+    for item in value:  # noqa: SIM110 - a plain loop: this runs for every JSON value read
+        if type(item) in _CONTAINERS_AND_FLOATS and _has_huge_float(item):
+            return True
     return False
+
+
+_CONTAINERS_AND_FLOATS = (float, dict, list)
 
 
 def json_key(parts: tuple) -> Any:

@@ -341,7 +341,12 @@ class TableLoader:
         self.has_updated_at = "updated_at" in present and isinstance(
             opts.get_field("updated_at"), models.DateTimeField
         )
-        self.keys_seen: set[tuple] = set()
+        # hash(key) of every record read: enough to find a key given twice and the target rows
+        # the archive lacks, at a third of the memory of the keys themselves.
+        self.keys_seen: set[int] = set()
+        # New rows' ids are read back only when something needs them: a later table's
+        # references, this table's M2M sets or its second-pass references.
+        self.needs_ids = plan.model in importer.needs_ids
         if self.has_updated_at:
             self.updated_at_decoder = field_decoder(opts.get_field("updated_at"))
         self.pending_m2m: list[tuple[tuple, dict[str, set]]] = []  # new rows: key → m2m ids
@@ -396,9 +401,10 @@ class TableLoader:
             decoded = []
             for record in chunk:
                 key = normalise_key(self.plan.key_of(record))
-                if key in self.keys_seen:
+                seen = hash(key)
+                if seen in self.keys_seen:
                     raise self.fail(key, "appears twice in the archive")
-                self.keys_seen.add(key)
+                self.keys_seen.add(seen)
                 pk = existing.get(key)
                 if stamps is not None and pk is not None and self.kept(key, record, stamps[pk]):
                     continue
@@ -421,7 +427,8 @@ class TableLoader:
                     shown = {n: (None, _short(v)) for n, v in values.items()}
                     self.diff.changes.append(RecordChange(json_key(key), "new", shown))
                 inserts.append(values)
-                self.pending_m2m.append((key, m2m))
+                if self.needs_ids:
+                    self.pending_m2m.append((key, m2m))
                 for name, target in deferred.items():
                     self.deferred.append((key, None, name, target, "new"))
                 continue
@@ -552,7 +559,7 @@ class TableLoader:
 
     def finish_new_rows(self) -> None:
         """Give new rows their ids (placeholders in a dry run) and write their M2M sets."""
-        if not self.diff.new:
+        if not self.diff.new or not self.needs_ids:
             return
         index = self.importer.key_index(self.model)
         if self.importer.dry_run:
@@ -594,6 +601,9 @@ class Importer:
         self.gate = WriteGate(verdict)
         self.source_tables = {t.label: t for t in source.table_list()}
         self.plans = self.check_schema(tables)
+        self.needs_ids = {ref.target for p in self.plans for ref in p.references.values()}
+        self.needs_ids |= {f.related_model for p in self.plans for f in p.m2m_fields}
+        self.needs_ids |= {p.model for p in self.plans if p.m2m_fields or p.deferred}
 
     # -- schema ---------------------------------------------------------------------------
     def check_schema(self, tables: Iterable[str] | None) -> list[SyncModel]:
@@ -741,7 +751,7 @@ class Importer:
         stale_by_model: dict[type[models.Model], set] = {}
         for loader in self.loaders.values():
             index = self.key_index(loader.model)
-            stale = {pk for key, pk in index.map.items() if key not in loader.keys_seen}
+            stale = {pk for key, pk in index.map.items() if hash(key) not in loader.keys_seen}
             if not stale:
                 continue
             stale_by_model[loader.model] = stale

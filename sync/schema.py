@@ -260,6 +260,9 @@ def plan_models(
                 continue
             if ref.target in plans:
                 deps[name] = ref.field
+        for f in plan.m2m_fields:  # M2M sets are written with the row: targets load first
+            if f.related_model in plans and f.related_model is not model:
+                deps[f.name] = f
         remaining[model] = deps
 
     ordered: list[SyncModel] = []

@@ -334,3 +334,24 @@ def corrupt_last_line(source, target):
             info.size = len(members[name])
             tar.addfile(info, io.BytesIO(members[name]))
     return target
+
+
+def test_m2m_targets_load_before_the_rows_that_point_at_them(db, tmp_path):
+    """auth.Group sorts before auth.Permission by name; its M2M must still find the new
+    permission, so Permission (and ContentType) load first."""
+    from django.contrib.auth.models import Group, Permission
+    from django.contrib.contenttypes.models import ContentType
+
+    event_type = ContentType.objects.get_for_model(Event)
+    publish = Permission.objects.create(
+        codename="publish_event", name="Can publish event", content_type=event_type
+    )
+    Group.objects.create(name="editors").permissions.add(publish)
+    archive = export(tables=["auth.Group"], with_dependencies=True, output_dir=tmp_path).path
+    Group.objects.all().delete()
+    publish.delete()
+
+    run_import(archive, mode="append")
+
+    editors = Group.objects.get(name="editors")
+    assert list(editors.permissions.values_list("codename", flat=True)) == ["publish_event"]

@@ -344,6 +344,7 @@ class TableLoader:
         # hash(key) of every record read: enough to find a key given twice and the target rows
         # the archive lacks, at a third of the memory of the keys themselves.
         self.keys_seen: set[int] = set()
+        self.stale: dict[Any, tuple] = {}
         # New rows' ids are read back only when something needs them: a later table's
         # references, this table's M2M sets or its second-pass references.
         self.needs_ids = plan.model in importer.needs_ids
@@ -394,18 +395,27 @@ class TableLoader:
         return values, deferred, m2m
 
     def load(self, records: Iterable[dict], progress: Progress | None) -> None:
-        index = self.importer.key_index(self.model)
-        existing = index.map
-        stamps = self.target_stamps() if self.importer.mode == "update" else None
+        """Load the table chunk by chunk.
+
+        A table that other tables reference keeps a full key → id map (references resolve
+        against it). Any other table — the big ones: participants, links — looks its keys up
+        one chunk at a time, so memory stays flat however large it is.
+        """
+        update = self.importer.mode == "update"
+        existing = self.importer.key_index(self.model).map if self.needs_ids else None
+        stamps = self.target_stamps() if update and existing is not None else None
         for chunk in _chunked(records, CHUNK):
+            keys = [normalise_key(self.plan.key_of(record)) for record in chunk]
+            found = existing if existing is not None else self.existing_for(keys)
+            if update and existing is None:
+                stamps = self.target_stamps(list(found.values()))
             decoded = []
-            for record in chunk:
-                key = normalise_key(self.plan.key_of(record))
+            for key, record in zip(keys, chunk, strict=True):
                 seen = hash(key)
                 if seen in self.keys_seen:
                     raise self.fail(key, "appears twice in the archive")
                 self.keys_seen.add(seen)
-                pk = existing.get(key)
+                pk = found.get(key)
                 if stamps is not None and pk is not None and self.kept(key, record, stamps[pk]):
                     continue
                 decoded.append((key, pk, *self.decode(key, record)))
@@ -413,6 +423,45 @@ class TableLoader:
             if progress:
                 progress(len(chunk))
         self.finish_new_rows()
+        self.release()
+
+    def existing_for(self, keys: list[tuple]) -> dict[tuple, Any]:
+        """Target ids of these keys: rows whose first key part matches, kept if the whole key
+        does (one query per chunk, whatever the key's shape)."""
+        paths = key_paths(self.model)
+        wanted = set(keys)
+        rows = self.model._default_manager.using(self.using).filter(
+            **{f"{paths[0]}__in": {key[0] for key in keys}}
+        )
+        found = {}
+        for pk, *parts in rows.values_list("pk", *paths):
+            key = normalise_key(tuple(parts))
+            if key in wanted:
+                found[key] = pk
+        return found
+
+    def target_keys(self) -> Iterator[tuple[tuple, Any]]:
+        """(key, id) of every target row: the kept map, or a stream from the database."""
+        if self.needs_ids:
+            yield from self.importer.key_index(self.model).map.items()
+            return
+        rows = self.model._default_manager.using(self.using).values_list(
+            "pk", *key_paths(self.model)
+        )
+        for pk, *parts in rows.iterator(10000):
+            yield normalise_key(tuple(parts)), pk
+
+    def release(self) -> None:
+        """Done with this table: keep only what later steps need, so memory does not add up
+        over the tables of a large import."""
+        if self.importer.mode == "replace":
+            # The target's rows that the archive lacks (id → key): deleted at the end.
+            self.stale = {
+                pk: key
+                for key, pk in self.target_keys()
+                if not isinstance(pk, PlaceholderPk) and hash(key) not in self.keys_seen
+            }
+        self.keys_seen = set()
 
     def load_chunk(self, decoded: list) -> None:
         mode = self.importer.mode
@@ -486,8 +535,9 @@ class TableLoader:
         for name, changes in m2m_writes.items():
             self.importer.write_m2m(self.model, name, changes)
 
-    def target_stamps(self) -> dict | None:
-        """Update mode: ``updated_at`` of every target row, to skip what is not newer unread.
+    def target_stamps(self, pks: list | None = None) -> dict | None:
+        """Update mode: ``updated_at`` of the target's rows (all, or these ids), to skip
+        what is not newer unread.
 
         Read with plain SQL and the C datetime parser: Django's per-row converters cost more
         than the rest of an update that changes little.
@@ -501,8 +551,15 @@ class TableLoader:
             column = f"{column}::text"  # psycopg's timestamptz loader in Django is pure Python
         db_tz = self.connection.timezone if settings.USE_TZ else None
         stamps = {}
+        sql = f"SELECT {quote(opts.pk.column)}, {column} FROM {quote(opts.db_table)}"
+        params: list = []
+        if pks is not None:
+            if not pks:
+                return stamps
+            sql += f" WHERE {quote(opts.pk.column)} IN ({', '.join(['%s'] * len(pks))})"
+            params = pks
         with self.connection.cursor() as cursor:
-            cursor.execute(f"SELECT {quote(opts.pk.column)}, {column} FROM {quote(opts.db_table)}")
+            cursor.execute(sql, params)
             while rows := cursor.fetchmany(10000):
                 for pk, stamp in rows:
                     if isinstance(stamp, str):
@@ -750,18 +807,16 @@ class Importer:
         collector = Collector(using=self.using, origin=None)
         stale_by_model: dict[type[models.Model], set] = {}
         for loader in self.loaders.values():
-            index = self.key_index(loader.model)
-            stale = {pk for key, pk in index.map.items() if hash(key) not in loader.keys_seen}
-            if not stale:
+            if not loader.stale:
                 continue
+            stale = set(loader.stale)
             stale_by_model[loader.model] = stale
             manager = loader.model._base_manager.using(self.using)
             for chunk in _chunked(sorted(stale), CHUNK):
                 collector.collect(list(manager.filter(pk__in=chunk)))
             if self.collect_changes:
-                keys = {pk: key for key, pk in index.map.items()}
                 loader.diff.changes += [
-                    RecordChange(json_key(keys[pk]), "deleted") for pk in sorted(stale)
+                    RecordChange(json_key(loader.stale[pk]), "deleted") for pk in sorted(stale)
                 ]
         if not stale_by_model:
             return

@@ -118,6 +118,10 @@ SYNC_SENSITIVE_FIELDS = env.list("SYNC_SENSITIVE_FIELDS", default=["*.password"]
 # Largest archive member syncverify / syncimport will read, in bytes (a guard against bombs).
 SYNC_MAX_MEMBER_SIZE = env.int("SYNC_MAX_MEMBER_SIZE", default=20 * 1024**3)
 
+# Import: largest target table nothing references whose key → id map is held in memory whole;
+# larger ones are looked up a chunk at a time (memory stays flat, a little slower).
+SYNC_KEY_MAP_LIMIT = env.int("SYNC_KEY_MAP_LIMIT", default=100_000)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

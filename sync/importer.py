@@ -47,7 +47,14 @@ from sync.records import (
     line_loader,
     normalise_key,
 )
-from sync.schema import SchemaError, SyncModel, key_paths, plan_models, sync_key_fields
+from sync.schema import (
+    SchemaError,
+    SyncModel,
+    key_paths,
+    plan_models,
+    resolve_tables,
+    sync_key_fields,
+)
 
 MODES = ("replace", "update", "append")
 CHUNK = 2000
@@ -345,6 +352,9 @@ class TableLoader:
         # the archive lacks, at a third of the memory of the keys themselves.
         self.keys_seen: set[int] = set()
         self.stale: dict[Any, tuple] = {}
+        self.matched = 0  # archive keys found in the target
+        self.rows_before = 0
+        self.by_chunk = False  # look keys up per chunk instead of holding the table's map
         # New rows' ids are read back only when something needs them: a later table's
         # references, this table's M2M sets or its second-pass references.
         self.needs_ids = plan.model in importer.needs_ids
@@ -398,16 +408,20 @@ class TableLoader:
         """Load the table chunk by chunk.
 
         A table that other tables reference keeps a full key → id map (references resolve
-        against it). Any other table — the big ones: participants, links — looks its keys up
-        one chunk at a time, so memory stays flat however large it is.
+        against it), and so does a small one. A large table that nothing references — the big
+        ones: participants, links — looks its keys up one chunk at a time, so memory stays
+        flat however large it is.
         """
         update = self.importer.mode == "update"
-        existing = self.importer.key_index(self.model).map if self.needs_ids else None
-        stamps = self.target_stamps() if update and existing is not None else None
+        if not self.needs_ids:
+            self.rows_before = self.model._default_manager.using(self.using).count()
+            self.by_chunk = self.rows_before > settings.SYNC_KEY_MAP_LIMIT
+        existing = None if self.by_chunk else self.importer.key_index(self.model).map
+        stamps = self.target_stamps() if update and not self.by_chunk else None
         for chunk in _chunked(records, CHUNK):
             keys = [normalise_key(self.plan.key_of(record)) for record in chunk]
             found = existing if existing is not None else self.existing_for(keys)
-            if update and existing is None:
+            if update and self.by_chunk:
                 stamps = self.target_stamps(list(found.values()))
             decoded = []
             for key, record in zip(keys, chunk, strict=True):
@@ -416,6 +430,7 @@ class TableLoader:
                     raise self.fail(key, "appears twice in the archive")
                 self.keys_seen.add(seen)
                 pk = found.get(key)
+                self.matched += pk is not None
                 if stamps is not None and pk is not None and self.kept(key, record, stamps[pk]):
                     continue
                 decoded.append((key, pk, *self.decode(key, record)))
@@ -442,7 +457,7 @@ class TableLoader:
 
     def target_keys(self) -> Iterator[tuple[tuple, Any]]:
         """(key, id) of every target row: the kept map, or a stream from the database."""
-        if self.needs_ids:
+        if not self.by_chunk:
             yield from self.importer.key_index(self.model).map.items()
             return
         rows = self.model._default_manager.using(self.using).values_list(
@@ -454,14 +469,19 @@ class TableLoader:
     def release(self) -> None:
         """Done with this table: keep only what later steps need, so memory does not add up
         over the tables of a large import."""
-        if self.importer.mode == "replace":
-            # The target's rows that the archive lacks (id → key): deleted at the end.
+        if self.importer.mode == "replace" and (
+            not self.by_chunk or self.matched < self.rows_before
+        ):
+            # The target's rows that the archive lacks (id → key): deleted at the end. (When
+            # every row the table had was matched, there are none: no need to look.)
             self.stale = {
                 pk: key
                 for key, pk in self.target_keys()
                 if not isinstance(pk, PlaceholderPk) and hash(key) not in self.keys_seen
             }
         self.keys_seen = set()
+        if not self.needs_ids:
+            self.importer.indexes.pop(self.model, None)
 
     def load_chunk(self, decoded: list) -> None:
         mode = self.importer.mode
@@ -667,8 +687,6 @@ class Importer:
         """Every table and field of the source must exist here, with the same sync key."""
         chosen = list(self.source_tables)
         if tables:
-            from sync.schema import resolve_tables
-
             try:
                 wanted = {m._meta.label for m in resolve_tables(tables)}
             except SchemaError as exc:

@@ -98,7 +98,9 @@ def tags() -> dict[str, str]:
         ),
     ],
 )
-def test_mode_semantics(tag_scenario, mode, expected, counts):
+@pytest.mark.parametrize("lookup_limit", [100_000, 0], ids=["key-map", "per-chunk"])
+def test_mode_semantics(tag_scenario, settings, lookup_limit, mode, expected, counts):
+    settings.SYNC_KEY_MAP_LIMIT = lookup_limit
     result, run = run_import(tag_scenario, mode=mode)
     assert tags() == expected
     diff = result.tables["content.Tag"]
@@ -113,7 +115,11 @@ def test_update_mode_takes_timestamps_from_the_archive(tag_scenario):
 
 
 @pytest.mark.parametrize("mode", ["replace", "update", "append"])
-def test_dry_run_writes_nothing_and_predicts_the_real_import(tag_scenario, tmp_path, mode):
+@pytest.mark.parametrize("lookup_limit", [100_000, 0], ids=["key-map", "per-chunk"])
+def test_dry_run_writes_nothing_and_predicts_the_real_import(
+    tag_scenario, tmp_path, settings, lookup_limit, mode
+):
+    settings.SYNC_KEY_MAP_LIMIT = lookup_limit
     before = canonical(tmp_path / "before", ["content.Tag"])
     preview, _ = run_import(tag_scenario, mode=mode, dry_run=True)
     assert canonical(tmp_path / "after", ["content.Tag"]) == before
@@ -146,7 +152,9 @@ def test_json_output_is_the_engine_diff(tag_scenario):
     assert data["dry_run"] is True
 
 
-def test_replace_round_trip_restores_a_changed_database(demo, tmp_path):
+@pytest.mark.parametrize("lookup_limit", [100_000, 0], ids=["key-map", "per-chunk"])
+def test_replace_round_trip_restores_a_changed_database(demo, tmp_path, settings, lookup_limit):
+    settings.SYNC_KEY_MAP_LIMIT = lookup_limit
     archive = export(output_dir=tmp_path / "a").path
     before = canonical(tmp_path / "before")
     Event.objects.filter(pk__in=Event.objects.values("pk")[:3]).delete()
@@ -155,9 +163,13 @@ def test_replace_round_trip_restores_a_changed_database(demo, tmp_path):
     User.objects.update(instructor=None)
     Event.objects.first().tags.clear()
     Tag.objects.create(name="extra")
+    extra = Participant.objects.first()
+    extra.pk, extra.xmlid = None, "extra.participant__x"
+    extra.save()
     result, _ = run_import(archive, mode="replace")
     assert canonical(tmp_path / "after") == before
     assert result.tables["content.Tag"].deleted == 1
+    assert result.tables["content.Participant"].deleted == 1
     assert result.tables["content.Event"].new == 3
 
 

@@ -21,3 +21,15 @@ def seeded(db):
 def demo(seeded):
     """System data plus a small demo data set."""
     run_command("syncdemo", events=12, seed=7)
+
+
+@pytest.fixture
+def participant_table_dropped(demo):
+    """Demo data whose participant table is gone (dropped inside the test's transaction, so it
+    comes back afterwards): an export fails part-way."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":  # run the demo's deferred FK checks first
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        cursor.execute("DROP TABLE content_participant")

@@ -734,8 +734,10 @@ class Importer:
         return self.indexes[model]
 
     def resolve(self, target: type[models.Model], raw: Any, loader, key, f) -> Any:
-        target_key = normalise_key(key_tuple(raw))
-        pk = self.key_index(target).map.get(target_key)
+        # One text part is by far the most common key (xmlid, name, sysmail): no normalising.
+        target_key = (raw,) if type(raw) is str else normalise_key(key_tuple(raw))
+        index = self.indexes.get(target) or self.key_index(target)
+        pk = index.map.get(target_key)
         if pk is None:
             raise loader.fail(
                 key,

@@ -604,6 +604,15 @@ class TableLoader:
             self.diff.skipped += 1
         return True
 
+    def db_params(self, values: dict, attnames: Iterable[str]) -> list:
+        """Query parameters for ``values`` in ``attnames`` order (see db_value_preparer)."""
+        prep = self.prep
+        return [
+            value if (prepare := prep[attname]) is None else prepare(value)
+            for attname in attnames
+            for value in (values[attname],)
+        ]
+
     def name_of(self, attname: str) -> str:
         return self.by_attname[attname].name
 
@@ -878,13 +887,8 @@ class Importer:
                 defaults.append((f, f.get_default()))
         all_fields = fields + [f for f, _ in defaults]
         prepared_defaults = [f.get_db_prep_save(v, self.connection) for f, v in defaults]
-        preps = [(f.attname, loader.prep[f.attname]) for f in fields]
-        params = [
-            [value if prep is None else prep(value) for attname, prep in preps
-             for value in (row[attname],)]
-            + prepared_defaults
-            for row in rows
-        ]  # fmt: skip
+        attnames = [f.attname for f in fields]
+        params = [loader.db_params(row, attnames) + prepared_defaults for row in rows]
         self.bulk_insert(loader.model._meta.db_table, [f.column for f in all_fields], params)
         if loader.inserted_pk and loader.model not in self.explicit_pk_models:
             self.explicit_pk_models.append(loader.model)
@@ -921,8 +925,10 @@ class Importer:
                 cursor.executemany(
                     sql,
                     [
-                        [f.get_db_prep_save(values[f.attname], self.connection) for f in fields]
-                        + [opts.pk.get_db_prep_value(pk, self.connection)]
+                        [
+                            *loader.db_params(values, attnames),
+                            opts.pk.get_db_prep_value(pk, self.connection),
+                        ]
                         for pk, values in group
                     ],
                 )

@@ -29,9 +29,10 @@ def rewrite_archive(
     target: Path,
     edit_records: Callable[[str, list[dict]], list[dict]] = lambda label, records: records,
     edit_index: Callable[[dict], None] = lambda index: None,
+    edit_bytes: Callable[[str, bytes], bytes] = lambda label, data: data,
 ) -> Path:
-    """Copy ``source`` to ``target`` (gz) with records and index edited; checksums recomputed,
-    so the result is a valid archive holding the edited data."""
+    """Copy ``source`` to ``target`` (gz) with records, member bytes and index edited;
+    checksums recomputed, so only what the edit itself breaks is wrong."""
     index, records = read_records(source)
     members = {}
     for table in index["tables"]:
@@ -39,7 +40,7 @@ def rewrite_archive(
             orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE)
             for r in edit_records(table["model"], records[table["model"]])
         ]
-        data = b"".join(lines)
+        data = edit_bytes(table["model"], b"".join(lines))
         table.update(count=len(lines), size=len(data), sha256=hashlib.sha256(data).hexdigest())
         members[table["member"]] = data
     index["total_records"] = sum(t["count"] for t in index["tables"])

@@ -37,10 +37,13 @@ from django.core.exceptions import ValidationError
 from django.core.management.color import no_style
 from django.db import DatabaseError, IntegrityError, connections, models, transaction
 from django.db.models.deletion import Collector, ProtectedError, RestrictedError
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from sync.archive import ArchiveReader, TableEntry
+from sync.columns import UTC_TEXT, read_columns, reads_datetimes_as_text, utc_datetime_texts
 from sync.records import (
+    column_keys,
     field_decoder,
     json_key,
     key_tuple,
@@ -220,9 +223,21 @@ class KeyIndex:
             self.reload()
         return self._map
 
+    def fill(self, found: dict[tuple, Any]) -> None:
+        """Take the key → id map the caller has read (saves reading it again)."""
+        if self._map is None:
+            self._map = found
+        else:
+            self._map.update(found)
+
     def reload(self) -> None:
-        rows = self.model._default_manager.using(self.using).values_list("pk", *self.paths)
-        self._map = {normalise_key(tuple(parts)): pk for pk, *parts in rows.iterator(10000)}
+        self._map = dict(keyed_ids(self.model._default_manager.using(self.using), self.paths))
+
+
+def keyed_ids(queryset: models.QuerySet, paths: list[str]) -> Iterator[tuple[tuple, Any]]:
+    """(sync key, id) of the rows of ``queryset``, read a column at a time."""
+    for pks, *parts in read_columns(queryset.values_list("pk", *paths), 10000):
+        yield from zip(column_keys(parts), pks, strict=True)
 
 
 class PlaceholderPk:
@@ -363,6 +378,11 @@ class TableLoader:
         self.pending_m2m: list[tuple[tuple, dict[str, set]]] = []  # new rows: key → m2m ids
         self.deferred: list[tuple[tuple, Any, str, Any, str]] = []
         self.inserted_pk = opts.pk.name in present
+        # The name of a key made of one plain field (xmlid, name…), the common case.
+        key_fields = plan.key_fields
+        single = len(key_fields) == 1 and key_fields[0] not in plan.references
+        self.simple_key = key_fields[0] if single else None
+        self.key_paths = key_paths(self.model)
 
     # -- reading ---------------------------------------------------------------------------
     def fail(self, key: tuple, message: str) -> ImportFailed:
@@ -416,55 +436,76 @@ class TableLoader:
         if not self.needs_ids:
             self.rows_before = self.model._default_manager.using(self.using).count()
             self.by_chunk = self.rows_before > settings.SYNC_KEY_MAP_LIMIT
-        existing = None if self.by_chunk else self.importer.key_index(self.model).map
-        stamps = self.target_stamps() if update and not self.by_chunk else None
+        manager = self.model._default_manager.using(self.using)
+        if not self.by_chunk:
+            found, stamps = self.target_rows(manager.all())
+            self.importer.key_index(self.model).fill(found)
         for chunk in _chunked(records, CHUNK):
-            keys = [normalise_key(self.plan.key_of(record)) for record in chunk]
-            found = existing if existing is not None else self.existing_for(keys)
-            if update and self.by_chunk:
-                stamps = self.target_stamps(list(found.values()))
-            decoded = []
-            for key, record in zip(keys, chunk, strict=True):
-                seen = hash(key)
-                if seen in self.keys_seen:
-                    raise self.fail(key, "appears twice in the archive")
-                self.keys_seen.add(seen)
-                pk = found.get(key)
-                self.matched += pk is not None
-                if stamps is not None and pk is not None and self.kept(key, record, stamps[pk]):
-                    continue
-                decoded.append((key, pk, *self.decode(key, record)))
+            keys = self.keys_of(chunk)
+            if self.by_chunk:
+                found, stamps = self.target_rows(
+                    manager.filter(**{f"{self.key_paths[0]}__in": {key[0] for key in keys}})
+                )
+            self.check_unique(keys)
+            pks = [found.get(key) for key in keys]
+            self.matched += len(pks) - pks.count(None)
+            rows = zip(keys, pks, chunk, strict=True)
+            if update and self.has_updated_at:
+                rows = self.newer_only(rows, stamps)
+            decoded = [(key, pk, *self.decode(key, record)) for key, pk, record in rows]
             self.load_chunk(decoded)
             if progress:
                 progress(len(chunk))
         self.finish_new_rows()
         self.release()
 
-    def existing_for(self, keys: list[tuple]) -> dict[tuple, Any]:
-        """Target ids of these keys: rows whose first key part matches, kept if the whole key
-        does (one query per chunk, whatever the key's shape)."""
-        paths = key_paths(self.model)
-        wanted = set(keys)
-        rows = self.model._default_manager.using(self.using).filter(
-            **{f"{paths[0]}__in": {key[0] for key in keys}}
-        )
-        found = {}
-        for pk, *parts in rows.values_list("pk", *paths):
-            key = normalise_key(tuple(parts))
-            if key in wanted:
-                found[key] = pk
-        return found
+    def check_unique(self, keys: list[tuple]) -> None:
+        """Remember these keys (by hash); a key read before is an error."""
+        before = len(self.keys_seen)
+        self.keys_seen.update(map(hash, keys))
+        if len(self.keys_seen) - before == len(keys):
+            return
+        self.keys_seen.difference_update(map(hash, keys))
+        for key in keys:
+            if hash(key) in self.keys_seen:
+                raise self.fail(key, "appears twice in the archive")
+            self.keys_seen.add(hash(key))
+
+    def keys_of(self, records: list[dict]) -> list[tuple]:
+        """The sync keys of these records, as the target's keys are given (``column_keys``)."""
+        if self.simple_key is not None:
+            return list(column_keys([[record[self.simple_key] for record in records]]))
+        return [normalise_key(self.plan.key_of(record)) for record in records]
+
+    def target_rows(self, queryset: models.QuerySet) -> tuple[dict, dict]:
+        """Key → id of the target's rows in ``queryset`` and, in update mode, id →
+        ``updated_at``, in one read.
+
+        The timestamps are read as text: Django's per-row converters cost more than the rest
+        of an update that changes little. Where the database gives UTC text, it becomes the
+        archive's own text (``utc_datetime_texts``), so most records compare unparsed.
+        """
+        stamped = self.importer.mode == "update" and self.has_updated_at
+        lookups = ["pk", *self.key_paths]
+        if stamped:
+            lookups.append(Cast("updated_at", models.TextField()))
+        found, stamps = {}, {}
+        for pks, *parts in read_columns(queryset.values_list(*lookups), 10000):
+            if stamped:
+                texts = parts.pop()
+                if self.importer.datetimes_as_text:
+                    texts = utc_datetime_texts(texts, self.connection)
+                else:
+                    texts = [self.aware(text) for text in texts]
+                stamps.update(zip(pks, texts, strict=True))
+            found.update(zip(column_keys(parts), pks, strict=True))
+        return found, stamps
 
     def target_keys(self) -> Iterator[tuple[tuple, Any]]:
         """(key, id) of every target row: the kept map, or a stream from the database."""
         if not self.by_chunk:
-            yield from self.importer.key_index(self.model).map.items()
-            return
-        rows = self.model._default_manager.using(self.using).values_list(
-            "pk", *key_paths(self.model)
-        )
-        for pk, *parts in rows.iterator(10000):
-            yield normalise_key(tuple(parts)), pk
+            return iter(self.importer.key_index(self.model).map.items())
+        return keyed_ids(self.model._default_manager.using(self.using), self.key_paths)
 
     def release(self) -> None:
         """Done with this table: keep only what later steps need, so memory does not add up
@@ -555,54 +596,39 @@ class TableLoader:
         for name, changes in m2m_writes.items():
             self.importer.write_m2m(self.model, name, changes)
 
-    def target_stamps(self, pks: list | None = None) -> dict | None:
-        """Update mode: ``updated_at`` of the target's rows (all, or these ids), to skip
-        what is not newer unread.
+    def aware(self, stamp: datetime.datetime | str | None) -> datetime.datetime | None:
+        """A datetime the database gave (as text or naive in its zone) as an aware one."""
+        if isinstance(stamp, str):
+            stamp = datetime.datetime.fromisoformat(stamp)
+        if stamp is not None and stamp.tzinfo is None and settings.USE_TZ:
+            stamp = stamp.replace(tzinfo=self.connection.timezone)
+        return stamp
 
-        Read with plain SQL and the C datetime parser: Django's per-row converters cost more
-        than the rest of an update that changes little.
-        """
-        if not self.has_updated_at:
-            return None
-        opts = self.model._meta
-        quote = self.connection.ops.quote_name
-        column = quote(opts.get_field("updated_at").column)
-        if self.connection.vendor == "postgresql":
-            column = f"{column}::text"  # psycopg's timestamptz loader in Django is pure Python
-        db_tz = self.connection.timezone if settings.USE_TZ else None
-        stamps = {}
-        sql = f"SELECT {quote(opts.pk.column)}, {column} FROM {quote(opts.db_table)}"
-        params: list = []
-        if pks is not None:
-            if not pks:
-                return stamps
-            sql += f" WHERE {quote(opts.pk.column)} IN ({', '.join(['%s'] * len(pks))})"
-            params = pks
-        with self.connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            while rows := cursor.fetchmany(10000):
-                for pk, stamp in rows:
-                    if isinstance(stamp, str):
-                        stamp = datetime.datetime.fromisoformat(stamp)
-                    if stamp is not None and stamp.tzinfo is None and db_tz is not None:
-                        stamp = stamp.replace(tzinfo=db_tz)
-                    stamps[pk] = stamp
-        return stamps
-
-    def kept(self, key: tuple, record: dict, ours) -> bool:
-        """Update mode: count a record whose ``updated_at`` is not newer than the target's as
-        unchanged (equal) or skipped (older), without decoding it."""
-        try:
-            theirs = self.updated_at_decoder(record.get("updated_at"))
-        except (ValidationError, ValueError, TypeError):
-            return False  # decode() reports it, naming the field
-        if theirs is None or ours is None or theirs > ours:
-            return False
-        if theirs == ours:
-            self.diff.unchanged += 1
-        else:
-            self.diff.skipped += 1
-        return True
+    def newer_only(self, rows: Iterable[tuple], stamps: dict) -> Iterator[tuple]:
+        """Update mode: the (key, id, record) rows whose ``updated_at`` may be newer than the
+        target's; the others are counted as unchanged (equal) or skipped (older), unread."""
+        fullmatch = UTC_TEXT.fullmatch
+        for key, pk, record in rows:
+            if pk is None:
+                yield key, pk, record
+                continue
+            theirs, ours = record.get("updated_at"), stamps[pk]
+            if type(ours) is str and type(theirs) is str and fullmatch(theirs):
+                newer = theirs > ours  # both in the archive's UTC shape: text order is time order
+            else:
+                try:
+                    theirs = self.updated_at_decoder(theirs)
+                except (ValidationError, ValueError, TypeError):
+                    yield key, pk, record  # decode() reports it, naming the field
+                    continue
+                ours = self.aware(ours)
+                newer = theirs is None or ours is None or theirs > ours
+            if newer:
+                yield key, pk, record
+            elif theirs == ours:
+                self.diff.unchanged += 1
+            else:
+                self.diff.skipped += 1
 
     def db_params(self, values: dict, attnames: Iterable[str]) -> list:
         """Query parameters for ``values`` in ``attnames`` order (see db_value_preparer)."""
@@ -685,6 +711,7 @@ class Importer:
         self.loaders: dict[str, TableLoader] = {}
         self.explicit_pk_models: list[type[models.Model]] = []
         self.gate = WriteGate(verdict)
+        self.datetimes_as_text = reads_datetimes_as_text(self.connection)
         self.source_tables = {t.label: t for t in source.table_list()}
         self.plans = self.check_schema(tables)
         self.needs_ids = {ref.target for p in self.plans for ref in p.references.values()}

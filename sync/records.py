@@ -13,7 +13,7 @@ import base64
 import datetime
 import decimal
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
@@ -112,6 +112,14 @@ def normalise_key(parts: tuple) -> tuple:
     if all(p is None or isinstance(p, str | int) for p in parts):
         return parts
     return tuple(orjson.loads(orjson.dumps(list(parts), default=_default)))
+
+
+def column_keys(parts: list[list]) -> Iterable[tuple]:
+    """The normalised keys of rows given as one list per key part (one pass, no per-row
+    call when the key is a single text, the common case)."""
+    if len(parts) == 1 and all(type(value) is str for value in parts[0]):
+        return zip(parts[0], strict=True)
+    return map(normalise_key, zip(*parts, strict=True))
 
 
 # JSON types an archive may hold for a field, by Django's internal type (None: anything).

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime
 import itertools
+import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -152,6 +153,9 @@ class SourceTable:
     label: str
     key_fields: list[str]
     fields: list[str]
+    # For a source of JSON lines: the parser of a line. The importer parses lines itself, so
+    # that it can leave unparsed those an update skips (see TableLoader.read_chunk).
+    loads: Callable[[bytes], dict] | None = None
 
 
 class RecordSource:
@@ -162,7 +166,8 @@ class RecordSource:
     def table_list(self) -> list[SourceTable]:
         raise NotImplementedError
 
-    def records(self) -> Iterator[tuple[SourceTable, Iterator[dict]]]:
+    def records(self) -> Iterator[tuple[SourceTable, Iterator[dict | bytes]]]:
+        """Each table with its records: dicts, or JSON lines when the table has ``loads``."""
         raise NotImplementedError
 
 
@@ -176,15 +181,15 @@ class ArchiveSource(RecordSource):
     def table_list(self) -> list[SourceTable]:
         return [_source_table(t) for t in self.index.tables]
 
-    def records(self) -> Iterator[tuple[SourceTable, Iterator[dict]]]:
+    def records(self) -> Iterator[tuple[SourceTable, Iterator[bytes]]]:
         with ArchiveReader(self.path) as reader:
             for entry, lines in reader.tables():
-                loads = line_loader([n for n, t in entry.fields.items() if t == "JSONField"])
-                yield _source_table(entry), (loads(line) for line in lines)
+                yield _source_table(entry), lines
 
 
 def _source_table(entry: TableEntry) -> SourceTable:
-    return SourceTable(entry.label, entry.key_fields, list(entry.fields))
+    loads = line_loader([n for n, t in entry.fields.items() if t == "JSONField"])
+    return SourceTable(entry.label, entry.key_fields, list(entry.fields), loads)
 
 
 class DataFileSource(RecordSource):
@@ -323,6 +328,34 @@ class Column:
     deferred: bool = False
 
 
+@dataclass(slots=True)
+class Peeked:
+    """A JSON line not parsed yet, with its ``updated_at`` as written."""
+
+    line: bytes
+    stamp: str
+
+
+# A JSON value that is neither a container nor a string with escapes.
+_PLAIN_VALUE = rb'(?:"[^"\\]*"|[-+.\w]+)'
+
+
+def stamp_peek(fields: list[str], key: str) -> Callable[[bytes], re.Match | None] | None:
+    """A matcher for the start of a JSON line as the export writes it (the key field first,
+    then the others in the index's order) that reads the key (group 1) and ``updated_at``
+    (group 2) without parsing the line. A line in any other shape does not match and is parsed:
+    spaces, escapes in those strings, another order, a list or an object before ``updated_at``.
+    """
+    if not fields or fields[0] != key or "updated_at" not in fields:
+        return None
+    before = fields[1 : fields.index("updated_at")]
+    pattern = rb"\{" + re.escape(orjson.dumps(key)) + rb':"([^"\\]*)"'
+    for name in before:
+        pattern += rb"," + re.escape(orjson.dumps(name)) + rb":" + _PLAIN_VALUE
+    pattern += rb',"updated_at":"([^"\\]*)"'
+    return re.compile(pattern).match
+
+
 class TableLoader:
     """Loads one table's records (see the module doc for the semantics)."""
 
@@ -383,6 +416,10 @@ class TableLoader:
         single = len(key_fields) == 1 and key_fields[0] not in plan.references
         self.simple_key = key_fields[0] if single else None
         self.key_paths = key_paths(self.model)
+        self.source = source
+        self.peek = None
+        if importer.mode == "update" and self.has_updated_at and self.simple_key is not None:
+            self.peek = stamp_peek(source.fields, self.simple_key)
 
     # -- reading ---------------------------------------------------------------------------
     def fail(self, key: tuple, message: str) -> ImportFailed:
@@ -441,7 +478,7 @@ class TableLoader:
             found, stamps = self.target_rows(manager.all())
             self.importer.key_index(self.model).fill(found)
         for chunk in _chunked(records, CHUNK):
-            keys = self.keys_of(chunk)
+            keys, chunk = self.read_chunk(chunk)
             if self.by_chunk:
                 found, stamps = self.target_rows(
                     manager.filter(**{f"{self.key_paths[0]}__in": {key[0] for key in keys}})
@@ -452,7 +489,9 @@ class TableLoader:
             rows = zip(keys, pks, chunk, strict=True)
             if update and self.has_updated_at:
                 rows = self.newer_only(rows, stamps)
-            decoded = [(key, pk, *self.decode(key, record)) for key, pk, record in rows]
+            decoded = [
+                (key, pk, *self.decode(key, self.parsed(record))) for key, pk, record in rows
+            ]
             self.load_chunk(decoded)
             if progress:
                 progress(len(chunk))
@@ -470,6 +509,35 @@ class TableLoader:
             if hash(key) in self.keys_seen:
                 raise self.fail(key, "appears twice in the archive")
             self.keys_seen.add(hash(key))
+
+    def read_chunk(self, chunk: list) -> tuple[list[tuple], list]:
+        """The keys and records of a chunk of source rows.
+
+        JSON lines are parsed here, except, in update mode, those whose key and
+        ``updated_at`` the table's peek reads straight from the line: they stay ``Peeked``
+        until ``newer_only`` has decided they are needed, and most are not. (The archive's
+        verification parses and checks every line, in parallel, before anything is written.)
+        """
+        loads = self.source.loads
+        if loads is None:
+            return self.keys_of(chunk), chunk
+        if self.peek is None:
+            records = [loads(line) for line in chunk]
+            return self.keys_of(records), records
+        keys, records = [], []
+        for line in chunk:
+            match = self.peek(line)
+            if match is None:  # a line in a shape the peek does not know: parse it
+                record = loads(line)
+                keys.append(normalise_key((record[self.simple_key],)))
+            else:
+                record = Peeked(line, match[2].decode())
+                keys.append((match[1].decode(),))
+            records.append(record)
+        return keys, records
+
+    def parsed(self, record: dict | Peeked) -> dict:
+        return self.source.loads(record.line) if type(record) is Peeked else record
 
     def keys_of(self, records: list[dict]) -> list[tuple]:
         """The sync keys of these records, as the target's keys are given (``column_keys``)."""
@@ -612,7 +680,8 @@ class TableLoader:
             if pk is None:
                 yield key, pk, record
                 continue
-            theirs, ours = record.get("updated_at"), stamps[pk]
+            theirs = record.stamp if type(record) is Peeked else record.get("updated_at")
+            ours = stamps[pk]
             if type(ours) is str and type(theirs) is str and fullmatch(theirs):
                 newer = theirs > ours  # both in the archive's UTC shape: text order is time order
             else:

@@ -107,9 +107,10 @@ def key_tuple(value: Any) -> tuple:
 def normalise_key(parts: tuple) -> tuple:
     """Key parts as they appear in JSON (so keys read from a database and from an archive
     compare equal whatever the part's type)."""
-    if len(parts) == 1 and type(parts[0]) is str:
-        return parts
-    if all(p is None or isinstance(p, str | int) for p in parts):
+    for part in parts:  # a plain loop: this runs for every key of a table with a composite key
+        if part is not None and type(part) is not str and type(part) is not int:
+            break
+    else:
         return parts
     return tuple(orjson.loads(orjson.dumps(list(parts), default=_default)))
 

@@ -11,7 +11,7 @@ from django.db import connection
 from crearis.content.demo import delete_content
 from crearis.content.models import Event, Participant, Project, Status, Tag, User
 from sync.exporter import export
-from sync.importer import ImportFailed
+from sync.importer import ImportFailed, stamp_peek
 from sync.locking import _lock_id, _sqlite_lock_path
 from sync.models import ImportRun, SyncState
 from sync.runs import run_import
@@ -59,6 +59,15 @@ def tag_scenario(db, tmp_path):
     return rewrite_archive(exported, tmp_path / "edited.backup.tar.gz", edit)
 
 
+UPDATE_RESULT = {
+    "a": "same",
+    "b": "target text",
+    "c": "archive text",
+    "d": "only in target",
+    "e": "new",
+}
+
+
 def tags() -> dict[str, str]:
     return dict(Tag.objects.values_list("name", "description"))
 
@@ -73,13 +82,7 @@ def tags() -> dict[str, str]:
         ),
         (
             "update",
-            {
-                "a": "same",
-                "b": "target text",
-                "c": "archive text",
-                "d": "only in target",
-                "e": "new",
-            },
+            UPDATE_RESULT,
             {"new": 1, "updated": 1, "unchanged": 1, "skipped": 1, "deleted": 0},
         ),
         (
@@ -103,6 +106,47 @@ def test_mode_semantics(tag_scenario, settings, lookup_limit, mode, expected, co
     diff = result.tables["content.Tag"]
     assert {k: getattr(diff, k) for k in counts} == counts
     assert run.status == ImportRun.Status.SUCCEEDED
+
+
+def z_times(label, records):
+    return [dict(r, updated_at=r["updated_at"].replace("+00:00", "Z")) for r in records]
+
+
+@pytest.mark.parametrize(
+    ("edit_records", "edit_bytes"),
+    [
+        (z_times, lambda label, data: data),
+        (lambda label, records: records, lambda label, data: data.replace(b'":', b'": ')),
+    ],
+    ids=["z-timestamps", "spaced-json"],
+)
+def test_update_mode_reads_lines_in_any_json_shape(
+    tag_scenario, tmp_path, edit_records, edit_bytes
+):
+    """The fast path (key and updated_at read from the line unparsed, compared as text) must
+    give what parsing gives, and lines it does not know are parsed."""
+    shaped = rewrite_archive(
+        tag_scenario, tmp_path / "shaped.tar.gz", edit_records, edit_bytes=edit_bytes
+    )
+    result, _ = run_import(shaped, mode="update")
+    assert tags() == UPDATE_RESULT
+    diff = result.tables["content.Tag"]
+    assert (diff.new, diff.updated, diff.unchanged, diff.skipped) == (1, 1, 1, 1)
+
+
+def test_update_mode_matches_keys_with_escapes(db, tmp_path):
+    make_tag('say "hi"', "target", T0)
+    make_tag("back\\slash", "target", T0)
+    exported = export(tables=["content.Tag"], output_dir=tmp_path).path
+    newer = (T0 + timedelta(seconds=1)).isoformat()
+    edited = rewrite_archive(
+        exported,
+        tmp_path / "edited.tar.gz",
+        lambda label, records: [dict(r, description="archive", updated_at=newer) for r in records],
+    )
+    result, _ = run_import(edited, mode="update")
+    assert tags() == {'say "hi"': "archive", "back\\slash": "archive"}
+    assert result.tables["content.Tag"].updated == 2
 
 
 def test_update_mode_takes_timestamps_from_the_archive(tag_scenario):
@@ -349,3 +393,30 @@ def test_m2m_targets_load_before_the_rows_that_point_at_them(db, tmp_path):
 
     editors = Group.objects.get(name="editors")
     assert list(editors.permissions.values_list("codename", flat=True)) == ["publish_event"]
+
+
+STAMP = "2026-01-01T00:00:00+00:00"
+FIELDS = ["xmlid", "n", "updated_at"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "line", "read"),
+    [
+        (
+            ["xmlid", "n", "ok", "note", "updated_at"],
+            b'{"xmlid":"x.1","n":-1.5e3,"ok":true,"note":null,"updated_at":"%s","more":[1]}',
+            ("x.1", STAMP),
+        ),
+        (FIELDS, b'{"xmlid":"x.1","n":{"updated_at":"2099-01-01"},"updated_at":"%s"}', None),
+        (FIELDS, b'{"xmlid":"x.1","n":"a,\\"updated_at\\":\\"2099","updated_at":"%s"}', None),
+        (FIELDS, b'{"xmlid":"x\\"1","n":1,"updated_at":"%s"}', None),
+        (FIELDS, b'{"xmlid": "x.1","n":1,"updated_at":"%s"}', None),
+        (FIELDS, b'{"n":1,"xmlid":"x.1","updated_at":"%s"}', None),
+    ],
+    ids=["plain", "object-before", "escapes-before", "escaped-key", "spaces", "other-order"],
+)
+def test_stamp_peek_reads_only_lines_it_can_read_exactly(fields, line, read):
+    line = line % STAMP.encode()
+    orjson.loads(line)  # each case is valid JSON
+    match = stamp_peek(fields, "xmlid")(line)
+    assert (None if match is None else (match[1].decode(), match[2].decode())) == read

@@ -128,6 +128,11 @@ def pg_dump(db: Database, out: Path) -> list[str]:
     ]
 
 
+def step_dir(db: Database, step: str) -> Path:
+    """Where a step writes its output (kept apart per data set size)."""
+    return WORK / f"{db.vendor}-{db.events}" / step
+
+
 def target(db: Database) -> Database:
     """The empty database imports go into (the bench database stays as built)."""
     return Database(db.vendor, db.events, db.rows, suffix="-import")
@@ -145,7 +150,7 @@ def fresh_target(db: Database, out: Path) -> None:
 
 def archive_of(db: Database) -> str:
     """The uncompressed archive the syncexport-none step wrote."""
-    found = sorted((WORK / db.vendor / "syncexport-none").glob("*.backup.tar"))
+    found = sorted(step_dir(db, "syncexport-none").glob("*.backup.tar"))
     if not found:
         raise SystemExit("The import steps need the syncexport-none step's archive: run it too.")
     return str(found[-1])
@@ -174,7 +179,7 @@ def syncimport(mode: str) -> Callable[[Database, Path], list[str]]:
 
 
 def loaddata(db: Database, out: Path) -> list[str]:
-    return [*MANAGE, "loaddata", str(WORK / db.vendor / "dumpdata" / "dump.json"), "-v0"]
+    return [*MANAGE, "loaddata", str(step_dir(db, "dumpdata") / "dump.json"), "-v0"]
 
 
 # Steps run in this order: each import needs what the steps before it left.
@@ -288,7 +293,7 @@ COUNT_ROWS = (
 
 
 def measure(db: Database, step: Step) -> Measurement:
-    out = WORK / db.vendor / step.name
+    out = step_dir(db, step.name)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     if step.prepare:

@@ -156,6 +156,7 @@ class SourceTable:
     # For a source of JSON lines: the parser of a line. The importer parses lines itself, so
     # that it can leave unparsed those an update skips (see TableLoader.read_chunk).
     loads: Callable[[bytes], dict] | None = None
+    count: int = 0  # records, as far as the source knows before reading them
 
 
 class RecordSource:
@@ -189,7 +190,7 @@ class ArchiveSource(RecordSource):
 
 def _source_table(entry: TableEntry) -> SourceTable:
     loads = line_loader([n for n, t in entry.fields.items() if t == "JSONField"])
-    return SourceTable(entry.label, entry.key_fields, list(entry.fields), loads)
+    return SourceTable(entry.label, entry.key_fields, list(entry.fields), loads, entry.count)
 
 
 class DataFileSource(RecordSource):
@@ -202,7 +203,8 @@ class DataFileSource(RecordSource):
         tables = []
         for label, records in self.data.items():
             names = list(dict.fromkeys(name for record in records for name in record))
-            tables.append(SourceTable(label, list(sync_key_fields(apps.get_model(label))), names))
+            key = list(sync_key_fields(apps.get_model(label)))
+            tables.append(SourceTable(label, key, names, count=len(records)))
         return tables
 
     def records(self) -> Iterator[tuple[SourceTable, Iterator[dict]]]:
@@ -214,29 +216,73 @@ class DataFileSource(RecordSource):
 
 
 class KeyIndex:
-    """Sync key → primary key of one model in the target (plus rows this import adds)."""
+    """Sync key → id of one model's rows in the target (and of the rows this import adds).
 
-    def __init__(self, model: type[models.Model], using: str):
+    Whole while the table is small: every key is read once and held. Bounded when it is large
+    (more than ``SYNC_KEY_MAP_LIMIT`` rows): the keys a chunk of records refers to are read
+    just before it is decoded (``prefetch``) and held until the cache is full, so memory stays
+    flat however large the table.
+    """
+
+    def __init__(self, model: type[models.Model], using: str, bounded: bool | None = None):
         self.model = model
         self.using = using
         self.paths = key_paths(model)
+        self.bounded = bounded  # None: decided by the table's size when first used
         self._map: dict[tuple, Any] | None = None
 
     @property
     def map(self) -> dict[tuple, Any]:
         if self._map is None:
-            self.reload()
+            self._map = {} if self.is_bounded() else dict(keyed_ids(self.rows(), self.paths))
         return self._map
 
+    def is_bounded(self) -> bool:
+        if self.bounded is None:
+            self.bounded = self.rows().count() > settings.SYNC_KEY_MAP_LIMIT
+        return self.bounded
+
+    def rows(self) -> models.QuerySet:
+        return self.model._default_manager.using(self.using)
+
     def fill(self, found: dict[tuple, Any]) -> None:
-        """Take the key → id map the caller has read (saves reading it again)."""
+        """Take ids the caller has read: a whole index keeps them; a bounded one reads the
+        ids it needs when they are needed."""
+        if self.bounded:
+            return
         if self._map is None:
             self._map = found
         else:
             self._map.update(found)
 
-    def reload(self) -> None:
-        self._map = dict(keyed_ids(self.model._default_manager.using(self.using), self.paths))
+    def prefetch(self, keys: Iterable[tuple]) -> None:
+        """Bounded: read the ids of those of ``keys`` not held yet; nothing for a whole index."""
+        cache = self.map
+        if not self.bounded:
+            return
+        keys = set(keys)
+        missing = keys - cache.keys()
+        if not missing:
+            return
+        if len(cache) + len(missing) > settings.SYNC_KEY_MAP_LIMIT:
+            cache.clear()
+            missing = keys
+        for chunk in _chunked(missing, CHUNK):
+            cache.update(ids_of_keys(self.rows(), self.paths, chunk))
+
+
+def ids_of_keys(queryset: models.QuerySet, paths: list[str], keys: list[tuple]) -> dict:
+    """Key → id of the rows of ``queryset`` with these keys: the rows whose first key part
+    matches, kept if the whole key does (one query, whatever the key's shape)."""
+    wanted = set(keys)
+    rows = queryset.filter(**{f"{paths[0]}__in": {key[0] for key in keys}})
+    return {key: pk for key, pk in keyed_ids(rows, paths) if key in wanted}
+
+
+def target_key(raw: Any) -> tuple:
+    """The key a reference in a record names."""
+    # One text part is by far the most common key (xmlid, name, sysmail): no normalising.
+    return (raw,) if type(raw) is str else normalise_key(key_tuple(raw))
 
 
 def keyed_ids(queryset: models.QuerySet, paths: list[str]) -> Iterator[tuple[tuple, Any]]:
@@ -402,13 +448,13 @@ class TableLoader:
         self.stale: dict[Any, tuple] = {}
         self.matched = 0  # archive keys found in the target
         self.rows_before = 0
-        self.by_chunk = False  # look keys up per chunk instead of holding the table's map
+        self.by_chunk = False  # look keys up per chunk instead of holding the table's
         # New rows' ids are read back only when something needs them: a later table's
         # references, this table's M2M sets or its second-pass references.
         self.needs_ids = plan.model in importer.needs_ids
         if self.has_updated_at:
             self.updated_at_decoder = field_decoder(opts.get_field("updated_at"))
-        self.pending_m2m: list[tuple[tuple, dict[str, set]]] = []  # new rows: key → m2m ids
+        self.found: dict[tuple, Any] = {}  # key → id of a table read whole
         self.deferred: list[tuple[tuple, Any, str, Any, str]] = []
         self.inserted_pk = opts.pk.name in present
         # The name of a key made of one plain field (xmlid, name…), the common case.
@@ -461,22 +507,26 @@ class TableLoader:
             m2m[f.name] = {self.importer.resolve(f.related_model, k, self, key, f) for k in raw}
         return values, deferred, m2m
 
-    def load(self, records: Iterable[dict], progress: Progress | None) -> None:
+    def load(self, records: Iterable[dict | bytes], progress: Progress | None) -> None:
         """Load the table chunk by chunk.
 
-        A table that other tables reference keeps a full key → id map (references resolve
-        against it), and so does a small one. A large table that nothing references — the big
-        ones: participants, links — looks its keys up one chunk at a time, so memory stays
-        flat however large it is.
+        A small table's keys (and, in update mode, timestamps) are read once and held. A
+        large one — more than ``SYNC_KEY_MAP_LIMIT`` rows in the target or the archive — is
+        looked up one chunk at a time, and references to it go through a
+        bounded cache (``KeyIndex``), so memory stays flat however large it is.
         """
         update = self.importer.mode == "update"
-        if not self.needs_ids:
-            self.rows_before = self.model._default_manager.using(self.using).count()
-            self.by_chunk = self.rows_before > settings.SYNC_KEY_MAP_LIMIT
         manager = self.model._default_manager.using(self.using)
+        self.rows_before = manager.count()
+        # The keys of both sides mostly overlap: the larger side is what a whole map holds.
+        self.by_chunk = max(self.rows_before, self.source.count) > settings.SYNC_KEY_MAP_LIMIT
+        if self.needs_ids:
+            self.importer.key_index(self.model, bounded=self.by_chunk)
         if not self.by_chunk:
-            found, stamps = self.target_rows(manager.all())
-            self.importer.key_index(self.model).fill(found)
+            self.found, stamps = self.target_rows(manager.all())
+            if self.needs_ids:
+                self.importer.key_index(self.model).fill(self.found)
+            found = self.found
         for chunk in _chunked(records, CHUNK):
             keys, chunk = self.read_chunk(chunk)
             if self.by_chunk:
@@ -489,9 +539,9 @@ class TableLoader:
             rows = zip(keys, pks, chunk, strict=True)
             if update and self.has_updated_at:
                 rows = self.newer_only(rows, stamps)
-            decoded = [
-                (key, pk, *self.decode(key, self.parsed(record))) for key, pk, record in rows
-            ]
+            rows = [(key, pk, self.parsed(record)) for key, pk, record in rows]
+            self.importer.prefetch(self, [record for _, _, record in rows])
+            decoded = [(key, pk, *self.decode(key, record)) for key, pk, record in rows]
             self.load_chunk(decoded)
             if progress:
                 progress(len(chunk))
@@ -536,6 +586,23 @@ class TableLoader:
             records.append(record)
         return keys, records
 
+    def bounded_references(self) -> list[tuple[type[models.Model], list[str], list[str]]]:
+        """(model, reference field names, M2M field names) for each model this table refers
+        to whose index is bounded (see KeyIndex): those ids are read a chunk at a time."""
+        targets: dict[type[models.Model], tuple[list[str], list[str]]] = defaultdict(
+            lambda: ([], [])
+        )
+        for column in self.columns:
+            if column.reference is not None and not column.deferred:
+                targets[column.reference][0].append(column.field.name)
+        for f in self.m2m:
+            targets[f.related_model][1].append(f.name)
+        return [
+            (model, names, m2m_names)
+            for model, (names, m2m_names) in targets.items()
+            if self.importer.key_index(model).is_bounded()
+        ]
+
     def parsed(self, record: dict | Peeked) -> dict:
         return self.source.loads(record.line) if type(record) is Peeked else record
 
@@ -572,7 +639,7 @@ class TableLoader:
     def target_keys(self) -> Iterator[tuple[tuple, Any]]:
         """(key, id) of every target row: the kept map, or a stream from the database."""
         if not self.by_chunk:
-            return iter(self.importer.key_index(self.model).map.items())
+            return iter(self.found.items())
         return keyed_ids(self.model._default_manager.using(self.using), self.key_paths)
 
     def release(self) -> None:
@@ -588,15 +655,15 @@ class TableLoader:
                 for key, pk in self.target_keys()
                 if not isinstance(pk, PlaceholderPk) and hash(key) not in self.keys_seen
             }
-        self.keys_seen = set()
-        if not self.needs_ids:
-            self.importer.indexes.pop(self.model, None)
+        self.found = {}
+        if not (self.importer.dry_run and self.needs_ids):
+            self.keys_seen = set()  # a dry run resolves references to new rows by these
 
     def load_chunk(self, decoded: list) -> None:
         mode = self.importer.mode
         current = self.current_rows([pk for _, pk, *_ in decoded if pk is not None])
         current_m2m = self.current_m2m([pk for _, pk, *_ in decoded if pk is not None])
-        inserts, updates = [], []
+        inserts, updates, new_m2m = [], [], []
         m2m_writes: dict[str, list] = defaultdict(list)
         for key, pk, values, deferred, m2m in decoded:
             if pk is None:
@@ -605,8 +672,7 @@ class TableLoader:
                     shown = {n: (None, _short(v)) for n, v in values.items()}
                     self.diff.changes.append(RecordChange(json_key(key), "new", shown))
                 inserts.append(values)
-                if self.needs_ids:
-                    self.pending_m2m.append((key, m2m))
+                new_m2m.append((key, m2m))
                 for name, target in deferred.items():
                     self.deferred.append((key, None, name, target, "new"))
                 continue
@@ -654,12 +720,20 @@ class TableLoader:
                 m2m_writes[name].append((pk, old_ids, new_ids))
         if not self.importer.dry_run and (inserts or updates or m2m_writes):
             self.importer.gate.submit(
-                lambda: self.write_chunk(inserts, updates, m2m_writes),
+                lambda: self.write_chunk(inserts, updates, m2m_writes, new_m2m),
                 len(inserts) + len(updates),
             )
 
-    def write_chunk(self, inserts: list, updates: list, m2m_writes: dict) -> None:
+    def write_chunk(self, inserts: list, updates: list, m2m_writes: dict, new_m2m: list) -> None:
+        """Write a chunk; new rows' ids are read back when something needs them (a whole
+        index holds them; their M2M sets are written with them)."""
         self.importer.insert_rows(self, inserts)
+        if inserts and self.needs_ids and (self.m2m or not self.by_chunk):
+            ids = ids_of_keys(self.model._default_manager.using(self.using), self.key_paths,
+                              [key for key, _ in new_m2m])  # fmt: skip
+            self.importer.key_index(self.model).fill(ids)
+            for f in self.m2m:
+                m2m_writes[f.name] += [(ids[key], set(), m2m[f.name]) for key, m2m in new_m2m]
         self.importer.update_rows(self, updates)
         for name, changes in m2m_writes.items():
             self.importer.write_m2m(self.model, name, changes)
@@ -739,20 +813,9 @@ class TableLoader:
         return result
 
     def finish_new_rows(self) -> None:
-        """Give new rows their ids (placeholders in a dry run) and write their M2M sets."""
-        if not self.diff.new or not self.needs_ids:
-            return
-        index = self.importer.key_index(self.model)
-        if self.importer.dry_run:
-            for key, _ in self.pending_m2m:
-                index.map[key] = PlaceholderPk(key)
-        else:
-            self.importer.gate.flush()  # the new rows' ids are read back below
-            index.reload()
-            for f in self.m2m:
-                changes = [(index.map[key], set(), m2m[f.name]) for key, m2m in self.pending_m2m]
-                self.importer.write_m2m(self.model, f.name, changes)
-        self.pending_m2m = []
+        """New rows that later tables may refer to must exist before those are read."""
+        if self.diff.new and self.needs_ids and not self.importer.dry_run:
+            self.importer.gate.flush()
 
 
 class Importer:
@@ -833,16 +896,32 @@ class Importer:
         return plans
 
     # -- keys -----------------------------------------------------------------------------
-    def key_index(self, model: type[models.Model]) -> KeyIndex:
+    def key_index(self, model: type[models.Model], bounded: bool | None = None) -> KeyIndex:
         if model not in self.indexes:
-            self.indexes[model] = KeyIndex(model, self.using)
+            self.indexes[model] = KeyIndex(model, self.using, bounded)
         return self.indexes[model]
 
+    def id_of(self, model: type[models.Model], key: tuple) -> Any:
+        """The target's id of ``key`` (prefetched, if the index is bounded); in a dry run, a
+        placeholder for a row the archive adds. None if there is no such row."""
+        index = self.indexes.get(model) or self.key_index(model)
+        pk = index.map.get(key)
+        if pk is None and self.dry_run:
+            loader = self.loaders.get(model._meta.label)
+            if loader is not None and hash(key) in loader.keys_seen:
+                return PlaceholderPk(key)
+        return pk
+
+    def prefetch(self, loader: TableLoader, records: list[dict]) -> None:
+        """Read the ids these records refer to in bounded indexes, before they are decoded
+        (all of a model's at once: a second read could empty the cache of the first)."""
+        for model, names, m2m_names in loader.bounded_references():
+            keys = {target_key(r[n]) for r in records for n in names if r.get(n) is not None}
+            keys.update(target_key(k) for r in records for n in m2m_names for k in r.get(n) or ())
+            self.key_index(model).prefetch(keys)
+
     def resolve(self, target: type[models.Model], raw: Any, loader, key, f) -> Any:
-        # One text part is by far the most common key (xmlid, name, sysmail): no normalising.
-        target_key = (raw,) if type(raw) is str else normalise_key(key_tuple(raw))
-        index = self.indexes.get(target) or self.key_index(target)
-        pk = index.map.get(target_key)
+        pk = self.id_of(target, target_key(raw))
         if pk is None:
             raise loader.fail(
                 key,
@@ -892,36 +971,38 @@ class Importer:
     def resolve_deferred(self) -> None:
         """Second pass: references that closed a cycle or point into their own table."""
         for loader in self.loaders.values():
-            if not loader.deferred:
+            promoted: set = set()  # keys counted as updated by this pass
+            for chunk in _chunked(loader.deferred, CHUNK):
+                self.resolve_deferred_chunk(loader, chunk, promoted)
+            loader.deferred = []
+
+    def resolve_deferred_chunk(self, loader: TableLoader, chunk: list, promoted: set) -> None:
+        self.key_index(loader.model).prefetch(key for key, *_ in chunk)
+        fields = {name: loader.model._meta.get_field(name) for _, _, name, _, _ in chunk}
+        for name, f in fields.items():
+            targets = (target_key(t) for _, _, n, t, _ in chunk if n == name and t is not None)
+            self.key_index(f.related_model).prefetch(targets)
+        pks = [self.id_of(loader.model, key) for key, *_ in chunk]
+        current = loader.current_rows([pk for pk in pks if not isinstance(pk, PlaceholderPk)])
+        updates: dict[Any, dict] = defaultdict(dict)
+        for pk, (key, _, name, target, state) in zip(pks, chunk, strict=True):
+            f = fields[name]
+            wanted = None
+            if target is not None:
+                wanted = self.resolve(f.related_model, target, loader, key, f)
+            old = None if state == "new" else current[pk][f.attname]
+            if old == wanted:
                 continue
-            index = self.key_index(loader.model)
-            real_pks = [
-                pk
-                for pk in (index.map[key] for key, *_ in loader.deferred)
-                if not isinstance(pk, PlaceholderPk)
-            ]
-            current = loader.current_rows(real_pks)
-            updates: dict[Any, dict] = defaultdict(dict)
-            promoted: set = set()
-            for key, _, name, target, state in loader.deferred:
-                f = loader.by_attname[loader.model._meta.get_field(name).attname]
-                pk = index.map[key]
-                wanted = None
-                if target is not None:
-                    wanted = self.resolve(f.related_model, target, loader, key, f)
-                old = None if state == "new" else current[pk][f.attname]
-                if old == wanted:
-                    continue
-                updates[pk][f.attname] = wanted
-                if state == "same" and key not in promoted:
-                    promoted.add(key)
-                    loader.diff.unchanged -= 1
-                    loader.diff.updated += 1
-                    if self.collect_changes:
-                        change = {name: (_short(old), _short(wanted))}
-                        loader.diff.changes.append(RecordChange(json_key(key), "updated", change))
-            if not self.dry_run:
-                self.update_rows(loader, list(updates.items()))
+            updates[pk][f.attname] = wanted
+            if state == "same" and key not in promoted:
+                promoted.add(key)
+                loader.diff.unchanged -= 1
+                loader.diff.updated += 1
+                if self.collect_changes:
+                    change = {name: (_short(old), _short(wanted))}
+                    loader.diff.changes.append(RecordChange(json_key(key), "updated", change))
+        if not self.dry_run:
+            self.update_rows(loader, list(updates.items()))
 
     def delete_missing(self, result: ImportResult) -> None:
         """Replace mode: delete rows whose key is not in the archive, following on_delete.

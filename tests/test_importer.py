@@ -214,7 +214,11 @@ def test_replace_round_trip_restores_a_changed_database(demo, tmp_path, settings
     assert result.tables["content.Event"].new == 3
 
 
-def test_import_into_an_empty_database_resolves_cycles_and_self_references(demo, tmp_path):
+@pytest.mark.parametrize("lookup_limit", [100_000, 0], ids=["key-map", "per-chunk"])
+def test_import_into_an_empty_database_resolves_cycles_and_self_references(
+    demo, tmp_path, settings, lookup_limit
+):
+    settings.SYNC_KEY_MAP_LIMIT = lookup_limit
     archive = export(output_dir=tmp_path / "a").path
     before = canonical(tmp_path / "before")
     assert User.objects.filter(instructor__isnull=False).exists()
@@ -222,7 +226,11 @@ def test_import_into_an_empty_database_resolves_cycles_and_self_references(demo,
     delete_content()
     Status.objects.all().delete()
     Tag.objects.all().delete()
-    run_import(archive, mode="replace")
+    # A dry run resolves references to rows that only the archive has (placeholders).
+    preview, _ = run_import(archive, mode="replace", dry_run=True)
+    assert not Event.objects.exists()
+    applied, _ = run_import(archive, mode="replace")
+    assert preview.counts() == applied.counts()
     assert canonical(tmp_path / "after") == before
     assert User.objects.filter(instructor__isnull=False).exists()
     assert Project.objects.filter(regio__isnull=False).exists()

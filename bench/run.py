@@ -64,7 +64,15 @@ class Database:
     def env(self) -> dict[str, str]:
         # Archives written by syncexport go where each step says (--output); BACKUP_DIR is only
         # a fallback that keeps the project's var/ clean.
-        return {**os.environ, "DATABASE_URL": self.url, "BACKUP_DIR": str(WORK / "backups")}
+        # DEBUG=False as in production: with DEBUG, Django keeps the text of the last 9,000
+        # queries of every tool measured here.
+        return {
+            **os.environ,
+            "DATABASE_URL": self.url,
+            "BACKUP_DIR": str(WORK / "backups"),
+            "DEBUG": "False",
+            "SECRET_KEY": os.environ.get("SECRET_KEY", "bench-only-secret"),
+        }
 
 
 @dataclass

@@ -651,9 +651,7 @@ class TableLoader:
             # The target's rows that the archive lacks (id → key): deleted at the end. (When
             # every row the table had was matched, there are none: no need to look.)
             self.stale = {
-                pk: key
-                for key, pk in self.target_keys()
-                if not isinstance(pk, PlaceholderPk) and hash(key) not in self.keys_seen
+                pk: key for key, pk in self.target_keys() if hash(key) not in self.keys_seen
             }
         self.found = {}
         if not (self.importer.dry_run and self.needs_ids):

@@ -1149,11 +1149,20 @@ def db_value_preparer(f: models.Field, connection) -> Callable[[Any], Any] | Non
         return None
     if isinstance(f, models.DateTimeField):
         if connection.vendor in ("sqlite", "mysql") and settings.USE_TZ:
-            # What their adapt_datetimefield_value does, without its per-call checks.
+            # What their adapt_datetimefield_value does (str() of the naive datetime in the
+            # database's zone), without its per-call checks; a UTC value for a UTC database
+            # (the usual case) is written in one call.
             db_tz = connection.timezone
-            return lambda value: (
-                None if value is None else str(value.astimezone(db_tz).replace(tzinfo=None))
-            )
+            utc_database = db_tz == datetime.UTC
+
+            def prepare(value: datetime.datetime | None) -> str | None:
+                if value is None:
+                    return None
+                if utc_database and value.tzinfo is datetime.UTC:
+                    return value.isoformat(" ")[:-6]  # without "+00:00"
+                return str(value.astimezone(db_tz).replace(tzinfo=None))
+
+            return prepare
         adapt = connection.ops.adapt_datetimefield_value
         return lambda value: None if value is None else adapt(value)
     return lambda value: f.get_db_prep_save(value, connection)

@@ -455,6 +455,9 @@ class TableLoader:
         if self.has_updated_at:
             self.updated_at_decoder = field_decoder(opts.get_field("updated_at"))
         self.found: dict[tuple, Any] = {}  # key → id of a table read whole
+        self.references = {c.reference for c in self.columns if c.reference and not c.deferred}
+        self.references |= {f.related_model for f in self.m2m}
+        self.maps: dict[type[models.Model], dict] = {}  # the references' key → id maps
         self.deferred: list[tuple[tuple, Any, str, Any, str]] = []
         self.inserted_pk = opts.pk.name in present
         # The name of a key made of one plain field (xmlid, name…), the common case.
@@ -487,7 +490,7 @@ class TableLoader:
                     deferred[f.name] = raw
                     values[f.attname] = None
                 else:
-                    values[f.attname] = self.importer.resolve(column.reference, raw, self, key, f)
+                    values[f.attname] = self.resolve(column.reference, raw, key, f)
                 continue
             try:
                 value = column.decode(raw)
@@ -504,8 +507,14 @@ class TableLoader:
             raw = record.get(f.name) or []
             if not isinstance(raw, list):
                 raise self.fail(key, f"field {f.name!r} must be a list of keys")
-            m2m[f.name] = {self.importer.resolve(f.related_model, k, self, key, f) for k in raw}
+            m2m[f.name] = {self.resolve(f.related_model, k, key, f) for k in raw}
         return values, deferred, m2m
+
+    def resolve(self, model: type[models.Model], raw: Any, key: tuple, f: models.Field) -> Any:
+        """The target id a reference names: from the chunk's maps (see ``load``), else as the
+        importer resolves it (a dry run's new rows; a clear error when there is none)."""
+        pk = self.maps[model].get((raw,) if type(raw) is str else target_key(raw))
+        return self.importer.resolve(model, raw, self, key, f) if pk is None else pk
 
     def load(self, records: Iterable[dict | bytes], progress: Progress | None) -> None:
         """Load the table chunk by chunk.
@@ -541,6 +550,7 @@ class TableLoader:
                 rows = self.newer_only(rows, stamps)
             rows = [(key, pk, self.parsed(record)) for key, pk, record in rows]
             self.importer.prefetch(self, [record for _, _, record in rows])
+            self.maps = {model: self.importer.key_index(model).map for model in self.references}
             decoded = [(key, pk, *self.decode(key, record)) for key, pk, record in rows]
             self.load_chunk(decoded)
             if progress:

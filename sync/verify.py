@@ -5,13 +5,65 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from sync.archive import ArchiveError, ArchiveIndex, ArchiveReader
-from sync.records import record_checker
+
+# JSON types an archive may hold for a field, by Django's internal type (None: anything).
+_STRING = (str,)
+_JSON_TYPES: dict[str, tuple[type, ...] | None] = {
+    "AutoField": (int,),
+    "BigAutoField": (int,),
+    "SmallAutoField": (int,),
+    "IntegerField": (int,),
+    "BigIntegerField": (int,),
+    "SmallIntegerField": (int,),
+    "PositiveIntegerField": (int,),
+    "PositiveBigIntegerField": (int,),
+    "PositiveSmallIntegerField": (int,),
+    "BooleanField": (bool,),
+    "FloatField": (int, float),
+    "DecimalField": (str, int),
+    "JSONField": None,
+    "ForeignKey": None,
+    "OneToOneField": None,
+    "ManyToManyField": (list,),
+}
+
+
+def json_types_for(internal_type: str) -> tuple[type, ...] | None:
+    return _JSON_TYPES.get(internal_type, _STRING)
+
+
+def record_checker(fields: dict[str, str]) -> Callable[[Any], str | None]:
+    """A function telling why a record does not match a table's field list (None: it does)."""
+    typed = [(name, json_types_for(t), t) for name, t in fields.items()]
+    typed = [(name, allowed, t) for name, allowed, t in typed if allowed is not None]
+    names = fields.keys()
+
+    def check(record: Any) -> str | None:
+        if not isinstance(record, dict):
+            return "a record is not a JSON object"
+        if record.keys() != names:
+            extra = sorted(record.keys() - names)
+            missing = sorted(names - record.keys())
+            return f"fields differ from the index (extra {extra}, missing {missing})"
+        for name, allowed, internal_type in typed:
+            value = record[name]
+            if value is None:
+                continue
+            if type(value) not in allowed and (
+                not isinstance(value, allowed) or isinstance(value, bool)
+            ):
+                return f"field {name!r} holds {type(value).__name__}, expected {internal_type}"
+        return None
+
+    return check
 
 
 @dataclass

@@ -1,4 +1,5 @@
 import fcntl
+import gc
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
@@ -214,11 +215,15 @@ def test_replace_round_trip_restores_a_changed_database(demo, tmp_path, settings
     assert result.tables["content.Event"].new == 3
 
 
+@pytest.mark.parametrize("write_buffer", [20_000, 5], ids=["writes-at-end", "writes-early"])
 @pytest.mark.parametrize("lookup_limit", [100_000, 0], ids=["key-map", "per-chunk"])
 def test_import_into_an_empty_database_resolves_cycles_and_self_references(
-    demo, tmp_path, settings, lookup_limit
+    demo, tmp_path, settings, monkeypatch, lookup_limit, write_buffer
 ):
+    """References to rows the archive adds resolve to placeholders while writes wait for the
+    verification, and to the rows' ids when written (early: the write buffer fills)."""
     settings.SYNC_KEY_MAP_LIMIT = lookup_limit
+    monkeypatch.setattr("sync.importer.WRITE_BUFFER_ROWS", write_buffer)
     archive = export(output_dir=tmp_path / "a").path
     before = canonical(tmp_path / "before")
     assert User.objects.filter(instructor__isnull=False).exists()
@@ -428,3 +433,14 @@ def test_stamp_peek_reads_only_lines_it_can_read_exactly(fields, line, read):
     orjson.loads(line)  # each case is valid JSON
     match = stamp_peek(fields, "xmlid")(line)
     assert (None if match is None else (match[1].decode(), match[2].decode())) == read
+
+
+def test_garbage_collection_settings_are_restored_after_a_failed_import(seeded, tmp_path):
+    before = gc.get_threshold()
+    exported = export(tables=["content.Tag"], output_dir=tmp_path).path
+    broken = rewrite_archive(
+        exported, tmp_path / "broken.tar.gz", lambda label, records: [*records, records[0]]
+    )
+    with pytest.raises(ImportFailed, match="appears twice"):
+        run_import(broken, mode="replace")
+    assert gc.get_threshold() == before

@@ -11,8 +11,9 @@ Modes:
 
 The same pass computes the diff and, unless it is a dry run, writes. A dry run reads the target
 but never writes — not one row, not one sequence value, no signal — so a preview has no side
-effects. Writes use ``executemany`` on plain SQL (no ``save()``, no signals, no ``auto_now``):
-timestamps come from the archive.
+effects. Writes are plain SQL (``sync.writer``: no ``save()``, no signals, no ``auto_now``):
+timestamps come from the archive. Records come from a ``sync.sources`` source; keys become
+ids through ``sync.keys``.
 
 References are resolved by sync key against rows of the same archive or rows already in the
 target. Tables load in dependency order; a reference that closes a cycle (User → Instructor →
@@ -24,35 +25,32 @@ from __future__ import annotations
 
 import datetime
 import gc
-import itertools
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.management.color import no_style
 from django.db import DatabaseError, IntegrityError, connections, models, transaction
 from django.db.models.deletion import Collector, ProtectedError, RestrictedError
 from django.db.models.functions import Cast
-from django.utils import timezone
 
-from sync.archive import ArchiveReader, TableEntry
 from sync.columns import UTC_TEXT, read_columns, reads_datetimes_as_text, utc_datetime_texts
-from sync.records import (
-    column_keys,
-    field_decoder,
-    json_key,
-    key_tuple,
-    line_loader,
-    normalise_key,
+from sync.keys import (
+    CHUNK,
+    KeyIndex,
+    PlaceholderPk,
+    chunked,
+    ids_of_keys,
+    keyed_ids,
+    target_key,
 )
+from sync.records import column_keys, field_decoder, json_key, normalise_key
 from sync.schema import (
     SchemaError,
     SyncModel,
@@ -61,9 +59,10 @@ from sync.schema import (
     resolve_tables,
     sync_key_fields,
 )
+from sync.sources import RecordSource, SourceTable
+from sync.writer import RowWriter, Verdict, WriteGate, db_value_preparer
 
 MODES = ("replace", "update", "append")
-CHUNK = 2000
 SHOW_CHARS = 60
 
 Progress = Callable[[int], None]
@@ -143,217 +142,6 @@ class ImportResult:
             "cascaded": dict(self.cascaded),
             "total_changes": self.total_changes,
         }
-
-
-# -- sources of records ------------------------------------------------------------------------
-
-
-@dataclass
-class SourceTable:
-    """A table of records as a source describes it: label, key fields, field names."""
-
-    label: str
-    key_fields: list[str]
-    fields: list[str]
-    # For a source of JSON lines: the parser of a line. The importer parses lines itself, so
-    # that it can leave unparsed those an update skips (see TableLoader.read_chunk).
-    loads: Callable[[bytes], dict] | None = None
-    count: int = 0  # records, as far as the source knows before reading them
-
-
-class RecordSource:
-    """Where records come from: an archive, or the bundled system data."""
-
-    backup_id: str | None = None
-
-    def table_list(self) -> list[SourceTable]:
-        raise NotImplementedError
-
-    def records(self) -> Iterator[tuple[SourceTable, Iterator[dict | bytes]]]:
-        """Each table with its records: dicts, or JSON lines when the table has ``loads``."""
-        raise NotImplementedError
-
-
-class ArchiveSource(RecordSource):
-    def __init__(self, path: Path | str):
-        self.path = Path(path)
-        with ArchiveReader(self.path) as reader:
-            self.index = reader.index
-        self.backup_id = self.index.backup_id
-
-    def table_list(self) -> list[SourceTable]:
-        return [_source_table(t) for t in self.index.tables]
-
-    def records(self) -> Iterator[tuple[SourceTable, Iterator[bytes]]]:
-        with ArchiveReader(self.path) as reader:
-            for entry, lines in reader.tables():
-                yield _source_table(entry), lines
-
-
-def _source_table(entry: TableEntry) -> SourceTable:
-    loads = line_loader([n for n, t in entry.fields.items() if t == "JSONField"])
-    return SourceTable(entry.label, entry.key_fields, list(entry.fields), loads, entry.count)
-
-
-class DataFileSource(RecordSource):
-    """``{"tables": {label: [record, …]}}`` — the shape of the bundled system data."""
-
-    def __init__(self, path: Path | str):
-        self.data = orjson.loads(Path(path).read_bytes())["tables"]
-
-    def table_list(self) -> list[SourceTable]:
-        tables = []
-        for label, records in self.data.items():
-            names = list(dict.fromkeys(name for record in records for name in record))
-            key = list(sync_key_fields(apps.get_model(label)))
-            tables.append(SourceTable(label, key, names, count=len(records)))
-        return tables
-
-    def records(self) -> Iterator[tuple[SourceTable, Iterator[dict]]]:
-        for table in self.table_list():
-            yield table, iter(self.data[table.label])
-
-
-# -- resolving keys to ids ---------------------------------------------------------------------
-
-
-class KeyIndex:
-    """Sync key → id of one model's rows in the target (and of the rows this import adds).
-
-    Whole while the table is small: every key is read once and held. Bounded when it is large
-    (more than ``SYNC_KEY_MAP_LIMIT`` rows): the keys a chunk of records refers to are read
-    just before it is decoded (``prefetch``) and held until the cache is full, so memory stays
-    flat however large the table.
-    """
-
-    def __init__(self, model: type[models.Model], using: str, bounded: bool | None = None):
-        self.model = model
-        self.using = using
-        self.paths = key_paths(model)
-        self.bounded = bounded  # None: decided by the table's size when first used
-        self._map: dict[tuple, Any] | None = None
-
-    @property
-    def map(self) -> dict[tuple, Any]:
-        if self._map is None:
-            self._map = {} if self.is_bounded() else dict(keyed_ids(self.rows(), self.paths))
-        return self._map
-
-    def is_bounded(self) -> bool:
-        if self.bounded is None:
-            self.bounded = self.rows().count() > settings.SYNC_KEY_MAP_LIMIT
-        return self.bounded
-
-    def rows(self) -> models.QuerySet:
-        return self.model._default_manager.using(self.using)
-
-    def fill(self, found: dict[tuple, Any]) -> None:
-        """Take ids the caller has read: a whole index keeps them; a bounded one reads the
-        ids it needs when they are needed."""
-        if self.bounded:
-            return
-        if self._map is None:
-            self._map = found
-        else:
-            self._map.update(found)
-
-    def prefetch(self, keys: Iterable[tuple]) -> None:
-        """Bounded: read the ids of those of ``keys`` not held yet; nothing for a whole index."""
-        cache = self.map
-        if not self.bounded:
-            return
-        keys = set(keys)
-        missing = keys - cache.keys()
-        if not missing:
-            return
-        if len(cache) + len(missing) > settings.SYNC_KEY_MAP_LIMIT:
-            cache.clear()
-            missing = keys
-        for chunk in _chunked(missing, CHUNK):
-            cache.update(ids_of_keys(self.rows(), self.paths, chunk))
-
-
-def ids_of_keys(queryset: models.QuerySet, paths: list[str], keys: list[tuple]) -> dict:
-    """Key → id of the rows of ``queryset`` with these keys: the rows whose first key part
-    matches, kept if the whole key does (one query, whatever the key's shape)."""
-    wanted = set(keys)
-    rows = queryset.filter(**{f"{paths[0]}__in": {key[0] for key in keys}})
-    return {key: pk for key, pk in keyed_ids(rows, paths) if key in wanted}
-
-
-def target_key(raw: Any) -> tuple:
-    """The key a reference in a record names."""
-    # One text part is by far the most common key (xmlid, name, sysmail): no normalising.
-    return (raw,) if type(raw) is str else normalise_key(key_tuple(raw))
-
-
-def keyed_ids(queryset: models.QuerySet, paths: list[str]) -> Iterator[tuple[tuple, Any]]:
-    """(sync key, id) of the rows of ``queryset``, read a column at a time."""
-    for pks, *parts in read_columns(queryset.values_list("pk", *paths), 10000):
-        yield from zip(column_keys(parts), pks, strict=True)
-
-
-class PlaceholderPk:
-    """Stands for the id of a row the archive adds that is not written yet: a dry run never
-    writes it; a real run looks the id up when the rows referring to it are written."""
-
-    __slots__ = ("key",)
-
-    def __init__(self, key):
-        self.key = key
-
-    def __repr__(self) -> str:
-        return f"<new {self.key!r}>"
-
-
-# -- waiting for verification -----------------------------------------------------------------
-
-WRITE_BUFFER_ROWS = 20000
-
-
-class Verdict(Protocol):
-    def result(self) -> object: ...
-
-
-class WriteGate:
-    """Holds writes back until the archive has passed verification.
-
-    Verification reads the whole archive; it may run in another process (``verdict``, whose
-    ``result()`` raises if the archive is bad) while the import reads and compares, so an
-    import that changes little costs about one read of the archive, not two. Until the verdict
-    is in, writes wait in a list (at most ``WRITE_BUFFER_ROWS`` rows, then the gate waits);
-    a failed verification raises before the first write. Without a verdict, writes go
-    straight through (the caller verified already).
-    """
-
-    def __init__(self, verdict: Verdict | None = None):
-        self.verdict = verdict
-        self.pending: list[Callable[[], None]] = []
-        self.rows = 0
-
-    def submit(self, write: Callable[[], None], rows: int) -> None:
-        if self.verdict is None:
-            write()
-            return
-        self.pending.append(write)
-        self.rows += rows
-        if self.rows >= WRITE_BUFFER_ROWS:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.verdict is not None:
-            verdict, self.verdict = self.verdict, None
-            verdict.result()  # raises the verification's ArchiveError
-        pending, self.pending, self.rows = self.pending, [], 0
-        for write in pending:
-            write()
-
-    def raise_if_unverified(self) -> None:
-        """After a failure: if the archive itself is bad, raise that instead."""
-        if self.verdict is not None:
-            verdict, self.verdict = self.verdict, None
-            self.pending = []
-            verdict.result()
 
 
 # -- the engine ----------------------------------------------------------------------------------
@@ -542,7 +330,7 @@ class TableLoader:
             if self.needs_ids:
                 self.importer.key_index(self.model).fill(self.found)
             found = self.found
-        for chunk in _chunked(records, CHUNK):
+        for chunk in chunked(records, CHUNK):
             keys, chunk = self.read_chunk(chunk)
             if self.by_chunk:
                 found, stamps = self.target_rows(
@@ -741,17 +529,17 @@ class TableLoader:
         """Write a chunk; new rows' ids are read back when something needs them (a whole
         index holds them; their M2M sets are written with them)."""
         self.realise_rows(inserts + [values for _, values in updates])
-        self.importer.insert_rows(self, inserts)
+        self.importer.writer.insert_rows(self, inserts)
         if inserts and self.needs_ids and (self.m2m or not self.by_chunk):
             ids = ids_of_keys(self.model._default_manager.using(self.using), self.key_paths,
                               [key for key, _ in new_m2m])  # fmt: skip
             self.importer.key_index(self.model).fill(ids)
             for f in self.m2m:
                 m2m_writes[f.name] += [(ids[key], set(), m2m[f.name]) for key, m2m in new_m2m]
-        self.importer.update_rows(self, updates)
+        self.importer.writer.update_rows(self, updates)
         self.realise_m2m(m2m_writes)
         for name, changes in m2m_writes.items():
-            self.importer.write_m2m(self.model, name, changes)
+            self.importer.writer.write_m2m(self.model, name, changes)
 
     def realise_rows(self, rows: list[dict]) -> None:
         """Replace the placeholders in rows about to be written by the ids of the rows they
@@ -874,7 +662,7 @@ class Importer:
         self.connection = connections[using]
         self.indexes: dict[type[models.Model], KeyIndex] = {}
         self.loaders: dict[str, TableLoader] = {}
-        self.explicit_pk_models: list[type[models.Model]] = []
+        self.writer = RowWriter(self.connection, dry_run)
         self.gate = WriteGate(verdict)
         self.datetimes_as_text = reads_datetimes_as_text(self.connection)
         self.source_tables = {t.label: t for t in source.table_list()}
@@ -1018,7 +806,7 @@ class Importer:
             if self.mode == "replace":
                 self.delete_missing(result)
             if not self.dry_run:
-                self.reset_sequences()
+                self.writer.reset_sequences()
         self.gate.flush()  # a dry run writes nothing, but still waits for the verdict
         return result
 
@@ -1026,7 +814,7 @@ class Importer:
         """Second pass: references that closed a cycle or point into their own table."""
         for loader in self.loaders.values():
             promoted: set = set()  # keys counted as updated by this pass
-            for chunk in _chunked(loader.deferred, CHUNK):
+            for chunk in chunked(loader.deferred, CHUNK):
                 self.resolve_deferred_chunk(loader, chunk, promoted)
             loader.deferred = []
 
@@ -1056,7 +844,7 @@ class Importer:
                     change = {name: (_short(old), _short(wanted))}
                     loader.diff.changes.append(RecordChange(json_key(key), "updated", change))
         if not self.dry_run:
-            self.update_rows(loader, list(updates.items()))
+            self.writer.update_rows(loader, list(updates.items()))
 
     def delete_missing(self, result: ImportResult) -> None:
         """Replace mode: delete rows whose key is not in the archive, following on_delete.
@@ -1072,7 +860,7 @@ class Importer:
             stale = set(loader.stale)
             stale_by_model[loader.model] = stale
             manager = loader.model._base_manager.using(self.using)
-            for chunk in _chunked(sorted(stale), CHUNK):
+            for chunk in chunked(sorted(stale), CHUNK):
                 collector.collect(list(manager.filter(pk__in=chunk)))
             if self.collect_changes:
                 loader.diff.changes += [
@@ -1096,133 +884,6 @@ class Importer:
         if not self.dry_run:
             collector.delete()
 
-    def reset_sequences(self) -> None:
-        if not self.explicit_pk_models:
-            return
-        statements = self.connection.ops.sequence_reset_sql(no_style(), self.explicit_pk_models)
-        with self.connection.cursor() as cursor:
-            for sql in statements:
-                cursor.execute(sql)
-
-    # -- writing --------------------------------------------------------------------------
-    def insert_rows(self, loader: TableLoader, rows: list[dict]) -> None:
-        if not rows:
-            return
-        fields = [c.field for c in loader.columns]
-        now = timezone.now()
-        defaults = []
-        for f in loader.missing:
-            if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False):
-                defaults.append((f, now))
-            else:
-                defaults.append((f, f.get_default()))
-        all_fields = fields + [f for f, _ in defaults]
-        prepared_defaults = [f.get_db_prep_save(v, self.connection) for f, v in defaults]
-        attnames = [f.attname for f in fields]
-        params = [loader.db_params(row, attnames) + prepared_defaults for row in rows]
-        self.bulk_insert(loader.model._meta.db_table, [f.column for f in all_fields], params)
-        if loader.inserted_pk and loader.model not in self.explicit_pk_models:
-            self.explicit_pk_models.append(loader.model)
-
-    def bulk_insert(self, table: str, columns: list[str], rows: list[list]) -> None:
-        """INSERT ``rows``: with COPY on PostgreSQL (several times faster than a pipelined
-        executemany there), with executemany elsewhere."""
-        quote = self.connection.ops.quote_name
-        table, names = quote(table), ", ".join(quote(c) for c in columns)
-        with self.connection.cursor() as cursor:
-            if self.connection.vendor == "postgresql":
-                with cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
-                    for row in rows:
-                        copy.write_row(row)
-                return
-            marks = ", ".join(["%s"] * len(columns))
-            cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
-
-    def update_rows(self, loader: TableLoader, rows: list[tuple[Any, dict]]) -> None:
-        """UPDATE each (pk, values) row; rows are grouped by the columns they set."""
-        ops = self.connection.ops
-        opts = loader.model._meta
-        groups: dict[tuple, list] = defaultdict(list)
-        for pk, values in rows:
-            groups[tuple(values)].append((pk, values))
-        with self.connection.cursor() as cursor:
-            for attnames, group in groups.items():
-                fields = [loader.by_attname[a] for a in attnames]
-                sets = ", ".join(f"{ops.quote_name(f.column)} = %s" for f in fields)
-                sql = (
-                    f"UPDATE {ops.quote_name(opts.db_table)} SET {sets} "
-                    f"WHERE {ops.quote_name(opts.pk.column)} = %s"
-                )
-                cursor.executemany(
-                    sql,
-                    [
-                        [
-                            *loader.db_params(values, attnames),
-                            opts.pk.get_db_prep_value(pk, self.connection),
-                        ]
-                        for pk, values in group
-                    ],
-                )
-
-    def write_m2m(self, model, name: str, changes: list[tuple[Any, set, set]]) -> None:
-        """Apply (pk, old ids, new ids) changes to one M2M relation, batched."""
-        removed = [[pk, t] for pk, old, new in changes for t in old - new]
-        added = [[pk, t] for pk, old, new in changes for t in sorted(new - old)]
-        if self.dry_run or not (removed or added):
-            return
-        f = model._meta.get_field(name)
-        through = f.remote_field.through
-        source = through._meta.get_field(f.m2m_field_name()).column
-        target = through._meta.get_field(f.m2m_reverse_field_name()).column
-        if removed:
-            quote = self.connection.ops.quote_name
-            with self.connection.cursor() as cursor:
-                cursor.executemany(
-                    f"DELETE FROM {quote(through._meta.db_table)} "
-                    f"WHERE {quote(source)} = %s AND {quote(target)} = %s",
-                    removed,
-                )
-        if added:
-            self.bulk_insert(through._meta.db_table, [source, target], added)
-
-
-# Fields whose Python value the database drivers take as it is.
-PASSTHROUGH = {
-    "CharField", "TextField", "SlugField", "EmailField", "URLField", "IntegerField",
-    "BigIntegerField", "SmallIntegerField", "PositiveIntegerField", "PositiveBigIntegerField",
-    "PositiveSmallIntegerField", "AutoField", "BigAutoField", "SmallAutoField", "BooleanField",
-}  # fmt: skip
-
-
-def db_value_preparer(f: models.Field, connection) -> Callable[[Any], Any] | None:
-    """How to turn a decoded value into a query parameter; None when it goes in unchanged.
-
-    ``get_db_prep_save`` per value is most of an import's time, and for text, integers,
-    booleans and foreign-key ids it changes nothing.
-    """
-    target = f.target_field if f.is_relation else f
-    if target.get_internal_type() in PASSTHROUGH:
-        return None
-    if isinstance(f, models.DateTimeField):
-        if connection.vendor in ("sqlite", "mysql") and settings.USE_TZ:
-            # What their adapt_datetimefield_value does (str() of the naive datetime in the
-            # database's zone), without its per-call checks; a UTC value for a UTC database
-            # (the usual case) is written in one call.
-            db_tz = connection.timezone
-            utc_database = db_tz == datetime.UTC
-
-            def prepare(value: datetime.datetime | None) -> str | None:
-                if value is None:
-                    return None
-                if utc_database and value.tzinfo is datetime.UTC:
-                    return value.isoformat(" ")[:-6]  # without "+00:00"
-                return str(value.astimezone(db_tz).replace(tzinfo=None))
-
-            return prepare
-        adapt = connection.ops.adapt_datetimefield_value
-        return lambda value: None if value is None else adapt(value)
-    return lambda value: f.get_db_prep_save(value, connection)
-
 
 @contextmanager
 def rare_collections(young: int = 50_000) -> Iterator[None]:
@@ -1238,12 +899,6 @@ def rare_collections(young: int = 50_000) -> Iterator[None]:
         yield
     finally:
         gc.set_threshold(*before)
-
-
-def _chunked(items: Iterable, size: int) -> Iterator[list]:
-    iterator = iter(items)
-    while chunk := list(itertools.islice(iterator, size)):
-        yield chunk
 
 
 def import_records(source: RecordSource, **options: Any) -> ImportResult:

@@ -18,16 +18,17 @@ from django.db import transaction
 from django.utils import timezone
 
 from sync.archive import ArchiveError
-from sync.importer import ArchiveSource, ImportFailed, ImportResult, Progress, import_records
+from sync.importer import ImportFailed, ImportResult, Progress, import_records
 from sync.locking import LockBusy, import_lock
 from sync.models import ImportRun, SyncState
+from sync.sources import ArchiveSource
 from sync.verify import VerifyProcess
 
 
 @contextmanager
 def verification(archive: Path) -> Iterator[VerifyProcess]:
     """Verify ``archive`` in a separate process while the import reads it; the importer's
-    write gate waits for the verdict before its first write (see sync.importer.WriteGate)."""
+    write gate waits for the verdict before its first write (see sync.writer.WriteGate)."""
     checker = VerifyProcess(archive, settings.SYNC_MAX_MEMBER_SIZE)
     try:
         yield checker

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sync.importer import DataFileSource, ImportResult, import_records
+from sync.importer import ImportResult, import_records
+from sync.sources import DataFileSource
 
 SYSTEM_DATA_FILE = Path(__file__).resolve().parent.parent / "crearis/content/data/system.json"
 

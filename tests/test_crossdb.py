@@ -34,9 +34,10 @@ from crearis.content.models import (
 )
 from sync.archive import ArchiveReader
 from sync.exporter import export
-from sync.importer import ArchiveSource, ImportFailed, import_records
+from sync.importer import ImportFailed, import_records
 from sync.records import line_loader
 from sync.runs import run_import
+from sync.sources import ArchiveSource
 from tests.conftest import run_command
 
 pytestmark = pytest.mark.crossdb

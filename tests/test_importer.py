@@ -223,7 +223,7 @@ def test_import_into_an_empty_database_resolves_cycles_and_self_references(
     """References to rows the archive adds resolve to placeholders while writes wait for the
     verification, and to the rows' ids when written (early: the write buffer fills)."""
     settings.SYNC_KEY_MAP_LIMIT = lookup_limit
-    monkeypatch.setattr("sync.importer.WRITE_BUFFER_ROWS", write_buffer)
+    monkeypatch.setattr("sync.writer.WRITE_BUFFER_ROWS", write_buffer)
     archive = export(output_dir=tmp_path / "a").path
     before = canonical(tmp_path / "before")
     assert User.objects.filter(instructor__isnull=False).exists()

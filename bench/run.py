@@ -271,7 +271,7 @@ def manage(db: Database, *args: str) -> str:
 
 def build(db: Database, reuse: bool) -> float | None:
     """Make the database hold syncseed + syncdemo --events N; return syncdemo's seconds."""
-    marker = RESULTS / f".built-{db.vendor}"
+    marker = RESULTS / f".built-{db.vendor}-{db.events}"
     if reuse and marker.exists() and marker.read_text().strip() == f"{db.url} {db.events}":
         return None
     marker.unlink(missing_ok=True)

@@ -45,7 +45,9 @@ from sync.keys import (
     CHUNK,
     KeyIndex,
     PlaceholderPk,
+    SeenKeys,
     chunked,
+    filter_in,
     ids_of_keys,
     keyed_ids,
     target_key,
@@ -233,9 +235,7 @@ class TableLoader:
         self.has_updated_at = "updated_at" in present and isinstance(
             opts.get_field("updated_at"), models.DateTimeField
         )
-        # hash(key) of every record read: enough to find a key given twice and the target rows
-        # the archive lacks, at a third of the memory of the keys themselves.
-        self.keys_seen: set[int] = set()
+        self.keys_seen = SeenKeys(settings.SYNC_KEY_MAP_LIMIT)
         self.stale: dict[Any, tuple] = {}
         self.matched = 0  # archive keys found in the target
         self.rows_before = 0
@@ -334,7 +334,7 @@ class TableLoader:
             keys, chunk = self.read_chunk(chunk)
             if self.by_chunk:
                 found, stamps = self.target_rows(
-                    manager.filter(**{f"{self.key_paths[0]}__in": {key[0] for key in keys}})
+                    filter_in(manager.all(), self.key_paths[0], {key[0] for key in keys})
                 )
             self.check_unique(keys)
             pks = [found.get(key) for key in keys]
@@ -352,16 +352,10 @@ class TableLoader:
         self.release()
 
     def check_unique(self, keys: list[tuple]) -> None:
-        """Remember these keys (by hash); a key read before is an error."""
-        before = len(self.keys_seen)
-        self.keys_seen.update(map(hash, keys))
-        if len(self.keys_seen) - before == len(keys):
-            return
-        self.keys_seen.difference_update(map(hash, keys))
-        for key in keys:
-            if hash(key) in self.keys_seen:
-                raise self.fail(key, "appears twice in the archive")
-            self.keys_seen.add(hash(key))
+        """Remember these keys; a key read before is an error."""
+        repeated = self.keys_seen.add_new(keys)
+        if repeated is not None:
+            raise self.fail(repeated, "appears twice in the archive")
 
     def read_chunk(self, chunk: list) -> tuple[list[tuple], list]:
         """The keys and records of a chunk of source rows.
@@ -453,12 +447,11 @@ class TableLoader:
         ):
             # The target's rows that the archive lacks (id → key): deleted at the end. (When
             # every row the table had was matched, there are none: no need to look.)
-            self.stale = {
-                pk: key for key, pk in self.target_keys() if hash(key) not in self.keys_seen
-            }
+            self.stale = {pk: key for key, pk in self.keys_seen.absent(self.target_keys())}
         self.found = {}
         if not self.needs_ids:
-            self.keys_seen = set()  # else kept: references to new rows resolve by these
+            # (else kept: references to rows the archive adds are told by these)
+            self.keys_seen = SeenKeys(self.keys_seen.spill_at)
 
     def load_chunk(self, decoded: list) -> None:
         mode = self.importer.mode
@@ -622,7 +615,7 @@ class TableLoader:
         if not pks:
             return {}
         attnames = [c.field.attname for c in self.columns]
-        rows = self.model._default_manager.using(self.using).filter(pk__in=pks)
+        rows = filter_in(self.model._default_manager.using(self.using), "pk", pks)
         return {row["pk"]: row for row in rows.values("pk", *attnames)}
 
     def current_m2m(self, pks: list) -> dict[str, dict[Any, set]]:
@@ -734,7 +727,7 @@ class Importer:
         pk = index.map.get(key)
         if pk is None:
             loader = self.loaders.get(model._meta.label)
-            if loader is not None and hash(key) in loader.keys_seen:
+            if loader is not None and key in loader.keys_seen:
                 return PlaceholderPk(key)
         return pk
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import sqlite3
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from django.conf import settings
-from django.db import models
+from django.db import connections, models
 
 from sync.columns import read_columns
 from sync.records import column_keys, key_tuple, normalise_key
@@ -76,8 +77,34 @@ def ids_of_keys(queryset: models.QuerySet, paths: list[str], keys: list[tuple]) 
     """Key → id of the rows of ``queryset`` with these keys: the rows whose first key part
     matches, kept if the whole key does (one query, whatever the key's shape)."""
     wanted = set(keys)
-    rows = queryset.filter(**{f"{paths[0]}__in": {key[0] for key in keys}})
+    rows = filter_in(queryset, paths[0], {key[0] for key in keys})
     return {key: pk for key, pk in keyed_ids(rows, paths) if key in wanted}
+
+
+# Columns whose values go to the driver unprepared when every value has the plain type.
+_PLAIN_COLUMNS = {
+    str: {"CharField", "TextField", "SlugField", "EmailField", "URLField"},
+    int: {"AutoField", "BigAutoField", "SmallAutoField", "IntegerField", "BigIntegerField",
+          "SmallIntegerField", "PositiveIntegerField", "PositiveBigIntegerField",
+          "PositiveSmallIntegerField"},
+}  # fmt: skip
+
+
+def filter_in(queryset: models.QuerySet, path: str, values: Iterable) -> models.QuerySet:
+    """``queryset.filter(<path>__in=values)``; for a text or integer column of the model
+    itself and values of that plain type, without Django's preparation of every value (a
+    chunk's lookup has thousands), which is most of such a query's cost here."""
+    values = list(values)
+    kind = type(values[0]) if values else None
+    if kind in _PLAIN_COLUMNS and "__" not in path and all(type(v) is kind for v in values):
+        opts = queryset.model._meta
+        f = opts.pk if path == "pk" else opts.get_field(path)
+        if f.get_internal_type() in _PLAIN_COLUMNS[kind] and f.concrete and not f.is_relation:
+            quote = connections[queryset.db].ops.quote_name
+            marks = ", ".join(["%s"] * len(values))
+            where = f"{quote(opts.db_table)}.{quote(f.column)} IN ({marks})"
+            return queryset.extra(where=[where], params=values)
+    return queryset.filter(**{f"{path}__in": values})
 
 
 def target_key(raw: Any) -> tuple:
@@ -90,6 +117,67 @@ def keyed_ids(queryset: models.QuerySet, paths: list[str]) -> Iterator[tuple[tup
     """(sync key, id) of the rows of ``queryset``, read a column at a time."""
     for pks, *parts in read_columns(queryset.values_list("pk", *paths), 10000):
         yield from zip(column_keys(parts), pks, strict=True)
+
+
+class SeenKeys:
+    """The keys read from one table, as 64-bit hashes: to find a key given twice, the target
+    rows the archive lacks, and whether a referenced row is one the archive adds.
+
+    A Python set (≈60 bytes a key) until it holds ``spill_at`` keys; then an SQLite table in
+    memory (≈16 bytes a key), so a table of millions of records costs megabytes, not hundreds.
+    """
+
+    def __init__(self, spill_at: int):
+        self.spill_at = spill_at
+        self.hashes: set[int] = set()
+        self.db: sqlite3.Connection | None = None
+
+    def add_new(self, keys: list[tuple]) -> tuple | None:
+        """Add these keys; return the first that was added before (or is here twice)."""
+        hashes = [hash(key) for key in keys]
+        chunk = set(hashes)
+        clash = not self.hashes.isdisjoint(chunk) if self.db is None else self.any_of(chunk)
+        if len(chunk) == len(hashes) and not clash:
+            if self.db is None:
+                self.hashes |= chunk
+                if len(self.hashes) > self.spill_at:
+                    self.spill()
+            else:
+                self.db.executemany("INSERT INTO seen VALUES (?)", ((h,) for h in hashes))
+            return None
+        before = self.any_of(chunk)
+        here: set[int] = set()
+        for key, h in zip(keys, hashes, strict=True):
+            if h in before or h in here:
+                return key
+            here.add(h)
+        return None  # not reached: a repeat is either before or here
+
+    def any_of(self, hashes: set[int]) -> set[int]:
+        """Those of ``hashes`` held."""
+        if self.db is None:
+            return hashes & self.hashes
+        found: set[int] = set()
+        for part in chunked(hashes, 2000):
+            marks = ", ".join(["?"] * len(part))
+            rows = self.db.execute(f"SELECT h FROM seen WHERE h IN ({marks})", part)
+            found.update(h for (h,) in rows)
+        return found
+
+    def __contains__(self, key: tuple) -> bool:
+        return bool(self.any_of({hash(key)}))
+
+    def absent(self, keys: Iterable[tuple[tuple, Any]]) -> Iterator[tuple[tuple, Any]]:
+        """The (key, value) pairs whose key is not held, looked up a batch at a time."""
+        for part in chunked(keys, 2000):
+            held = self.any_of({hash(key) for key, _ in part})
+            yield from ((key, value) for key, value in part if hash(key) not in held)
+
+    def spill(self) -> None:
+        self.db = sqlite3.connect(":memory:", isolation_level=None)
+        self.db.execute("CREATE TABLE seen (h INTEGER PRIMARY KEY)")
+        self.db.executemany("INSERT INTO seen VALUES (?)", ((h,) for h in self.hashes))
+        self.hashes = set()
 
 
 class PlaceholderPk:

@@ -444,3 +444,19 @@ def test_garbage_collection_settings_are_restored_after_a_failed_import(seeded, 
     with pytest.raises(ImportFailed, match="appears twice"):
         run_import(broken, mode="replace")
     assert gc.get_threshold() == before
+
+
+@pytest.mark.parametrize("lookup_limit", [100_000, 0], ids=["in-a-set", "in-sqlite"])
+def test_a_key_repeated_in_a_later_chunk_is_refused(
+    seeded, tmp_path, settings, monkeypatch, lookup_limit
+):
+    settings.SYNC_KEY_MAP_LIMIT = lookup_limit
+    monkeypatch.setattr("sync.importer.CHUNK", 2)
+    exported = export(tables=["content.Tag"], output_dir=tmp_path).path
+    before = tags()
+    repeated = rewrite_archive(
+        exported, tmp_path / "repeated.tar.gz", lambda label, rows: [*rows, rows[0]]
+    )
+    with pytest.raises(ImportFailed, match=r"content.Tag '.*': appears twice in the archive"):
+        run_import(repeated, mode="replace")
+    assert tags() == before

@@ -119,12 +119,16 @@ def keyed_ids(queryset: models.QuerySet, paths: list[str]) -> Iterator[tuple[tup
         yield from zip(column_keys(parts), pks, strict=True)
 
 
+SPILL_CACHE_KIB = 8192
+
+
 class SeenKeys:
     """The keys read from one table, as 64-bit hashes: to find a key given twice, the target
     rows the archive lacks, and whether a referenced row is one the archive adds.
 
-    A Python set (≈60 bytes a key) until it holds ``spill_at`` keys; then an SQLite table in
-    memory (≈16 bytes a key), so a table of millions of records costs megabytes, not hundreds.
+    A Python set (≈60 bytes a key) until it holds ``spill_at`` keys; then a private,
+    temporary SQLite database on disk with a page cache of at most ``SPILL_CACHE_KIB``, so
+    however many records a table has, its keys cost no more memory than that.
     """
 
     def __init__(self, spill_at: int):
@@ -174,7 +178,8 @@ class SeenKeys:
             yield from ((key, value) for key, value in part if hash(key) not in held)
 
     def spill(self) -> None:
-        self.db = sqlite3.connect(":memory:", isolation_level=None)
+        self.db = sqlite3.connect("", isolation_level=None)  # "": deleted when closed
+        self.db.execute(f"PRAGMA cache_size = -{SPILL_CACHE_KIB}")
         self.db.execute("CREATE TABLE seen (h INTEGER PRIMARY KEY)")
         self.db.executemany("INSERT INTO seen VALUES (?)", ((h,) for h in self.hashes))
         self.hashes = set()

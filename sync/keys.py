@@ -119,7 +119,7 @@ def keyed_ids(queryset: models.QuerySet, paths: list[str]) -> Iterator[tuple[tup
         yield from zip(column_keys(parts), pks, strict=True)
 
 
-SPILL_CACHE_KIB = 8192
+SPILL_CACHE_KIB = 64 * 1024  # ≈4 million keys before any page is written out
 
 
 class SeenKeys:
@@ -147,7 +147,7 @@ class SeenKeys:
                 if len(self.hashes) > self.spill_at:
                     self.spill()
             else:
-                self.db.executemany("INSERT INTO seen VALUES (?)", ((h,) for h in hashes))
+                self.insert(hashes)
             return None
         before = self.any_of(chunk)
         here: set[int] = set()
@@ -180,9 +180,15 @@ class SeenKeys:
     def spill(self) -> None:
         self.db = sqlite3.connect("", isolation_level=None)  # "": deleted when closed
         self.db.execute(f"PRAGMA cache_size = -{SPILL_CACHE_KIB}")
+        self.db.execute("PRAGMA journal_mode = OFF")  # private and thrown away: no journal
         self.db.execute("CREATE TABLE seen (h INTEGER PRIMARY KEY)")
-        self.db.executemany("INSERT INTO seen VALUES (?)", ((h,) for h in self.hashes))
+        self.insert(self.hashes)
         self.hashes = set()
+
+    def insert(self, hashes: Iterable[int]) -> None:
+        self.db.execute("BEGIN")  # one transaction a batch, not one a row
+        self.db.executemany("INSERT INTO seen VALUES (?)", ((h,) for h in hashes))
+        self.db.execute("COMMIT")
 
 
 class PlaceholderPk:

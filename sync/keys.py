@@ -15,6 +15,7 @@ from sync.records import column_keys, key_tuple, normalise_key
 from sync.schema import key_paths
 
 CHUNK = 2000
+CACHE_KEYS = 10 * CHUNK  # ids a bounded index holds between chunks (for runs of references)
 
 
 class KeyIndex:
@@ -22,8 +23,8 @@ class KeyIndex:
 
     Whole while the table is small: every key is read once and held. Bounded when it is large
     (more than ``SYNC_KEY_MAP_LIMIT`` rows): the keys a chunk of records refers to are read
-    just before it is decoded (``prefetch``) and held until the cache is full, so memory stays
-    flat however large the table.
+    just before it is decoded (``prefetch``) and held until ``CACHE_KEYS`` are held, so memory
+    stays flat however large the table.
     """
 
     def __init__(self, model: type[models.Model], using: str, bounded: bool | None = None):
@@ -66,7 +67,7 @@ class KeyIndex:
         missing = keys - cache.keys()
         if not missing:
             return
-        if len(cache) + len(missing) > settings.SYNC_KEY_MAP_LIMIT:
+        if len(cache) + len(missing) > CACHE_KEYS:
             cache.clear()
             missing = keys
         for chunk in chunked(missing, CHUNK):
@@ -119,7 +120,7 @@ def keyed_ids(queryset: models.QuerySet, paths: list[str]) -> Iterator[tuple[tup
         yield from zip(column_keys(parts), pks, strict=True)
 
 
-SPILL_CACHE_KIB = 64 * 1024  # ≈4 million keys before any page is written out
+SPILL_CACHE_KIB = 4096
 
 
 class SeenKeys:
@@ -162,7 +163,7 @@ class SeenKeys:
         if self.db is None:
             return hashes & self.hashes
         found: set[int] = set()
-        for part in chunked(hashes, 2000):
+        for part in chunked(hashes, CHUNK):
             marks = ", ".join(["?"] * len(part))
             rows = self.db.execute(f"SELECT h FROM seen WHERE h IN ({marks})", part)
             found.update(h for (h,) in rows)
@@ -173,7 +174,7 @@ class SeenKeys:
 
     def absent(self, keys: Iterable[tuple[tuple, Any]]) -> Iterator[tuple[tuple, Any]]:
         """The (key, value) pairs whose key is not held, looked up a batch at a time."""
-        for part in chunked(keys, 2000):
+        for part in chunked(keys, CHUNK):
             held = self.any_of({hash(key) for key, _ in part})
             yield from ((key, value) for key, value in part if hash(key) not in held)
 

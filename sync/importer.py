@@ -315,8 +315,8 @@ class TableLoader:
 
         A small table's keys (and, in update mode, timestamps) are read once and held. A
         large one — more than ``SYNC_KEY_MAP_LIMIT`` rows in the target or the archive — is
-        looked up one chunk at a time, and references to it go through a
-        bounded cache (``KeyIndex``), so memory stays flat however large it is.
+        looked up one chunk at a time, and references to it go through a bounded cache
+        (``KeyIndex``), so memory stays flat however large it is.
         """
         update = self.importer.mode == "update"
         manager = self.model._default_manager.using(self.using)

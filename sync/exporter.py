@@ -177,9 +177,8 @@ def export(
     try:
         with ArchiveWriter(path, compression, level) as writer:
             with read_snapshot(using):
-                counts = {p.label: p.model._default_manager.using(using).count() for p in plans}
                 if on_start:
-                    on_start(sum(counts.values()))
+                    on_start(sum(p.model._default_manager.using(using).count() for p in plans))
                 entries = []
                 for plan in plans:
                     spool = writer.add_table(plan.label)
@@ -225,7 +224,7 @@ def write_table(plan: SyncModel, spool: MemberSpool, using: str, progress: Progr
     for columns in read_columns(queryset, CHUNK):
         for position in text_datetimes:
             columns[position] = utc_datetime_texts(columns[position], connection)
-        values = record_columns(encoder, columns)
+        values = encoder.field_columns(columns)
         if plan.m2m_fields:
             pks = columns[-1]
             for f in plan.m2m_fields:
@@ -255,24 +254,6 @@ def datetimes_read_as_text(plan: SyncModel, encoder: RecordEncoder, connection) 
         and f.get_internal_type() == "DateTimeField"
         and not hasattr(f, "from_db_value")
     }
-
-
-def record_columns(encoder: RecordEncoder, columns: list[list]) -> list[list]:
-    """One column per record field: foreign keys with several key parts become lists (or None
-    when every part is None), as ``RecordEncoder.record`` makes them."""
-    values = []
-    for _, start, end in encoder.slots:
-        if end - start == 1:
-            values.append(columns[start])
-            continue
-        width = end - start
-        values.append(
-            [
-                None if parts.count(None) == width else list(parts)
-                for parts in zip(*columns[start:end], strict=True)
-            ]
-        )
-    return values
 
 
 def write_lines(spool: MemberSpool, lines: list[bytes]) -> None:

@@ -239,18 +239,26 @@ class TableLoader:
         self.stale: dict[Any, tuple] = {}
         self.matched = 0  # archive keys found in the target
         self.rows_before = 0
-        self.by_chunk = False  # look keys up per chunk instead of holding the table's
+        self.by_chunk = False  # look keys up per chunk instead of holding a whole map
         # New rows' ids are read back only when something needs them: a later table's
         # references, this table's M2M sets or its second-pass references.
         self.needs_ids = plan.model in importer.needs_ids
         if self.has_updated_at:
             self.updated_at_decoder = field_decoder(opts.get_field("updated_at"))
         self.found: dict[tuple, Any] = {}  # key → id of a table read whole
-        self.references = {c.reference for c in self.columns if c.reference and not c.deferred}
+        # References resolved while reading (deferred ones wait for the second pass), by model:
+        # (reference field names, M2M field names).
+        self.references: dict[type[models.Model], tuple[list[str], list[str]]] = defaultdict(
+            lambda: ([], [])
+        )
+        for column in self.columns:
+            if column.reference is not None and not column.deferred:
+                self.references[column.reference][0].append(column.field.name)
+        for f in self.m2m:
+            self.references[f.related_model][1].append(f.name)
         self.reference_attnames = {
             c.field.attname: c.reference for c in self.columns if c.reference and not c.deferred
         }
-        self.references |= {f.related_model for f in self.m2m}
         self.maps: dict[type[models.Model], dict] = {}  # the references' key → id maps
         self.deferred: list[tuple[tuple, Any, str, Any, str]] = []
         self.inserted_pk = opts.pk.name in present
@@ -307,7 +315,7 @@ class TableLoader:
     def resolve(self, model: type[models.Model], raw: Any, key: tuple, f: models.Field) -> Any:
         """The target id a reference names: from the chunk's maps (see ``load``), else as the
         importer resolves it (a dry run's new rows; a clear error when there is none)."""
-        pk = self.maps[model].get((raw,) if type(raw) is str else target_key(raw))
+        pk = self.maps[model].get(target_key(raw))
         return self.importer.resolve(model, raw, self, key, f) if pk is None else pk
 
     def load(self, records: Iterable[dict | bytes], progress: Progress | None) -> None:
@@ -386,17 +394,9 @@ class TableLoader:
     def bounded_references(self) -> list[tuple[type[models.Model], list[str], list[str]]]:
         """(model, reference field names, M2M field names) for each model this table refers
         to whose index is bounded (see KeyIndex): those ids are read a chunk at a time."""
-        targets: dict[type[models.Model], tuple[list[str], list[str]]] = defaultdict(
-            lambda: ([], [])
-        )
-        for column in self.columns:
-            if column.reference is not None and not column.deferred:
-                targets[column.reference][0].append(column.field.name)
-        for f in self.m2m:
-            targets[f.related_model][1].append(f.name)
         return [
             (model, names, m2m_names)
-            for model, (names, m2m_names) in targets.items()
+            for model, (names, m2m_names) in self.references.items()
             if self.importer.key_index(model).is_bounded()
         ]
 
@@ -455,8 +455,9 @@ class TableLoader:
 
     def load_chunk(self, decoded: list) -> None:
         mode = self.importer.mode
-        current = self.current_rows([pk for _, pk, *_ in decoded if pk is not None])
-        current_m2m = self.current_m2m([pk for _, pk, *_ in decoded if pk is not None])
+        existing = [pk for _, pk, *_ in decoded if pk is not None]
+        current = self.current_rows(existing)
+        current_m2m = self.current_m2m(existing)
         inserts, updates, new_m2m = [], [], []
         m2m_writes: dict[str, list] = defaultdict(list)
         for key, pk, values, deferred, m2m in decoded:
@@ -655,7 +656,7 @@ class Importer:
         self.connection = connections[using]
         self.indexes: dict[type[models.Model], KeyIndex] = {}
         self.loaders: dict[str, TableLoader] = {}
-        self.writer = RowWriter(self.connection, dry_run)
+        self.writer = RowWriter(self.connection)
         self.gate = WriteGate(verdict)
         self.datetimes_as_text = reads_datetimes_as_text(self.connection)
         self.source_tables = {t.label: t for t in source.table_list()}
@@ -723,8 +724,7 @@ class Importer:
         verification (see WriteGate); ``write_chunk`` looks their ids up just before writing,
         when the rows they stand for have been written.
         """
-        index = self.indexes.get(model) or self.key_index(model)
-        pk = index.map.get(key)
+        pk = self.key_index(model).map.get(key)
         if pk is None:
             loader = self.loaders.get(model._meta.label)
             if loader is not None and key in loader.keys_seen:

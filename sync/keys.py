@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import connections, models
 
 from sync.columns import read_columns
+from sync.fieldtypes import INTEGER_FIELDS, TEXT_FIELDS
 from sync.records import column_keys, key_tuple, normalise_key
 from sync.schema import key_paths
 
@@ -83,12 +84,7 @@ def ids_of_keys(queryset: models.QuerySet, paths: list[str], keys: list[tuple]) 
 
 
 # Columns whose values go to the driver unprepared when every value has the plain type.
-_PLAIN_COLUMNS = {
-    str: {"CharField", "TextField", "SlugField", "EmailField", "URLField"},
-    int: {"AutoField", "BigAutoField", "SmallAutoField", "IntegerField", "BigIntegerField",
-          "SmallIntegerField", "PositiveIntegerField", "PositiveBigIntegerField",
-          "PositiveSmallIntegerField"},
-}  # fmt: skip
+_PLAIN_COLUMNS = {str: TEXT_FIELDS, int: INTEGER_FIELDS}
 
 
 def filter_in(queryset: models.QuerySet, path: str, values: Iterable) -> models.QuerySet:

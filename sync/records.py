@@ -22,6 +22,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils.duration import duration_iso_string
 
+from sync.fieldtypes import TEXT_FIELDS
 from sync.schema import SyncModel
 
 JSON_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
@@ -128,7 +129,7 @@ def field_decoder(f: models.Field) -> Callable[[Any], Any]:
     if isinstance(f, models.JSONField):
         return lambda value: value
     internal = f.get_internal_type()
-    if internal in ("CharField", "TextField", "SlugField", "EmailField", "URLField"):
+    if internal in TEXT_FIELDS:
         max_length = f.max_length
 
         def decode_text(value: Any) -> Any:
@@ -177,7 +178,8 @@ def _decode_datetime(f: models.DateTimeField) -> Callable[[Any], Any]:
 
 
 class RecordEncoder:
-    """Turns rows read with ``values_list(*lookups)`` into archive records, fast."""
+    """What to read for a table's records (``lookups``: a foreign key's target key parts in
+    place of its id) and how to fold what was read back into record fields."""
 
     def __init__(self, plan: SyncModel):
         self.plan = plan
@@ -191,17 +193,21 @@ class RecordEncoder:
             else:
                 self.lookups.append(f.attname)
             self.slots.append((f.name, start, len(self.lookups)))
-        self.simple = all(end - start == 1 for _, start, end in self.slots)
         self.names = [name for name, _, _ in self.slots]
 
-    def record(self, row: tuple) -> dict:
-        if self.simple:
-            return dict(zip(self.names, row, strict=True))
-        record = {}
-        for name, start, end in self.slots:
+    def field_columns(self, columns: list[list]) -> list[list]:
+        """The columns read with ``lookups`` as one column per record field: a foreign key with
+        several key parts becomes a list (None when every part is None)."""
+        values = []
+        for _, start, end in self.slots:
             if end - start == 1:
-                record[name] = row[start]
-            else:
-                parts = row[start:end]
-                record[name] = None if all(p is None for p in parts) else list(parts)
-        return record
+                values.append(columns[start])
+                continue
+            width = end - start
+            values.append(
+                [
+                    None if parts.count(None) == width else list(parts)
+                    for parts in zip(*columns[start:end], strict=True)
+                ]
+            )
+        return values

@@ -13,19 +13,12 @@ from typing import Any
 import orjson
 
 from sync.archive import ArchiveError, ArchiveIndex, ArchiveReader
+from sync.fieldtypes import INTEGER_FIELDS
 
 # JSON types an archive may hold for a field, by Django's internal type (None: anything).
 _STRING = (str,)
 _JSON_TYPES: dict[str, tuple[type, ...] | None] = {
-    "AutoField": (int,),
-    "BigAutoField": (int,),
-    "SmallAutoField": (int,),
-    "IntegerField": (int,),
-    "BigIntegerField": (int,),
-    "SmallIntegerField": (int,),
-    "PositiveIntegerField": (int,),
-    "PositiveBigIntegerField": (int,),
-    "PositiveSmallIntegerField": (int,),
+    **dict.fromkeys(INTEGER_FIELDS, (int,)),
     "BooleanField": (bool,),
     "FloatField": (int, float),
     "DecimalField": (str, int),

@@ -13,6 +13,8 @@ from django.core.management.color import no_style
 from django.db import models
 from django.utils import timezone
 
+from sync.fieldtypes import INTEGER_FIELDS, TEXT_FIELDS
+
 if TYPE_CHECKING:
     from sync.importer import TableLoader
 
@@ -71,9 +73,8 @@ class RowWriter:
     with ``COPY`` on PostgreSQL and ``executemany`` elsewhere.
     """
 
-    def __init__(self, connection, dry_run: bool = False):
+    def __init__(self, connection):
         self.connection = connection
-        self.dry_run = dry_run
         self.explicit_pk_models: list[type[models.Model]] = []
 
     def insert_rows(self, loader: TableLoader, rows: list[dict]) -> None:
@@ -139,7 +140,7 @@ class RowWriter:
         """Apply (pk, old ids, new ids) changes to one M2M relation, batched."""
         removed = [[pk, t] for pk, old, new in changes for t in old - new]
         added = [[pk, t] for pk, old, new in changes for t in sorted(new - old)]
-        if self.dry_run or not (removed or added):
+        if not (removed or added):
             return
         f = model._meta.get_field(name)
         through = f.remote_field.through
@@ -167,11 +168,7 @@ class RowWriter:
 
 
 # Fields whose Python value the database drivers take as it is.
-PASSTHROUGH = {
-    "CharField", "TextField", "SlugField", "EmailField", "URLField", "IntegerField",
-    "BigIntegerField", "SmallIntegerField", "PositiveIntegerField", "PositiveBigIntegerField",
-    "PositiveSmallIntegerField", "AutoField", "BigAutoField", "SmallAutoField", "BooleanField",
-}  # fmt: skip
+PASSTHROUGH = TEXT_FIELDS | INTEGER_FIELDS | {"BooleanField"}
 
 
 def db_value_preparer(f: models.Field, connection) -> Callable[[Any], Any] | None:

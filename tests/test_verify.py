@@ -73,6 +73,16 @@ def resign(index: dict, member: str, data: bytes) -> None:
     entry["sha256"] = hashlib.sha256(data).hexdigest()
 
 
+def with_member(good: Path, tmp_path: Path, member: str, data: bytes) -> Path:
+    """``good`` with ``member`` holding ``data`` and the index agreeing with it."""
+    return rebuilt(
+        good,
+        tmp_path,
+        change=lambda name, old: data if name == member else old,
+        index_change=lambda index: resign(index, member, data),
+    )
+
+
 def flip_byte(data: bytes, position: int) -> bytes:
     changed = bytearray(data)
     changed[position] ^= 0x01
@@ -231,12 +241,7 @@ def test_record_fields_that_do_not_match_the_index(good, tmp_path):
     del record["description"]
     changed = orjson.dumps(record) + b"\n" + b"".join(lines[1:])
 
-    bad = rebuilt(
-        good,
-        tmp_path,
-        change=lambda n, d: changed if n == TAG else d,
-        index_change=lambda index: resign(index, TAG, changed),
-    )
+    bad = with_member(good, tmp_path, TAG, changed)
 
     expect_refusal(
         bad,
@@ -251,12 +256,7 @@ def test_record_value_of_the_wrong_type(good, tmp_path):
     record["value"] = "three"
     changed = lines[0] + orjson.dumps(record) + b"\n" + b"".join(lines[2:])
 
-    bad = rebuilt(
-        good,
-        tmp_path,
-        change=lambda n, d: changed if n == STATUS else d,
-        index_change=lambda index: resign(index, STATUS, changed),
-    )
+    bad = with_member(good, tmp_path, STATUS, changed)
 
     expect_refusal(bad, f"{STATUS}, line 2: field 'value' holds str, expected SmallIntegerField")
 
@@ -264,12 +264,7 @@ def test_record_value_of_the_wrong_type(good, tmp_path):
 def test_record_that_is_not_json(good, tmp_path):
     changed = members_of(good)[TAG] + b"{not json\n"
 
-    bad = rebuilt(
-        good,
-        tmp_path,
-        change=lambda n, d: changed if n == TAG else d,
-        index_change=lambda index: resign(index, TAG, changed),
-    )
+    bad = with_member(good, tmp_path, TAG, changed)
 
     expect_refusal(bad, f"{TAG}, line 5: not valid JSON")
 

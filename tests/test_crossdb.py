@@ -35,6 +35,7 @@ from crearis.content.models import (
 from sync.archive import ArchiveReader
 from sync.exporter import export
 from sync.importer import ImportFailed, import_records
+from sync.models import ImportRun
 from sync.records import line_loader
 from sync.runs import run_import
 from sync.sources import ArchiveSource
@@ -461,3 +462,16 @@ def test_mariadb_refuses_a_second_import_while_its_lock_is_held(tmp_path):
         other.close()
     result, _ = run_import(archive, using="maria")
     assert result.total_changes == 0
+
+
+@crossdb
+def test_the_database_option_imports_into_that_database(tmp_path):
+    run_command("syncseed")
+    archive = export(tables=["content.Status", "content.Tag"], output_dir=tmp_path).path
+    before = Tag.objects.using("maria").count()
+
+    run_command("syncimport", str(archive), database="maria", no_input=True, quiet=True)
+
+    assert Tag.objects.using("maria").count() == Tag.objects.count() > before
+    assert ImportRun.objects.using("maria").filter(archive=str(archive)).exists()
+    assert not ImportRun.objects.using("default").exists()

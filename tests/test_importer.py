@@ -460,3 +460,58 @@ def test_a_key_repeated_in_a_later_chunk_is_refused(
     with pytest.raises(ImportFailed, match=r"content.Tag '.*': appears twice in the archive"):
         run_import(repeated, mode="replace")
     assert tags() == before
+
+
+def test_tables_option_imports_only_the_chosen_tables(seeded, tmp_path):
+    archive = export(tables=["content.Tag", "content.Status"], output_dir=tmp_path).path
+    Tag.objects.update(description="edited here")
+    Status.objects.update(description="edited here")
+
+    out = run_command("syncimport", str(archive), tables=["content.Tag"], no_input=True)
+
+    assert "tags:" in out and "statuses:" not in out
+    assert not Tag.objects.filter(description="edited here").exists()
+    assert Status.objects.exclude(description="edited here").count() == 0
+
+
+def test_tables_option_naming_a_table_the_archive_lacks_is_refused(seeded, tmp_path):
+    archive = export(tables=["content.Tag"], output_dir=tmp_path).path
+    with pytest.raises(CommandError, match=r"Table content\.Status is not in the archive"):
+        run_command("syncimport", str(archive), tables=["content.Status"], no_input=True)
+
+
+def test_quiet_import_prints_nothing_and_still_imports(tag_scenario):
+    assert run_command("syncimport", str(tag_scenario), no_input=True, quiet=True) == ""
+    assert tags()["e"] == "new"
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "real"])
+def test_replace_reports_what_deletions_cascade_to(demo, tmp_path, dry_run):
+    exported = export(tables=["content.Event"], output_dir=tmp_path).path
+    gone = Event.objects.filter(participants__isnull=False).distinct().first()
+    participants = Participant.objects.filter(event=gone).count()
+    links = gone.event_instructors.count()
+    without = rewrite_archive(
+        exported,
+        tmp_path / "without.tar.gz",
+        lambda label, rows: [r for r in rows if r["xmlid"] != gone.xmlid],
+    )
+
+    out = run_command("syncimport", str(without), dry_run=dry_run, no_input=True)
+
+    assert "events: 0 new, 0 updated, 1 deleted" in out
+    assert f"cascade: {participants} participants deleted by on_delete rules" in out
+    assert f"cascade: {links} event instructors deleted by on_delete rules" in out
+    assert Event.objects.filter(pk=gone.pk).exists() == dry_run
+    assert Participant.objects.filter(event_id=gone.pk).count() == (participants if dry_run else 0)
+
+
+def test_import_run_records_what_was_done_and_who_started_it(tag_scenario):
+    run_command("syncimport", str(tag_scenario), mode="update", dry_run=True)
+
+    run = ImportRun.objects.get()
+    assert (run.archive, run.mode, run.dry_run) == (str(tag_scenario), "update", True)
+    assert run.started_by.startswith("syncimport (")
+    assert run.status == ImportRun.Status.SUCCEEDED and run.error == ""
+    assert run.counts["content.Tag"]["new"] == 1 and run.counts["content.Tag"]["skipped"] == 1
+    assert run.finished_at >= run.started_at

@@ -1,0 +1,65 @@
+"""Test-only models (app label ``awkward``; installed by ``tests/settings.py`` only, created
+without migrations). Each one is a shape of real sites that the content models lack."""
+
+from django.contrib.contenttypes.fields import GenericForeignKey
+from django.contrib.contenttypes.models import ContentType
+from django.db import models
+
+# ruff: noqa: DJ008 - test models, never shown
+
+
+class Note(models.Model):
+    """A generic relation outside the sync key: a note on any record (like comments or the
+    admin's log entries), its ``object_id`` an integer id."""
+
+    xmlid = models.CharField(max_length=100, unique=True)
+    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+")
+    object_id = models.PositiveBigIntegerField()
+    target = GenericForeignKey("content_type", "object_id")
+    text = models.TextField(blank=True)
+
+
+class Label(models.Model):
+    """A generic relation inside the sync key (content type + object + name), its
+    ``object_id`` a text (as in django-taggit and object-permission tables)."""
+
+    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+")
+    object_id = models.CharField(max_length=64)
+    target = GenericForeignKey("content_type", "object_id")
+    name = models.CharField(max_length=50)
+
+    class Meta:
+        unique_together = [("content_type", "object_id", "name")]
+
+
+class Seat(models.Model):
+    """Unique values besides the sync key (``code``): an import may move them between rows."""
+
+    code = models.CharField(max_length=20, unique=True)
+    number = models.IntegerField(unique=True)
+    nickname = models.CharField(max_length=50, unique=True, null=True, blank=True)
+
+
+class Form(models.Model):
+    """Fields an archive may lack: one required without a default, one with a default, one
+    nullable."""
+
+    name = models.CharField(max_length=50, unique=True)
+    required_text = models.CharField(max_length=20)
+    with_default = models.IntegerField(default=7)
+    optional = models.CharField(max_length=20, null=True, blank=True)  # noqa: DJ001
+
+
+class VisibleManager(models.Manager):
+    def get_queryset(self):
+        return super().get_queryset().filter(hidden=False)
+
+
+class Article(models.Model):
+    """A default manager that hides rows: export and matching must still see every row."""
+
+    slug = models.SlugField(unique=True)
+    hidden = models.BooleanField(default=False)
+    title = models.CharField(max_length=100, blank=True)
+
+    objects = VisibleManager()

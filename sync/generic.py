@@ -533,6 +533,16 @@ class Unresolved(Exception):
         self.droppable = droppable
 
 
+_NOT_BEFORE = (
+    "which is not in the target database nor among the records loaded before it (a generic "
+    "reference in a unique constraint can only name rows loaded before its own)"
+)
+_WRITTEN_WITH_IT = (
+    "which this import adds among the records written with it (a generic reference in a "
+    "unique constraint can only name rows written before its own)"
+)
+
+
 class GenericColumns:
     """The generic references of one table being imported: each resolved through the key index
     of the model its record's content type names (``prepare``, a chunk at a time, before the
@@ -567,11 +577,12 @@ class GenericColumns:
         reference names no row fail the import or, with --drop-unresolved, are left out."""
         self.resolved = {}
         self.prefetch(rows)
+        adding = {key for key, pk, _ in rows if pk is None}
         kept = []
         for row in rows:
             key, _, record = row
             try:
-                self.resolved[id(record)] = self.resolve_record(record)
+                self.resolved[id(record)] = self.resolve_record(record, adding)
             except Unresolved as exc:
                 if not (self.state.drop_unresolved and exc.droppable):
                     raise self.loader.fail(key, str(exc)) from None
@@ -597,40 +608,32 @@ class GenericColumns:
         for model, wanted in keys.items():
             self.importer.key_index(model).prefetch(wanted)
 
-    def resolve_record(self, record: dict) -> dict[str, Any]:
-        """Field name → the id (as the field's type), a placeholder, or a GenericTarget."""
-        values = {}
-        for f in self.fields:
-            raw = record.get(f.field.name)
-            if raw is None:
-                continue
-            model, key = self.reference(record, f, raw)
-            pk = self.importer.id_of(model, key)
-            found = pk is not None
-            if pk is None and self.state.is_dropped(model, key):
-                raise Unresolved(self.missing(f, model, raw, "which this import dropped"))
-            if f.waits:
-                if not (found or self.state.loads_here_or_later(model, self.loader)):
-                    raise Unresolved(self.missing(f, model, raw))
-                values[f.field.name] = GenericTarget(model, raw)
-            elif found:
-                values[f.field.name] = self.stored(f, model, key, pk)
-            elif self.state.loads_here_or_later(model, self.loader):
-                # Its row may come later in the archive; this reference cannot wait for it.
-                raise Unresolved(
-                    self.missing(
-                        f,
-                        model,
-                        raw,
-                        "which is not in the target database and not among the records loaded "
-                        "before this one (a generic reference in a unique constraint can only "
-                        "name rows that load before it)",
-                    ),
-                    droppable=False,
-                )
-            else:
+    def resolve_record(self, record: dict, adding: set[tuple]) -> dict[str, Any]:
+        """Field name → what a record's generic reference resolves to (see ``resolve``);
+        ``adding``: keys of the new rows written with this record."""
+        return {
+            f.field.name: self.resolve(record, f, raw, adding)
+            for f in self.fields
+            if (raw := record.get(f.field.name)) is not None
+        }
+
+    def resolve(self, record: dict, f: _Field, raw: Any, adding: set[tuple]) -> Any:
+        """The id (as the field's type) or a placeholder for it; a GenericTarget for the second
+        pass. Unresolved when it names no row, or a row it cannot be written after."""
+        model, key = self.reference(record, f, raw)
+        pk = self.importer.id_of(model, key)
+        if pk is None and self.state.is_dropped(model, key):
+            raise Unresolved(self.missing(f, model, raw, "which this import dropped"))
+        later = self.state.loads_here_or_later(model, self.loader)
+        if f.waits:
+            if pk is None and not later:
                 raise Unresolved(self.missing(f, model, raw))
-        return values
+            return GenericTarget(model, raw)
+        if pk is None:  # its row may yet come (later), but this reference cannot wait for it
+            raise Unresolved(self.missing(f, model, raw, _NOT_BEFORE if later else ""), not later)
+        if model is self.loader.model and key in adding:  # written in the same statement
+            raise Unresolved(self.missing(f, model, raw, _WRITTEN_WITH_IT), droppable=False)
+        return self.stored(f, model, key, pk)
 
     def reference(self, record: dict, f: _Field, raw: Any) -> tuple[type[models.Model], tuple]:
         """The model and key a reference names (Unresolved when it names none here)."""

@@ -9,8 +9,10 @@ raw id copied from the archive would name the *other* tag.
 from __future__ import annotations
 
 from io import StringIO
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from django.contrib.admin.models import ADDITION, DELETION, LogEntry
 from django.contrib.contenttypes.models import ContentType
@@ -132,6 +134,10 @@ def test_export_writes_the_referenced_records_keys(archive):
     assert entries["awkward.Note"]["generic_references"] == {"object_id": "content_type"}
     assert entries["awkward.Label"]["generic_references"] == {"object_id": "content_type"}
     assert "generic_references" not in entries["content.Tag"]
+    schema = orjson.loads(
+        (Path(__file__).parent.parent / "docs/schemas/index.schema.json").read_bytes()
+    )
+    assert set(entries["awkward.Note"]) <= set(schema["$defs"]["table"]["properties"])
     # tables with generic relations load last, those that cannot wait after those that can
     assert [t["model"] for t in index["tables"]] == TABLES
     notes = {r["xmlid"]: (r["content_type"], r["object_id"]) for r in records["awkward.Note"]}
@@ -269,6 +275,37 @@ def test_show_changes_names_references_by_key(archive, tmp_path):
     assert outcome.status == 0
     assert "updated 'n1'" in outcome.out
     assert "new 'n2'" in outcome.out
+
+
+def test_a_label_on_a_label_nests_keys(db, tmp_path):
+    build_source()
+    label("meta", Label.objects.get(name="red", object_id=Tag.objects.get(name="alpha").id))
+    path = export(tables=TABLES, output_dir=tmp_path).path
+    meta = next(r for r in read_records(path)[1]["awkward.Label"] if r["name"] == "meta")
+    assert meta["object_id"] == ["content", "tag", ["alpha"], "red"]
+    Label.objects.filter(name="meta").delete()
+    swap_alpha_and_beta()
+    result, _ = run_import(path)  # red@alpha is in the target: meta is written after it
+    assert result.tables["awkward.Label"].new == 1
+    assert (("label", ("tag", "alpha"), "red"), "meta") in state()["labels"]
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "real"])
+def test_a_label_on_a_label_written_with_it_is_refused_alike(db, tmp_path, dry_run):
+    """Both are new: the label it names is written in the same statement, which a reference
+    in a unique constraint cannot wait for. A dry run says so as the real run does."""
+    build_source()
+    label("meta", Label.objects.get(name="red", object_id=Tag.objects.get(name="alpha").id))
+    path = export(tables=TABLES, output_dir=tmp_path).path
+    Label.objects.all().delete()
+    assert_refused(
+        str(path),
+        no_input=True,
+        dry_run=dry_run,
+        expected="awkward.Label ['awkward', 'label', ['content', 'tag', ['alpha'], 'red'], "
+        "'meta']: field 'object_id' refers to awkward.Label ['content', 'tag', ['alpha'], "
+        "'red'], which this import adds among the records written with it",
+    )
 
 
 # -- unresolvable references -------------------------------------------------------------------

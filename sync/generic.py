@@ -78,17 +78,25 @@ def generic_relations(model: type[models.Model]) -> dict[str, GenericRelation]:
             if isinstance(f, GenericForeignKey):
                 found[f.fk_field] = GenericRelation(f.ct_field, f.fk_field)
     label = model._meta.label_lower
-    for named, ct_field, id_field in getattr(settings, "SYNC_GENERIC_RELATIONS", ()):
-        if named.lower() == label:
-            found[id_field] = GenericRelation(ct_field, id_field)
+    for entry in getattr(settings, "SYNC_GENERIC_RELATIONS", ()):
+        if _well_formed(entry) and entry[0].lower() == label:  # else: see setting_problems
+            found[entry[2]] = GenericRelation(entry[1], entry[2])
     return found
+
+
+def _well_formed(entry: Any) -> bool:
+    return (
+        isinstance(entry, list | tuple)
+        and len(entry) == 3
+        and all(isinstance(part, str) for part in entry)
+    )
 
 
 def setting_problems() -> list[str]:
     """What is wrong with ``SYNC_GENERIC_RELATIONS`` (for the system check)."""
     problems = []
     for entry in getattr(settings, "SYNC_GENERIC_RELATIONS", ()):
-        if not (isinstance(entry, list | tuple) and len(entry) == 3):
+        if not _well_formed(entry):
             problems.append(f"{entry!r} is not a (model label, content type field, id field).")
             continue
         label, ct_field, id_field = entry
@@ -253,9 +261,11 @@ def referenced_keys(ct_ids: list, raw_ids: list, using: str, depth: int = 0) -> 
         return keys
     types = _content_types({ct_id for ct_id in by_type if ct_id is not None}, using)
     for ct_id, positions in by_type.items():
-        label, model = types.get(ct_id, (f"content type {ct_id}", None))
+        label, model = types.get(
+            ct_id, ("a row" if ct_id is None else f"content type {ct_id}", None)
+        )
         if model is None or depth >= MAX_NESTING:
-            reason = _unreadable(ct_id, label, model)
+            reason = _unreadable(ct_id, model)
             for position in positions:
                 keys[position] = Dangling(f"{label} id {raw_ids[position]!r}, {reason}")
             continue
@@ -269,22 +279,23 @@ def referenced_keys(ct_ids: list, raw_ids: list, using: str, depth: int = 0) -> 
     return keys
 
 
-def _unreadable(ct_id: Any, label: str, model: type[models.Model] | None) -> str:
+def _unreadable(ct_id: Any, model: type[models.Model] | None) -> str:
     if ct_id is None:
         return "with no content type"
     if model is None:
-        return "a model that is not installed"
+        return "a model that is not installed (or a content type that does not exist)"
     return f"nested in generic references more than {MAX_NESTING} deep (a cycle?)"
 
 
 def _content_types(ct_ids: set, using: str) -> dict[Any, tuple[str, type[models.Model] | None]]:
-    """Content type id → (label, installed model or None), in one query."""
+    """Content type id → (model label, installed model or None), in one query."""
     from django.contrib.contenttypes.models import ContentType
 
     found = {}
     rows = ContentType._base_manager.using(using).filter(pk__in=ct_ids)
     for pk, app_label, model_name in rows.values_list("pk", "app_label", "model"):
-        found[pk] = (f"{app_label}.{model_name}", model_named([app_label, model_name]))
+        model = model_named([app_label, model_name])
+        found[pk] = (model._meta.label if model else f"{app_label}.{model_name}", model)
     return found
 
 

@@ -583,11 +583,10 @@ class GenericColumns:
         return cls(loader, fields) if fields else None
 
     def prepare(self, rows: list[tuple]) -> list[tuple]:
-        """Resolve the generic references of a chunk's (key, id, record) rows: read the ids of
-        each model they name (one query per content type), then look each up. Records whose
-        reference names no row fail the import or, with --drop-unresolved, are left out."""
+        """Resolve the generic references of a chunk's (key, id, record) rows, whose ids the
+        importer has read (``wanted``). Records whose reference names no row fail the import
+        or, with --drop-unresolved, are left out."""
         self.resolved = {}
-        self.prefetch(rows)
         adding = {key for key, pk, _ in rows if pk is None}
         kept = []
         for row in rows:
@@ -603,21 +602,20 @@ class GenericColumns:
             kept.append(row)
         return kept
 
-    def prefetch(self, rows: list[tuple]) -> None:
-        """Read the ids of the rows these records name, a query per model (bounded indexes;
-        a whole index holds them already)."""
+    def wanted(self, records: list[dict]) -> dict[type[models.Model], set]:
+        """The keys these records' generic references name, by model (the importer reads
+        their ids before the chunk is decoded, a query per model)."""
         from sync.keys import target_key  # keys imports this module
 
         keys: dict[type[models.Model], set] = defaultdict(set)
-        for _, _, record in rows:
+        for record in records:
             for f in self.fields:
                 raw = record.get(f.field.name)
                 model = model_named(record.get(f.ct_field))
                 if model is not None and type(raw) is list:
                     with suppress(TypeError):  # not hashable: refused by resolve_record
                         keys[model].add(target_key(raw))
-        for model, wanted in keys.items():
-            self.importer.key_index(model).prefetch(wanted)
+        return keys
 
     def resolve_record(self, record: dict, adding: set[tuple]) -> dict[str, Any]:
         """Field name → what a record's generic reference resolves to (see ``resolve``);

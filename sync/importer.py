@@ -768,9 +768,15 @@ class Importer:
     def prefetch(self, loader: TableLoader, records: list[dict]) -> None:
         """Read the ids these records refer to in bounded indexes, before they are decoded
         (all of a model's at once: a second read could empty the cache of the first)."""
+        wanted: dict[type[models.Model], set] = defaultdict(set)
         for model, names, m2m_names in loader.bounded_references():
-            keys = {target_key(r[n]) for r in records for n in names if r.get(n) is not None}
+            keys = wanted[model]
+            keys.update(target_key(r[n]) for r in records for n in names if r.get(n) is not None)
             keys.update(target_key(k) for r in records for n in m2m_names for k in r.get(n) or ())
+        if loader.generic is not None:
+            for model, keys in loader.generic.wanted(records).items():
+                wanted[model] |= keys
+        for model, keys in wanted.items():
             self.key_index(model).prefetch(keys)
 
     def resolve(self, target: type[models.Model], raw: Any, loader, key, f) -> Any:
@@ -834,9 +840,9 @@ class Importer:
             loader.deferred = []
 
     def resolve_deferred_chunk(self, loader: TableLoader, chunk: list, promoted: set) -> None:
-        self.key_index(loader.model).prefetch(key for key, *_ in chunk)
         fields = {name: loader.model._meta.get_field(name) for _, _, name, _, _ in chunk}
         targets: dict[type[models.Model], set] = defaultdict(set)
+        targets[loader.model].update(key for key, *_ in chunk)  # one read a model (see prefetch)
         for _, _, name, target, _ in chunk:
             if target is not None:
                 model, raw = generic.target_of(fields[name], target)

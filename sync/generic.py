@@ -504,13 +504,10 @@ class GenericImport:
         order = [label for label in importer.source_tables if label in labels]
         self.position = {label: n for n, label in enumerate(order)}
         self.dropped: dict[type[models.Model], Any] = {}  # model → SeenKeys
-
-    def referable(self, plans: list[SyncModel]) -> set[type[models.Model]]:
-        """The models whose new rows' ids an import may need for generic references: any
-        chosen one, when a chosen table has generic relations (which it names is data)."""
-        if not any(plan.generic for plan in plans):
-            return set()
-        return {plan.model for plan in plans}
+        # The models whose new rows' ids generic references may need: any chosen one, when a
+        # chosen table has generic relations (which rows they name is data).
+        generic = any(plan.generic for plan in importer.plans)
+        self.referable = {plan.model for plan in importer.plans} if generic else set()
 
     def loads_here_or_later(self, model: type[models.Model], loader: TableLoader) -> bool:
         position = self.position.get(model._meta.label)
@@ -639,7 +636,8 @@ class GenericColumns:
                 raise Unresolved(self.missing(f, model, raw))
             return GenericTarget(model, raw)
         if pk is None:  # its row may yet come (later), but this reference cannot wait for it
-            raise Unresolved(self.missing(f, model, raw, _NOT_BEFORE if later else ""), not later)
+            why = _NOT_BEFORE if later else ""
+            raise Unresolved(self.missing(f, model, raw, why), droppable=not later)
         if model is self.loader.model and key in adding:  # written in the same statement
             raise Unresolved(self.missing(f, model, raw, _WRITTEN_WITH_IT), droppable=False)
         return self.stored(f, model, key, pk)
@@ -655,26 +653,26 @@ class GenericColumns:
         model = model_named(ct_key)
         if model is None:
             raise Unresolved(
-                f"field {name!r} refers to a row of {ct_key!r}, a model not installed here"
+                f"field {name!r} refers to a row of {_shown(ct_key)}, a model not installed here"
             )
         try:
             key = target_key(raw)
             hash(key)
         except TypeError:
             raise Unresolved(
-                f"field {name!r} must hold a key (an array of values), not {raw!r}",
+                f"field {name!r} must hold a key (an array of values), not {_shown(raw)}",
                 droppable=False,
             ) from None
         if not _fits(f.field, model):
             raise Unresolved(
-                f"field {name!r} refers to {model._meta.label} {raw!r}, whose ids field "
+                f"field {name!r} refers to {model._meta.label} {_shown(raw)}, whose ids field "
                 f"{name!r} cannot hold"
             )
         return model, key
 
     def missing(self, f: _Field, model: type[models.Model], raw: Any, why: str = "") -> str:
         why = why or "which is neither in the archive nor in the target database"
-        return f"field {f.field.name!r} refers to {model._meta.label} {raw!r}, {why}"
+        return f"field {f.field.name!r} refers to {model._meta.label} {_shown(raw)}, {why}"
 
     def stored(self, f: _Field, model: type[models.Model], key: tuple, pk: Any) -> Any:
         from sync.keys import PlaceholderPk  # keys imports this module
@@ -714,8 +712,15 @@ class GenericColumns:
 def _reference_shape(value: Any) -> Any:
     """The decoder of a generic reference column: a key is an array (see ``prepare``)."""
     if value is not None and type(value) is not list:
-        raise ValidationError(f"expected an array (the referenced record's key), got {value!r}")
+        kind = type(value).__name__
+        raise ValidationError(f"expected an array (the referenced record's key), got {kind}")
     return value
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, shortened: a hostile archive's key may be megabytes long."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def index_entry(plan: SyncModel) -> dict:

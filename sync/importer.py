@@ -683,7 +683,7 @@ class Importer:
         self.needs_ids |= {f.related_model for p in self.plans for f in p.m2m_fields}
         self.needs_ids |= {p.model for p in self.plans if p.m2m_fields or p.deferred}
         self.generic = GenericImport(self, drop_unresolved)
-        self.needs_ids |= self.generic.referable(self.plans)
+        self.needs_ids |= self.generic.referable
 
     # -- schema ---------------------------------------------------------------------------
     def check_schema(self, tables: Iterable[str] | None) -> list[SyncModel]:

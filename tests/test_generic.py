@@ -443,6 +443,18 @@ def test_a_generic_reference_must_be_an_array(archive, tmp_path):
         verify_archive(edited)
 
 
+def test_a_key_holding_an_object_is_refused(archive, tmp_path):
+    edited = with_note_pointing_at(archive, tmp_path, ["content", "tag"], [{"name": "alpha"}])
+    prepare_target()
+    assert_refused(
+        str(edited),
+        no_input=True,
+        drop_unresolved=True,  # not a reference that names no row: a broken archive
+        expected="awkward.Note 'n2': field 'object_id' must hold a key (an array of values), "
+        "not [{'name': 'alpha'}]",
+    )
+
+
 def test_a_reader_that_does_not_know_generic_references_refuses_them(archive):
     """Why the format stays version 1: a reader from before checks the field's own type."""
     index, records = read_records(archive)

@@ -56,6 +56,7 @@ from sync.records import column_keys, field_decoder, json_key, normalise_key
 from sync.schema import (
     SchemaError,
     SyncModel,
+    is_sensitive,
     key_paths,
     plan_models,
     resolve_tables,
@@ -101,6 +102,7 @@ class TableDiff:
     skipped: int = 0
     deleted: int = 0
     changes: list[RecordChange] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # e.g. fields the archive lacks
 
     @property
     def total_changes(self) -> int:
@@ -115,6 +117,7 @@ class TableDiff:
             "skipped": self.skipped,
             "deleted": self.deleted,
             "changes": [c.as_dict() for c in self.changes],
+            "notes": self.notes,
         }
 
 
@@ -175,6 +178,79 @@ class Peeked:
     stamp: str
 
 
+@dataclass(frozen=True)
+class AbsentField:
+    """A field the archive lacks, and what the rows the import adds get in its place (rows it
+    overwrites keep theirs: only the archive's fields are written)."""
+
+    field: models.Field
+    fill: str  # one of the FILL_* below
+
+    FILL_NOW = "now"  # auto_now / auto_now_add: the time of the import
+    FILL_DEFAULT = "default"  # the model's default, else NULL
+    FILL_DATABASE = "database"  # the column's db_default: left to the database
+    FILL_EMPTY = "empty"  # a secret the export left out: the field's empty value
+
+    @property
+    def note(self) -> str:
+        f = self.field
+        given = {
+            self.FILL_NOW: "the time of the import used",
+            self.FILL_DEFAULT: "default used" if f.has_default() else "default used (NULL)",
+            self.FILL_DATABASE: "the database's default used",
+            self.FILL_EMPTY: "a secret the export left out: new rows get an empty value",
+        }[self.fill]
+        return f"field {f.name!r} not in archive, {given}"
+
+
+def unwritable(model: type[models.Model], f: models.Field) -> str | None:
+    """Why the import cannot write field ``f`` of ``model`` from its records (None: it can).
+    Such a field is refused, not skipped: its values would be lost behind a report that says
+    nothing changed."""
+    if f.many_to_many and f in model._meta.local_many_to_many:
+        if f in SyncModel(model, ()).m2m_fields:
+            return None
+        through = f.remote_field.through._meta.label
+        return (
+            f"it is a many-to-many relation through {through}, a table of its own that holds "
+            f"these links (import that table's records)"
+        )
+    if getattr(f, "generated", False):
+        return "the database computes it"
+    if not f.concrete:
+        if f.auto_created:  # ForeignObjectRel
+            return "it is a reverse relation, held by the rows that point here"
+        return "it is not a column of this table"
+    return None
+
+
+def absent_fields(model: type[models.Model], names: Iterable[str]) -> list[AbsentField]:
+    """The fields of ``model`` that ``names`` (an archive's) lack, with what new rows get; a
+    field that has no default, does not allow NULL and is no secret is refused, naming it."""
+    names = set(names)
+    absent = []
+    for f in model._meta.concrete_fields:
+        if f.name in names or f.generated or isinstance(f, models.fields.AutoFieldMixin):
+            continue
+        if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False):
+            fill = AbsentField.FILL_NOW
+        elif f.has_default():
+            fill = AbsentField.FILL_DEFAULT
+        elif f.has_db_default():
+            fill = AbsentField.FILL_DATABASE
+        elif f.null:
+            fill = AbsentField.FILL_DEFAULT  # NULL: what get_default() gives such a field
+        elif is_sensitive(model, f.name) and f.empty_strings_allowed:
+            fill = AbsentField.FILL_EMPTY
+        else:
+            raise ImportFailed(
+                f"{model._meta.label}: field {f.name!r} is not in the archive, and the model "
+                f"here has no default for it and does not allow NULL."
+            )
+        absent.append(AbsentField(f, fill))
+    return absent
+
+
 # A JSON value that is neither a container nor a string with escapes.
 _PLAIN_VALUE = rb'(?:"[^"\\]*"|[-+.\w]+)'
 
@@ -227,11 +303,8 @@ class TableLoader:
         self.deferred_attnames = {f.attname for f in self.deferred_fields}
         self.by_attname = {f.attname: f for f in opts.concrete_fields}
         self.prep = {f.attname: db_value_preparer(f, self.connection) for f in opts.concrete_fields}
-        self.missing = [
-            f
-            for f in opts.concrete_fields
-            if f.name not in present and not f.primary_key and not f.generated
-        ]
+        self.missing = absent_fields(self.model, present)
+        self.diff.notes = [absent.note for absent in self.missing]
         self.has_updated_at = "updated_at" in present and isinstance(
             opts.get_field("updated_at"), models.DateTimeField
         )
@@ -667,7 +740,9 @@ class Importer:
 
     # -- schema ---------------------------------------------------------------------------
     def check_schema(self, tables: Iterable[str] | None) -> list[SyncModel]:
-        """Every table and field of the source must exist here, with the same sync key."""
+        """Every table and field of the source must exist here, with the same sync key; each
+        field must be one the import writes, and each field it lacks must have a value for
+        new rows (see absent_fields)."""
         chosen = list(self.source_tables)
         if tables:
             try:
@@ -695,8 +770,10 @@ class Importer:
                         f"Unknown field {label}.{name} in the archive: the model here has no "
                         f"such field (is the schema migrated to the same version?)."
                     ) from exc
-                if not (f.concrete or f.many_to_many) or getattr(f, "generated", False):
-                    raise ImportFailed(f"Field {label}.{name} cannot be imported.")
+                reason = unwritable(model, f)
+                if reason is not None:
+                    raise ImportFailed(f"Field {label}.{name} cannot be imported: {reason}.")
+            absent_fields(model, table.fields)
             ours = list(sync_key_fields(model))
             if list(table.key_fields) != ours:
                 raise ImportFailed(

@@ -52,7 +52,7 @@ from sync.keys import (
     keyed_ids,
     target_key,
 )
-from sync.records import column_keys, field_decoder, json_key, normalise_key
+from sync.records import NUL_REFUSED, column_keys, field_decoder, json_key, normalise_key
 from sync.schema import (
     SchemaError,
     SyncModel,
@@ -285,6 +285,7 @@ class TableLoader:
         opts = self.model._meta
         self.columns: list[Column] = []
         self.m2m: list[models.ManyToManyField] = []
+        self.stores_nul = self.connection.vendor != "postgresql"
         for name in source.fields:
             f = opts.get_field(name)
             if f.many_to_many:
@@ -293,7 +294,7 @@ class TableLoader:
             self.columns.append(
                 Column(
                     f,
-                    field_decoder(f),
+                    field_decoder(f, self.stores_nul),
                     f.related_model if f.is_relation else None,
                     name in plan.deferred,
                 )
@@ -414,6 +415,7 @@ class TableLoader:
         for chunk in chunked(records, CHUNK):
             keys, chunk = self.read_chunk(chunk)
             if self.by_chunk:
+                self.refuse_nul_keys(keys)
                 found, stamps = self.target_rows(
                     filter_in(manager.all(), self.key_paths[0], {key[0] for key in keys})
                 )
@@ -431,6 +433,16 @@ class TableLoader:
             if progress:
                 progress(len(chunk))
         self.release()
+
+    def refuse_nul_keys(self, keys: list[tuple]) -> None:
+        """Keys PostgreSQL cannot hold, refused before they are looked up there (the query
+        would fail unnamed; ``decode`` refuses them too, but later)."""
+        if self.stores_nul:
+            return
+        for key in keys:
+            if any(type(part) is str and "\x00" in part for part in key):
+                fields = ", ".join(self.plan.key_fields)
+                raise self.fail(key, f"the key ({fields}) {NUL_REFUSED}")
 
     def check_unique(self, keys: list[tuple]) -> None:
         """Remember these keys; a key read before is an error."""

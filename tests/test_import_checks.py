@@ -8,17 +8,21 @@ Runs on the default database (SQLite, and PostgreSQL in the suite's second pass)
 
 from __future__ import annotations
 
+import decimal
 from datetime import UTC, datetime
 
 import orjson
 import pytest
+from django.core.exceptions import ValidationError
+from django.db import connection, connections, models
 
-from crearis.content.models import EventInstructor, Tag, User
+from crearis.content.models import Event, EventInstructor, Participant, Tag, User
 from sync.exporter import export
 from sync.models import ImportRun
+from sync.records import field_decoder
 from sync.runs import run_import
-from tests.archive_tools import rewrite_archive
-from tests.awkward.models import Form
+from tests.archive_tools import read_records, rewrite_archive
+from tests.awkward.models import Form, Seat
 from tests.cli import assert_refused, cli
 from tests.fingerprint import fingerprint
 
@@ -222,3 +226,206 @@ def test_users_of_an_archive_without_secrets_are_added_without_a_password(demo, 
     ]
     user = User.objects.get(sysmail=sysmail)
     assert user.password == "" and not user.check_password("")
+
+
+# -- values the target would change or lose ----------------------------------------------------
+
+
+@pytest.fixture
+def events(demo, tmp_path):
+    """An export of events and participants, and a participant and event to spoil."""
+    archive = export(tables=["content.Event", "content.Participant"], output_dir=tmp_path).path
+    participant = Participant.objects.order_by("xmlid").first()
+    return archive, participant.xmlid, participant.event.xmlid
+
+
+@pytest.mark.parametrize(
+    ("label", "name", "value", "message"),
+    [
+        (
+            "content.Participant",
+            "age",
+            70000,
+            "field 'age': bad value 70000 (out of range for a PositiveSmallIntegerField "
+            "(0 to 32767))",
+        ),
+        ("content.Participant", "age", -1, "field 'age': bad value -1 (out of range"),
+        (
+            "content.Event",
+            "capacity",
+            2**31,
+            "field 'capacity': bad value 2147483648 (out of range for a PositiveIntegerField",
+        ),
+        (
+            "content.Event",
+            "price",
+            "1.234",
+            "field 'price': bad value '1.234' (more than 2 decimal places (a DecimalField(8, 2) "
+            "would round it))",
+        ),
+        (
+            "content.Event",
+            "price",
+            "1000000",
+            "field 'price': bad value '1000000' (more than 6 digits before the decimal point",
+        ),
+        ("content.Event", "price", "NaN", "field 'price': bad value 'NaN'"),
+    ],
+    ids=[
+        "small-int-over",
+        "positive-negative",
+        "int-over",
+        "decimal-places",
+        "decimal-digits",
+        "decimal-nan",
+    ],
+)
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "real"])
+def test_a_value_the_field_cannot_hold_is_refused(
+    events, tmp_path, label, name, value, message, dry_run
+):
+    archive, participant, event = events
+    key = participant if label == "content.Participant" else event
+    spoiled = with_value(archive, tmp_path, label, key, name, value)
+    outcome = assert_refused(str(spoiled), expected=message, dry_run=dry_run, no_input=True)
+    assert f"{label} {key!r}: " in outcome.error
+
+
+def test_a_decimal_with_zeros_beyond_its_places_is_exact(events, tmp_path):
+    archive, _, event = events
+    run_import(with_value(archive, tmp_path, "content.Event", event, "price", "123456.780"))
+    assert Event.objects.get(xmlid=event).price == decimal.Decimal("123456.78")
+
+
+@pytest.mark.parametrize(
+    ("f", "value", "message"),
+    [
+        (models.FloatField(), "nan", "not a finite number"),
+        (models.FloatField(), "-inf", "not a finite number"),
+        (models.FloatField(), 10**400, "not a number a float can hold"),
+        (models.FloatField(), True, "expected a number"),
+        (models.BigIntegerField(), 2**63, "out of range for a BigIntegerField"),
+        (models.BigIntegerField(), -(2**63) - 1, "out of range for a BigIntegerField"),
+        (models.PositiveBigIntegerField(), -1, "out of range for a PositiveBigIntegerField"),
+        (models.IntegerField(), 1.5, "expected an integer, got float"),
+        (models.IntegerField(), float("inf"), "expected an integer, got float"),
+        (models.IntegerField(), True, "expected an integer, got bool"),
+        (models.DecimalField(max_digits=5, decimal_places=2), 1.005, "more than 2 decimal"),
+        (models.DecimalField(max_digits=5, decimal_places=2), "-0.001", "more than 2 decimal"),
+        (models.DecimalField(max_digits=5, decimal_places=2), "1E+3", "more than 3 digits"),
+    ],
+)
+def test_decoders_refuse_values_no_database_holds_exactly(f, value, message):
+    with pytest.raises(ValidationError, match=message):
+        field_decoder(f)(value)
+
+
+@pytest.mark.parametrize(
+    ("f", "value", "expected"),
+    [
+        (models.FloatField(), 1e308, 1e308),
+        (models.FloatField(), 2**63, float(2**63)),
+        (models.BigIntegerField(), -(2**63), -(2**63)),
+        (models.SmallIntegerField(), 3.0, 3),
+        (models.SmallIntegerField(), "-32768", -32768),
+        (models.DecimalField(max_digits=5, decimal_places=2), "999.99", decimal.Decimal("999.99")),
+        (models.DecimalField(max_digits=5, decimal_places=2), 0.1, decimal.Decimal("0.1")),
+        (models.DecimalField(max_digits=5, decimal_places=2), "0E+7", decimal.Decimal(0)),
+    ],
+)
+def test_decoders_keep_values_at_their_limits(f, value, expected):
+    assert field_decoder(f)(value) == expected
+
+
+def nul_archive(source, tmp_path, text_field=True):
+    """``source`` (tags) with a NUL character in tag "a"'s description or in its JSON."""
+    name, value = (
+        ("description", "before\x00after")
+        if text_field
+        else ("name_i18n", {"de": ["ok", {"x\x00": "y"}]})
+    )
+
+    def edit(record):
+        return dict(record, **{name: value}) if record["name"] == "a" else record
+
+    return edited(source, tmp_path, edit), name, value
+
+
+@pytest.mark.parametrize("text_field", [True, False], ids=["text", "json"])
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "real"])
+def test_a_nul_character_is_refused_by_postgresql_only(db, tmp_path, text_field, dry_run):
+    Tag.objects.create(name="a")
+    exported = export(tables=["content.Tag"], output_dir=tmp_path).path
+    archive, name, value = nul_archive(exported, tmp_path, text_field)
+    if connection.vendor == "postgresql":
+        assert_refused(
+            str(archive),
+            expected=f"content.Tag 'a': field {name!r}: bad value",
+            dry_run=dry_run,
+            no_input=True,
+        )
+        return
+    run_import(archive, dry_run=dry_run)
+    assert (getattr(Tag.objects.get(name="a"), name) == value) != dry_run
+
+
+@pytest.mark.parametrize("lookup_limit", [100_000, 0], ids=["key-map", "per-chunk"])
+def test_a_nul_character_in_a_key_is_refused_by_postgresql_only(
+    db, tmp_path, settings, lookup_limit
+):
+    """Looked up a chunk at a time, a key reaches the database before it is decoded."""
+    settings.SYNC_KEY_MAP_LIMIT = lookup_limit
+    Tag.objects.create(name="a")
+    exported = export(tables=["content.Tag"], output_dir=tmp_path).path
+    archive = edited(exported, tmp_path, lambda r: dict(r, name="a\x00b"))
+    if connection.vendor == "postgresql":
+        outcome = assert_refused(str(archive), expected="content.Tag 'a\\x00b': ", dry_run=True)
+        assert "NUL character" in outcome.error
+        return
+    run_import(archive)
+    assert Tag.objects.filter(name="a\x00b").exists()
+
+
+# -- on every database -------------------------------------------------------------------------
+
+
+@pytest.mark.crossdb
+@pytest.mark.django_db(databases=["default", "pg", "maria"], transaction=True)
+@pytest.mark.parametrize("alias", ["default", "pg", "maria"])
+def test_checks_hold_on_every_database(tmp_path, alias):
+    """Out-of-range integers are refused everywhere; a NUL character in a text or a JSON
+    string only by PostgreSQL, and kept exactly by the others."""
+    vendor = connections[alias].vendor
+    Seat.objects.using(alias).create(code="s1", number=1)
+    seats = export(tables=["awkward.Seat"], using=alias, output_dir=tmp_path / "seats").path
+    spoiled = edited(seats, tmp_path, lambda r: dict(r, number=2**31))
+    for dry_run in (True, False):
+        assert_refused(
+            str(spoiled),
+            expected="awkward.Seat 's1': field 'number': bad value 2147483648",
+            using=alias,
+            database=alias,
+            dry_run=dry_run,
+            no_input=True,
+        )
+
+    Tag.objects.using(alias).create(name="a")
+    tags = export(tables=["content.Tag"], using=alias, output_dir=tmp_path / "tags").path
+    for text_field in (True, False):
+        archive, name, value = nul_archive(tags, tmp_path, text_field)
+        if vendor == "postgresql":
+            assert_refused(
+                str(archive),
+                expected=f"content.Tag 'a': field {name!r}: bad value",
+                using=alias,
+                database=alias,
+                dry_run=False,
+                no_input=True,
+            )
+            continue
+        run_import(archive, using=alias)
+        assert getattr(Tag.objects.using(alias).get(name="a"), name) == value
+        _, records = read_records(
+            export(tables=["content.Tag"], using=alias, output_dir=tmp_path / f"again-{name}").path
+        )
+        assert next(r for r in records["content.Tag"] if r["name"] == "a")[name] == value

@@ -152,6 +152,11 @@ class ImportResult:
 # -- the engine ----------------------------------------------------------------------------------
 
 
+# What the diff shows in place of a secret's values (see TableLoader.show).
+SECRET = "(secret)"
+CHANGED = "(changed)"
+
+
 def _short(value: Any) -> Any:
     if isinstance(value, str) and len(value) > SHOW_CHARS:
         return value[: SHOW_CHARS - 1] + "…"
@@ -306,6 +311,8 @@ class TableLoader:
         self.prep = {f.attname: db_value_preparer(f, self.connection) for f in opts.concrete_fields}
         self.missing = absent_fields(self.model, present)
         self.diff.notes = [absent.note for absent in self.missing]
+        # Fields whose values the diff and messages never show (SYNC_SENSITIVE_FIELDS).
+        self.secrets = {f.attname for f in opts.concrete_fields if is_sensitive(self.model, f.name)}
         self.has_updated_at = "updated_at" in present and isinstance(
             opts.get_field("updated_at"), models.DateTimeField
         )
@@ -371,10 +378,8 @@ class TableLoader:
             try:
                 value = column.decode(raw)
             except (ValidationError, ValueError, TypeError) as exc:
-                message = exc.messages[0] if isinstance(exc, ValidationError) else str(exc)
-                raise self.fail(
-                    key, f"field {f.name!r}: bad value {_short(raw)!r} ({message})"
-                ) from exc
+                shown = self.bad(f, raw, exc)
+                raise self.fail(key, f"field {f.name!r}: bad value {shown}") from exc
             if value is None and not f.null:
                 raise self.fail(key, f"field {f.name!r} may not be empty")
             values[f.attname] = value
@@ -385,6 +390,20 @@ class TableLoader:
                 raise self.fail(key, f"field {f.name!r} must be a list of keys")
             m2m[f.name] = {self.resolve(f.related_model, k, key, f) for k in raw}
         return values, deferred, m2m
+
+    def bad(self, f: models.Field, raw: Any, exc: Exception) -> str:
+        """A refused value and why, as a message shows them: a secret's not at all (the
+        reason may quote the value)."""
+        if f.attname in self.secrets:
+            return "(a secret: not shown)"
+        message = exc.messages[0] if isinstance(exc, ValidationError) else str(exc)
+        return f"{_short(raw)!r} ({message})"
+
+    def show(self, attname: str, value: Any, marker: str = SECRET) -> Any:
+        """A value as the diff shows it: a secret as ``marker``."""
+        if attname in self.secrets and value is not None:
+            return marker
+        return _short(value)
 
     def resolve(self, model: type[models.Model], raw: Any, key: tuple, f: models.Field) -> Any:
         """The target id a reference names: from the chunk's maps (see ``load``), else as the
@@ -549,7 +568,7 @@ class TableLoader:
             if pk is None:
                 self.diff.new += 1
                 if self.importer.collect_changes:
-                    shown = {n: (None, _short(v)) for n, v in values.items()}
+                    shown = {self.name_of(a): (None, self.show(a, v)) for a, v in values.items()}
                     self.diff.changes.append(RecordChange(json_key(key), "new", shown))
                 inserts.append(values)
                 new_m2m.append((key, m2m))
@@ -586,7 +605,10 @@ class TableLoader:
                 continue
             self.diff.updated += 1
             if self.importer.collect_changes:
-                shown = {self.name_of(a): (_short(o), _short(n)) for a, (o, n) in changed.items()}
+                shown = {
+                    self.name_of(a): (self.show(a, o), self.show(a, n, CHANGED))
+                    for a, (o, n) in changed.items()
+                }
                 shown |= {
                     n: (sorted(map(repr, o)), sorted(map(repr, v)))
                     for n, (o, v) in m2m_changes.items()
@@ -923,7 +945,8 @@ class Importer:
                 loader.diff.unchanged -= 1
                 loader.diff.updated += 1
                 if self.collect_changes:
-                    change = {name: (_short(old), _short(wanted))}
+                    shown = (loader.show(f.attname, old), loader.show(f.attname, wanted, CHANGED))
+                    change = {name: shown}
                     loader.diff.changes.append(RecordChange(json_key(key), "updated", change))
         if not self.dry_run:
             self.writer.update_rows(loader, list(updates.items()))

@@ -386,6 +386,77 @@ def test_a_nul_character_in_a_key_is_refused_by_postgresql_only(
     assert Tag.objects.filter(name="a\x00b").exists()
 
 
+# -- secrets -----------------------------------------------------------------------------------
+
+OLD_HASH = "pbkdf2_sha256$1$old-salt$OLDHASHOLDHASH"
+NEW_HASH = "pbkdf2_sha256$1$new-salt$NEWHASHNEWHASH"
+
+
+@pytest.fixture
+def secret_archive(demo, tmp_path):
+    """An archive with password hashes (NEW_HASH); the target has OLD_HASH for one user and
+    lacks another."""
+    gone = User.objects.create_user("gone@example.org").sysmail
+    User.objects.update(password=NEW_HASH)
+    archive = export(tables=["content.User"], output_dir=tmp_path, include_secrets=True).path
+    changed = User.objects.exclude(sysmail=gone).order_by("sysmail").first().sysmail
+    User.objects.filter(sysmail=changed).update(password=OLD_HASH)
+    User.objects.filter(sysmail=gone).delete()
+    return archive, changed, gone
+
+
+def assert_no_secret(text: str) -> None:
+    for secret in (OLD_HASH, NEW_HASH, "OLDHASH", "NEWHASH"):
+        assert secret not in text
+
+
+def test_show_changes_marks_a_changed_secret_without_its_value(secret_archive):
+    archive, changed, gone = secret_archive
+    out = cli("syncimport", str(archive), dry_run=True, show_changes=True).out
+    assert_no_secret(out)
+    assert f"    updated {changed!r}\n      password: '(secret)' → '(changed)'\n" in out
+    assert f"    new {gone!r}\n" in out and "      password: None → '(secret)'\n" in out
+
+
+def test_the_json_diff_marks_a_changed_secret_without_its_value(secret_archive):
+    archive, changed, _ = secret_archive
+    out = cli("syncimport", str(archive), json=True).out
+    assert_no_secret(out)
+    changes = {c["key"]: c for c in orjson.loads(out)["tables"][0]["changes"]}
+    assert changes[changed]["fields"]["password"] == {"old": "(secret)", "new": "(changed)"}
+    assert User.objects.get(sysmail=changed).password == NEW_HASH  # written all the same
+
+
+def test_a_refused_secret_is_not_quoted(secret_archive, tmp_path):
+    archive, changed, _ = secret_archive
+    secret = "pbkdf2_sha256$1$salt$" + "SECRETHASH" * 20  # over max_length (128)
+
+    def spoil(record):
+        return dict(record, password=secret) if record["sysmail"] == changed else record
+
+    spoiled = edited(archive, tmp_path, spoil)
+    outcome = assert_refused(
+        str(spoiled),
+        expected=f"content.User {changed!r}: field 'password': bad value (a secret",
+        no_input=True,
+    )
+    assert "SECRETHASH" not in outcome.error
+    assert "SECRETHASH" not in ImportRun.objects.get().error
+
+
+def test_a_secret_reference_changed_in_the_second_pass_is_not_shown(demo, tmp_path, settings):
+    """References that close a cycle are compared after the rows (User.instructor)."""
+    settings.SYNC_SENSITIVE_FIELDS = ["*.password", "content.User.instructor"]
+    user = User.objects.filter(instructor__isnull=False).order_by("sysmail").first()
+    archive = export(tables=["content.User"], output_dir=tmp_path, include_secrets=True).path
+    User.objects.filter(pk=user.pk).update(instructor=None)
+
+    diff = run_import(archive, dry_run=True, collect_changes=True)[0].tables["content.User"]
+
+    (change,) = [c for c in diff.changes if c.key == user.sysmail]
+    assert change.fields == {"instructor": (None, "(changed)")}
+
+
 # -- on every database -------------------------------------------------------------------------
 
 

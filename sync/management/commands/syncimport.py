@@ -86,6 +86,8 @@ class Command(BaseCommand):
                 [f"{diff.skipped} skipped"] if diff.skipped else []
             )
             self.stdout.write(f"{line} ({', '.join(extra)})")
+            for note in diff.notes:
+                self.stdout.write(f"    note: {note}")
             if options["show_changes"]:
                 for change in diff.changes:
                     self.stdout.write(f"    {change.action} {change.key!r}")

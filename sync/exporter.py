@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import uuid
@@ -15,6 +16,7 @@ from pathlib import Path
 import django
 from django.conf import settings
 from django.db import connections, models, transaction
+from django.db.models.constants import LOOKUP_SEP
 from django.db.models.functions import Cast
 from django.utils import timezone
 
@@ -29,7 +31,7 @@ from sync.archive import (
     remove_leftovers,
 )
 from sync.columns import read_columns, reads_datetimes_as_text, utc_datetime_texts
-from sync.generic import DanglingCheck, DanglingReference, NulledReferences
+from sync.generic import DanglingCheck, DanglingReference, GenericPart, NulledReferences
 from sync.models import BackupRecord, SyncState, process_alive
 from sync.records import RecordEncoder, dumps_line, json_key
 from sync.schema import (
@@ -223,6 +225,8 @@ def write_table(
     encoder = RecordEncoder(plan)
     connection = connections[using]
     text_datetimes = datetimes_read_as_text(plan, encoder, connection)
+    times = columns_of_type(plan.model, encoder.lookups, "TimeField")
+    floats = columns_of_type(plan.model, encoder.lookups, "FloatField")
     lookups: list = [
         Cast(lookup, models.TextField()) if position in text_datetimes else lookup
         for position, lookup in enumerate(encoder.lookups)
@@ -237,6 +241,10 @@ def write_table(
         columns = generic.fold(lookups, columns, using)
         for position in text_datetimes:
             columns[position] = utc_datetime_texts(columns[position], connection)
+        for position in times:
+            columns[position] = time_texts(columns[position])
+        for position in floats:
+            refuse_non_finite(plan, encoder, columns, position)
         values = encoder.field_columns(columns)
         if plan.m2m_fields:
             pks = columns[-1]
@@ -276,6 +284,47 @@ def datetimes_read_as_text(plan: SyncModel, encoder: RecordEncoder, connection) 
         and f.get_internal_type() == "DateTimeField"
         and not hasattr(f, "from_db_value")
     }
+
+
+def columns_of_type(model: type[models.Model], lookups: list, internal_type: str) -> list:
+    """Positions of the columns read with ``lookups`` whose field is of ``internal_type`` (a
+    generic reference's column holds keys: of none)."""
+    return [
+        position
+        for position, lookup in enumerate(lookups)
+        if type(lookup) is not GenericPart
+        and lookup_field(model, lookup).get_internal_type() == internal_type
+    ]
+
+
+def time_texts(column: list) -> list:
+    """Times of day as ``isoformat`` text: orjson (3.13) writes microseconds 10000 to 99999
+    with five digits, so 0.012 s past the second would read back as 0.12 s."""
+    return [None if t is None else t.isoformat() for t in column]
+
+
+def refuse_non_finite(
+    plan: SyncModel, encoder: RecordEncoder, columns: list, position: int
+) -> None:
+    """Refuse a NaN or an infinity: JSON has neither (orjson writes ``null``), so the archive
+    would lose the value."""
+    for row, value in enumerate(columns[position]):
+        if value is not None and not math.isfinite(value):
+            values = encoder.field_columns(columns)
+            record = {name: column[row] for name, column in zip(encoder.names, values, strict=True)}
+            name = next(name for name, start, end in encoder.slots if start <= position < end)
+            raise ExportError(
+                f"{plan.label} {json_key(plan.key_of(record))!r}: field {name!r} holds {value}, "
+                "which an archive cannot hold (JSON has no NaN or infinity)."
+            )
+
+
+def lookup_field(model: type[models.Model], lookup: str) -> models.Field:
+    """The field an ORM lookup such as ``event__project__domaincode`` ends at."""
+    *relations, name = lookup.split(LOOKUP_SEP)
+    for relation in relations:
+        model = model._meta.get_field(relation).related_model
+    return model._meta.get_field(name)
 
 
 def write_lines(spool: MemberSpool, lines: list[bytes]) -> None:

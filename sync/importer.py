@@ -55,10 +55,11 @@ from sync.keys import (
     prefilter,
     target_key,
 )
-from sync.records import column_keys, field_decoder, json_key, normalise_key
+from sync.records import NUL_REFUSED, column_keys, field_decoder, json_key, normalise_key
 from sync.schema import (
     SchemaError,
     SyncModel,
+    is_sensitive,
     key_paths,
     plan_models,
     resolve_tables,
@@ -106,6 +107,7 @@ class TableDiff:
     deleted: int = 0
     dropped: int = 0  # left out by --drop-unresolved (see sync.generic)
     changes: list[RecordChange] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # e.g. fields the archive lacks
 
     @property
     def total_changes(self) -> int:
@@ -126,6 +128,7 @@ class TableDiff:
             "deleted": self.deleted,
             "dropped": self.dropped,
             "changes": [c.as_dict() for c in self.changes],
+            "notes": self.notes,
         }
 
 
@@ -160,6 +163,11 @@ class ImportResult:
 # -- the engine ----------------------------------------------------------------------------------
 
 
+# What the diff shows in place of a secret's values (see TableLoader.show).
+SECRET = "(secret)"
+CHANGED = "(changed)"
+
+
 def _short(value: Any) -> Any:
     if isinstance(value, str) and len(value) > SHOW_CHARS:
         return value[: SHOW_CHARS - 1] + "…"
@@ -184,6 +192,79 @@ class Peeked:
 
     line: bytes
     stamp: str
+
+
+@dataclass(frozen=True)
+class AbsentField:
+    """A field the archive lacks, and what the rows the import adds get in its place (rows it
+    overwrites keep theirs: only the archive's fields are written)."""
+
+    field: models.Field
+    fill: str  # one of the FILL_* below
+
+    FILL_NOW = "now"  # auto_now / auto_now_add: the time of the import
+    FILL_DEFAULT = "default"  # the model's default, else NULL
+    FILL_DATABASE = "database"  # the column's db_default: left to the database
+    FILL_EMPTY = "empty"  # a secret the export left out: the field's empty value
+
+    @property
+    def note(self) -> str:
+        f = self.field
+        given = {
+            self.FILL_NOW: "the time of the import used",
+            self.FILL_DEFAULT: "default used" if f.has_default() else "default used (NULL)",
+            self.FILL_DATABASE: "the database's default used",
+            self.FILL_EMPTY: "a secret the export left out: new rows get an empty value",
+        }[self.fill]
+        return f"field {f.name!r} not in archive, {given}"
+
+
+def unwritable(model: type[models.Model], f: models.Field) -> str | None:
+    """Why the import cannot write field ``f`` of ``model`` from its records (None: it can).
+    Such a field is refused, not skipped: its values would be lost behind a report that says
+    nothing changed."""
+    if f.many_to_many and f in model._meta.local_many_to_many:
+        if f in SyncModel(model, ()).m2m_fields:
+            return None
+        through = f.remote_field.through._meta.label
+        return (
+            f"it is a many-to-many relation through {through}, a table of its own that holds "
+            f"these links (import that table's records)"
+        )
+    if getattr(f, "generated", False):
+        return "the database computes it"
+    if not f.concrete:
+        if f.auto_created:  # ForeignObjectRel
+            return "it is a reverse relation, held by the rows that point here"
+        return "it is not a column of this table"
+    return None
+
+
+def absent_fields(model: type[models.Model], names: Iterable[str]) -> list[AbsentField]:
+    """The fields of ``model`` that ``names`` (an archive's) lack, with what new rows get; a
+    field that has no default, does not allow NULL and is no secret is refused, naming it."""
+    names = set(names)
+    absent = []
+    for f in model._meta.concrete_fields:
+        if f.name in names or f.generated or isinstance(f, models.fields.AutoFieldMixin):
+            continue
+        if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False):
+            fill = AbsentField.FILL_NOW
+        elif f.has_default():
+            fill = AbsentField.FILL_DEFAULT
+        elif f.has_db_default():
+            fill = AbsentField.FILL_DATABASE
+        elif f.null:
+            fill = AbsentField.FILL_DEFAULT  # NULL: what get_default() gives such a field
+        elif is_sensitive(model, f.name) and f.empty_strings_allowed:
+            fill = AbsentField.FILL_EMPTY
+        else:
+            raise ImportFailed(
+                f"{model._meta.label}: field {f.name!r} is not in the archive, and the model "
+                f"here has no default for it and does not allow NULL."
+            )
+        absent.append(AbsentField(f, fill))
+    return absent
 
 
 # A JSON value that is neither a container nor a string with escapes.
@@ -220,6 +301,7 @@ class TableLoader:
         opts = self.model._meta
         self.columns: list[Column] = []
         self.m2m: list[models.ManyToManyField] = []
+        self.stores_nul = self.connection.vendor != "postgresql"
         for name in source.fields:
             f = opts.get_field(name)
             if f.many_to_many:
@@ -228,7 +310,7 @@ class TableLoader:
             self.columns.append(
                 Column(
                     f,
-                    field_decoder(f),
+                    field_decoder(f, self.stores_nul),
                     f.related_model if f.is_relation else None,
                     name in plan.deferred,
                 )
@@ -238,11 +320,10 @@ class TableLoader:
         self.deferred_attnames = {f.attname for f in self.deferred_fields}
         self.by_attname = {f.attname: f for f in opts.concrete_fields}
         self.prep = {f.attname: db_value_preparer(f, self.connection) for f in opts.concrete_fields}
-        self.missing = [
-            f
-            for f in opts.concrete_fields
-            if f.name not in present and not f.primary_key and not f.generated
-        ]
+        self.missing = absent_fields(self.model, present)
+        self.diff.notes = [absent.note for absent in self.missing]
+        # Fields whose values the diff and messages never show (SYNC_SENSITIVE_FIELDS).
+        self.secrets = {f.attname for f in opts.concrete_fields if is_sensitive(self.model, f.name)}
         self.has_updated_at = "updated_at" in present and isinstance(
             opts.get_field("updated_at"), models.DateTimeField
         )
@@ -309,10 +390,8 @@ class TableLoader:
             try:
                 value = column.decode(raw)
             except (ValidationError, ValueError, TypeError) as exc:
-                message = exc.messages[0] if isinstance(exc, ValidationError) else str(exc)
-                raise self.fail(
-                    key, f"field {f.name!r}: bad value {_short(raw)!r} ({message})"
-                ) from exc
+                shown = self.bad(f, raw, exc)
+                raise self.fail(key, f"field {f.name!r}: bad value {shown}") from exc
             if value is None and not f.null:
                 raise self.fail(key, f"field {f.name!r} may not be empty")
             values[f.attname] = value
@@ -325,6 +404,20 @@ class TableLoader:
                 raise self.fail(key, f"field {f.name!r} must be a list of keys")
             m2m[f.name] = {self.resolve(f.related_model, k, key, f) for k in raw}
         return values, deferred, m2m
+
+    def bad(self, f: models.Field, raw: Any, exc: Exception) -> str:
+        """A refused value and why, as a message shows them: a secret's not at all (the
+        reason may quote the value)."""
+        if f.attname in self.secrets:
+            return "(a secret: not shown)"
+        message = exc.messages[0] if isinstance(exc, ValidationError) else str(exc)
+        return f"{_short(raw)!r} ({message})"
+
+    def show(self, attname: str, value: Any, marker: str = SECRET) -> Any:
+        """A value as the diff shows it: a secret as ``marker``."""
+        if attname in self.secrets and value is not None:
+            return marker
+        return _short(value)
 
     def resolve(self, model: type[models.Model], raw: Any, key: tuple, f: models.Field) -> Any:
         """The target id a reference names: from the chunk's maps (see ``load``), else as the
@@ -355,6 +448,7 @@ class TableLoader:
         for chunk in chunked(records, CHUNK):
             keys, chunk = self.read_chunk(chunk)
             if self.by_chunk:
+                self.refuse_nul_keys(keys)
                 found, stamps = self.target_rows(prefilter(manager.all(), self.key_paths, keys))
             self.check_unique(keys)
             pks = [found.get(key) for key in keys]
@@ -372,6 +466,16 @@ class TableLoader:
             if progress:
                 progress(len(chunk))
         self.release()
+
+    def refuse_nul_keys(self, keys: list[tuple]) -> None:
+        """Keys PostgreSQL cannot hold, refused before they are looked up there (the query
+        would fail unnamed; ``decode`` refuses them too, but later)."""
+        if self.stores_nul:
+            return
+        for key in keys:
+            if any(type(part) is str and "\x00" in part for part in key):
+                fields = ", ".join(self.plan.key_fields)
+                raise self.fail(key, f"the key ({fields}) {NUL_REFUSED}")
 
     def check_unique(self, keys: list[tuple]) -> None:
         """Remember these keys; a key read before is an error."""
@@ -479,7 +583,7 @@ class TableLoader:
             if pk is None:
                 self.diff.new += 1
                 if self.importer.collect_changes:
-                    shown = {n: (None, _short(v)) for n, v in values.items()}
+                    shown = {self.name_of(a): (None, self.show(a, v)) for a, v in values.items()}
                     self.diff.changes.append(RecordChange(json_key(key), "new", shown))
                 inserts.append(values)
                 new_m2m.append((key, m2m))
@@ -516,7 +620,10 @@ class TableLoader:
                 continue
             self.diff.updated += 1
             if self.importer.collect_changes:
-                shown = {self.name_of(a): (_short(o), _short(n)) for a, (o, n) in changed.items()}
+                shown = {
+                    self.name_of(a): (self.show(a, o), self.show(a, n, CHANGED))
+                    for a, (o, n) in changed.items()
+                }
                 shown |= {
                     n: (sorted(map(repr, o)), sorted(map(repr, v)))
                     for n, (o, v) in m2m_changes.items()
@@ -687,7 +794,9 @@ class Importer:
 
     # -- schema ---------------------------------------------------------------------------
     def check_schema(self, tables: Iterable[str] | None) -> list[SyncModel]:
-        """Every table and field of the source must exist here, with the same sync key."""
+        """Every table and field of the source must exist here, with the same sync key; each
+        field must be one the import writes, and each field it lacks must have a value for
+        new rows (see absent_fields)."""
         chosen = list(self.source_tables)
         if tables:
             try:
@@ -715,8 +824,10 @@ class Importer:
                         f"Unknown field {label}.{name} in the archive: the model here has no "
                         f"such field (is the schema migrated to the same version?)."
                     ) from exc
-                if not (f.concrete or f.many_to_many) or getattr(f, "generated", False):
-                    raise ImportFailed(f"Field {label}.{name} cannot be imported.")
+                reason = unwritable(model, f)
+                if reason is not None:
+                    raise ImportFailed(f"Field {label}.{name} cannot be imported: {reason}.")
+            absent_fields(model, table.fields)
             ours = list(sync_key_fields(model))
             if list(table.key_fields) != ours:
                 raise ImportFailed(
@@ -867,7 +978,8 @@ class Importer:
                 loader.diff.unchanged -= 1
                 loader.diff.updated += 1
                 if self.collect_changes:
-                    change = {name: (_short(old), _short(wanted))}
+                    shown = (loader.show(f.attname, old), loader.show(f.attname, wanted, CHANGED))
+                    change = {name: shown}
                     loader.diff.changes.append(RecordChange(json_key(key), "updated", change))
         if not self.dry_run:
             self.writer.update_rows(loader, list(updates.items()))

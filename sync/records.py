@@ -13,6 +13,7 @@ import base64
 import datetime
 import decimal
 import json
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -20,9 +21,10 @@ import orjson
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.backends.base.operations import BaseDatabaseOperations
 from django.utils.duration import duration_iso_string
 
-from sync.fieldtypes import TEXT_FIELDS
+from sync.fieldtypes import INTEGER_FIELDS, TEXT_FIELDS
 from sync.generic import GenericPart
 from sync.schema import SyncModel, key_paths
 
@@ -150,26 +152,19 @@ def column_keys(parts: list[list]) -> Iterable[tuple]:
     return map(normalise_key, zip(*parts, strict=True))
 
 
-def field_decoder(f: models.Field) -> Callable[[Any], Any]:
-    """A function turning an archive value into the Python value of field ``f``."""
+def field_decoder(f: models.Field, stores_nul: bool = True) -> Callable[[Any], Any]:
+    """A function turning an archive value into the Python value of field ``f``, refusing
+    (ValidationError) a value the field cannot hold exactly on any database: an integer out of
+    the field type's range, a decimal the column would round or cannot hold, a float that is
+    not finite. ``stores_nul=False`` (PostgreSQL) refuses texts with a NUL character too, so a
+    dry run finds them (the database would only fail on writing)."""
     if isinstance(f, models.JSONField):
-        return lambda value: value
+        return (lambda value: value) if stores_nul else _decode_json_without_nul
     internal = f.get_internal_type()
     if internal in TEXT_FIELDS:
-        max_length = f.max_length
-
-        def decode_text(value: Any) -> Any:
-            if value is None:
-                return None
-            if not isinstance(value, str):
-                raise ValidationError(f"expected text, got {type(value).__name__}")
-            if max_length is not None and len(value) > max_length:
-                raise ValidationError(
-                    f"{len(value)} characters, over the field's max_length of {max_length}"
-                )
-            return value
-
-        return decode_text
+        return _decode_text(f.max_length, stores_nul)
+    if internal in INTEGER_FIELDS:
+        return _decode_integer(f, internal)
     if isinstance(f, models.BooleanField):
 
         def decode_bool(value: Any) -> Any:
@@ -178,10 +173,145 @@ def field_decoder(f: models.Field) -> Callable[[Any], Any]:
             raise ValidationError(f"expected true or false, got {value!r}")
 
         return decode_bool
+    if isinstance(f, models.DecimalField):
+        return _decode_decimal(f)
+    if isinstance(f, models.FloatField):
+        return _decode_float
     if isinstance(f, models.DateTimeField):
         return _decode_datetime(f)
     to_python = f.to_python
-    return lambda value: None if value is None else to_python(value)
+    if stores_nul:
+        return lambda value: None if value is None else to_python(value)
+
+    def decode_without_nul(value: Any) -> Any:  # file paths and other values held as text
+        value = None if value is None else to_python(value)
+        if type(value) is str and "\x00" in value:
+            raise ValidationError(NUL_REFUSED)
+        return value
+
+    return decode_without_nul
+
+
+NUL_REFUSED = "contains a NUL character, which PostgreSQL cannot store in text"
+
+
+def _decode_text(max_length: int | None, stores_nul: bool) -> Callable[[Any], Any]:
+    def decode_text(value: Any) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise ValidationError(f"expected text, got {type(value).__name__}")
+        if max_length is not None and len(value) > max_length:
+            raise ValidationError(
+                f"{len(value)} characters, over the field's max_length of {max_length}"
+            )
+        return value
+
+    if stores_nul:
+        return decode_text
+
+    def decode_text_without_nul(value: Any) -> Any:
+        value = decode_text(value)
+        if value is not None and "\x00" in value:
+            raise ValidationError(NUL_REFUSED)
+        return value
+
+    return decode_text_without_nul
+
+
+def _decode_json_without_nul(value: Any) -> Any:
+    """A JSON value for PostgreSQL, whose jsonb refuses a NUL character in any string."""
+    if not value:
+        return value
+    try:
+        # orjson writes NUL as \u0000: most values are cleared by one search of their text.
+        if b"\\u0000" not in orjson.dumps(value):
+            return value
+    except orjson.JSONEncodeError:
+        pass  # an integer beyond 64 bits: looked at item by item below
+    todo = [value]
+    while todo:  # a loop, not recursion: a value may be nested deeper than Python's stack
+        item = todo.pop()
+        kind = type(item)
+        if kind is str:
+            if "\x00" in item:
+                raise ValidationError(
+                    "holds a text with a NUL character (\\u0000), which PostgreSQL's jsonb "
+                    "cannot store"
+                )
+        elif kind is dict:
+            todo += item
+            todo += item.values()
+        elif kind is list:
+            todo += item
+    return value
+
+
+def _decode_integer(f: models.Field, internal: str) -> Callable[[Any], Any]:
+    """Integers within the range of the field's type as Django declares it for every database
+    (SQLite would store any 64-bit value in any integer column; the others refuse or clip)."""
+    low, high = BaseDatabaseOperations.integer_field_ranges[internal]
+    to_python = f.to_python
+
+    def decode_integer(value: Any) -> Any:
+        if type(value) is not int:
+            if value is None:
+                return None
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValidationError(f"expected an integer, got {type(value).__name__}")
+            value = to_python(value)
+        if low <= value <= high:
+            return value
+        raise ValidationError(f"out of range for a {internal} ({low} to {high})")
+
+    return decode_integer
+
+
+def _decode_decimal(f: models.DecimalField) -> Callable[[Any], Any]:
+    """Decimals the column holds exactly: PostgreSQL and MariaDB would round extra decimal
+    places and SQLite keeps them, so a value with more (other than zeros) is refused, as is one
+    with more digits before the point than the field has room for."""
+    places = f.decimal_places
+    limit = decimal.Decimal(10) ** (f.max_digits - places)
+    quantum = decimal.Decimal(1).scaleb(-places)
+    to_python = f.to_python
+
+    def decode_decimal(value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, float):  # as written in the JSON, not rounded to max_digits
+            value = decimal.Decimal(repr(value))
+        number = to_python(value)
+        if not number.same_quantum(quantum):  # exactly ``places`` decimals (as exported)
+            _, digits, exponent = number.as_tuple()
+            if exponent < -places and any(digits[exponent + places :]):
+                raise ValidationError(
+                    f"more than {places} decimal places (a DecimalField({f.max_digits}, "
+                    f"{places}) would round it)"
+                )
+        if not -limit < number < limit:
+            raise ValidationError(
+                f"more than {f.max_digits - places} digits before the decimal point (a "
+                f"DecimalField({f.max_digits}, {places}) cannot hold it)"
+            )
+        return number
+
+    return decode_decimal
+
+
+def _decode_float(value: Any) -> Any:
+    """Finite floats only: MariaDB cannot store NaN or infinities, SQLite turns NaN into NULL."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValidationError(f"expected a number, got {type(value).__name__}")
+    try:
+        number = float(value)
+    except (ValueError, OverflowError) as exc:
+        raise ValidationError(f"not a number a float can hold ({exc})") from exc
+    if not math.isfinite(number):
+        raise ValidationError("not a finite number")
+    return number
 
 
 def _decode_datetime(f: models.DateTimeField) -> Callable[[Any], Any]:

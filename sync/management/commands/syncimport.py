@@ -96,6 +96,8 @@ class Command(BaseCommand):
             if diff.dropped:
                 extra.append(f"{diff.dropped} dropped: unresolved generic references")
             self.stdout.write(f"{line} ({', '.join(extra)})")
+            for note in diff.notes:
+                self.stdout.write(f"    note: {note}")
             if options["show_changes"]:
                 for change in diff.changes:
                     reason = f": {change.reason}" if change.reason else ""

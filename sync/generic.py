@@ -611,7 +611,9 @@ class GenericColumns:
                 model = model_named(record.get(f.ct_field))
                 if model is not None and type(raw) is list:
                     with suppress(TypeError):  # not hashable: refused by resolve_record
-                        keys[model].add(target_key(raw))
+                        key = target_key(raw)
+                        if self.loader.stores_nul or not _holds_nul(key):  # (refused too)
+                            keys[model].add(key)
         return keys
 
     def resolve_record(self, record: dict, adding: set[tuple]) -> dict[str, Any]:
@@ -663,6 +665,12 @@ class GenericColumns:
                 f"field {name!r} must hold a key (an array of values), not {_shown(raw)}",
                 droppable=False,
             ) from None
+        if not self.loader.stores_nul and _holds_nul(key):  # no such key here; not looked up
+            raise Unresolved(
+                f"field {name!r} refers to {model._meta.label} {_shown(raw)}, a key with a NUL "
+                f"character, which PostgreSQL cannot store in text",
+                droppable=False,
+            )
         if not _fits(f.field, model):
             raise Unresolved(
                 f"field {name!r} refers to {model._meta.label} {_shown(raw)}, whose ids field "
@@ -715,6 +723,13 @@ def _reference_shape(value: Any) -> Any:
         kind = type(value).__name__
         raise ValidationError(f"expected an array (the referenced record's key), got {kind}")
     return value
+
+
+def _holds_nul(key: tuple) -> bool:
+    return any(
+        (type(part) is str and "\x00" in part) or (type(part) is tuple and _holds_nul(part))
+        for part in key
+    )
 
 
 def _shown(value: Any, limit: int = 80) -> str:

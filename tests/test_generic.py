@@ -455,6 +455,20 @@ def test_a_key_holding_an_object_is_refused(archive, tmp_path):
     )
 
 
+@pytest.mark.parametrize("lookup_limit", [100_000, 0], ids=["key-map", "per-chunk"])
+def test_a_key_with_a_nul_character_is_refused_naming_it(archive, tmp_path, settings, lookup_limit):
+    """PostgreSQL cannot hold one: it is refused before it is looked up (elsewhere it is a key
+    that no row has)."""
+    settings.SYNC_KEY_MAP_LIMIT = lookup_limit
+    edited = with_note_pointing_at(archive, tmp_path, ["content", "tag"], ["al\x00pha"])
+    prepare_target()
+    assert_refused(
+        str(edited),
+        no_input=True,
+        expected="awkward.Note 'n2': field 'object_id' refers to content.Tag ['al\\x00pha']",
+    )
+
+
 def test_a_reader_that_does_not_know_generic_references_refuses_them(archive):
     """Why the format stays version 1: a reader from before checks the field's own type."""
     index, records = read_records(archive)

@@ -327,7 +327,7 @@ class TableLoader:
         (``KeyIndex``), so memory stays flat however large it is.
         """
         update = self.importer.mode == "update"
-        manager = self.model._default_manager.using(self.using)
+        manager = self.model._base_manager.using(self.using)
         self.rows_before = manager.count()
         # The keys of both sides mostly overlap: the larger side is what a whole map holds.
         self.by_chunk = max(self.rows_before, self.source.count) > settings.SYNC_KEY_MAP_LIMIT
@@ -437,7 +437,7 @@ class TableLoader:
         """(key, id) of every target row: the kept map, or a stream from the database."""
         if not self.by_chunk:
             return iter(self.found.items())
-        return keyed_ids(self.model._default_manager.using(self.using), self.key_paths)
+        return keyed_ids(self.model._base_manager.using(self.using), self.key_paths)
 
     def release(self) -> None:
         """Done with this table: keep only what later steps need, so memory does not add up
@@ -525,7 +525,7 @@ class TableLoader:
         self.realise_rows(inserts + [values for _, values in updates])
         self.importer.writer.insert_rows(self, inserts)
         if inserts and self.needs_ids and (self.m2m or not self.by_chunk):
-            ids = ids_of_keys(self.model._default_manager.using(self.using), self.key_paths,
+            ids = ids_of_keys(self.model._base_manager.using(self.using), self.key_paths,
                               [key for key, _ in new_m2m])  # fmt: skip
             self.importer.key_index(self.model).fill(ids)
             for f in self.m2m:
@@ -616,7 +616,7 @@ class TableLoader:
         if not pks:
             return {}
         attnames = [c.field.attname for c in self.columns]
-        rows = filter_in(self.model._default_manager.using(self.using), "pk", pks)
+        rows = filter_in(self.model._base_manager.using(self.using), "pk", pks)
         return {row["pk"]: row for row in rows.values("pk", *attnames)}
 
     def current_m2m(self, pks: list) -> dict[str, dict[Any, set]]:
@@ -626,7 +626,7 @@ class TableLoader:
             source, target = f.m2m_field_name(), f.m2m_reverse_field_name()
             sets: dict[Any, set] = defaultdict(set)
             if pks:
-                rows = through._default_manager.using(self.using).filter(**{f"{source}__in": pks})
+                rows = through._base_manager.using(self.using).filter(**{f"{source}__in": pks})
                 for source_pk, target_pk in rows.values_list(f"{source}_id", f"{target}_id"):
                     sets[source_pk].add(target_pk)
             result[f.name] = sets

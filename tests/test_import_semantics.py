@@ -1,0 +1,369 @@
+"""What an import does with awkward data: references to rows replace mode deletes, keys that
+share a hash, unique values moving between rows, rows a default manager hides — and that a dry
+run predicts every real run exactly (the same counts, cascades, changes and refusals)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from crearis.content.models import (
+    Event,
+    Image,
+    Instructor,
+    Location,
+    Participant,
+    Post,
+    Project,
+    Status,
+    Tag,
+    User,
+)
+from sync.exporter import export
+from sync.importer import ImportFailed, ImportResult
+from sync.runs import run_import
+from tests.archive_tools import read_records, rewrite_archive
+from tests.awkward.models import Article, Seat
+from tests.cli import assert_refused
+from tests.fingerprint import fingerprint
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def exported(tmp_path, name: str = "archive", tables=None):
+    return export(tables=tables, output_dir=tmp_path / name, compression="none").path
+
+
+def canonical(records: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    return {label: sorted(rows, key=repr) for label, rows in records.items()}
+
+
+def database_as_archive(tmp_path, archive) -> dict:
+    """The records of the archive's tables as this database holds them now."""
+    index, _ = read_records(archive)
+    tables = [table["model"] for table in index["tables"]]
+    return canonical(read_records(exported(tmp_path, "check", tables))[1])
+
+
+def outcome(archive, **options) -> tuple | str:
+    """What an import reports: its counts, cascades, total and changes; or its refusal."""
+    try:
+        result, _ = run_import(archive, collect_changes=True, **options)
+    except ImportFailed as exc:
+        return str(exc)
+    return summary(result)
+
+
+def summary(result: ImportResult) -> tuple:
+    changes = sorted(
+        (label, repr(change.key), change.action, tuple(sorted(change.fields)))
+        for label, diff in result.tables.items()
+        for change in diff.changes
+    )
+    return result.counts(), dict(result.cascaded), result.total_changes, changes
+
+
+def status(table: str) -> Status:
+    return Status.objects.filter(table=table).first()
+
+
+def new_project(code: str, owner: User, **fields) -> Project:
+    return Project.objects.create(
+        domaincode=code, name=code, owner=owner, status=status("projects"), **fields
+    )
+
+
+def new_event(xmlid: str, project: Project, **fields) -> Event:
+    return Event.objects.create(
+        xmlid=xmlid, project=project, name=xmlid, status=status("events"), **fields
+    )
+
+
+def new_image(xmlid: str, project: Project, **fields) -> Image:
+    return Image.objects.create(
+        xmlid=xmlid, project=project, name=xmlid, url="https://x.example/i.jpg",
+        status=status("images"), **fields,
+    )  # fmt: skip
+
+
+def new_user(sysmail: str) -> User:
+    return User.objects.create(sysmail=sysmail)
+
+
+def drop_records(predicate):
+    """An archive edit: leave out the records ``predicate(label, record)`` picks."""
+    return lambda label, rows: [r for r in rows if not predicate(label, r)]
+
+
+# -- scenarios: each changes the database (and maybe the archive) after an export -------------
+
+
+def self_references_change(tmp_path):
+    """Project.regio (a reference into its own table, filled in a second pass) moves: to a
+    region the archive lacks (deleted), to none, and between archived projects."""
+    archive = exported(tmp_path)
+    regio0, *rest = Project.objects.order_by("domaincode")
+    owner = User.objects.first()
+    elsewhere = new_project("regio-new", owner, type="regio")
+    Project.objects.filter(pk=rest[0].pk).update(regio=elsewhere)
+    Project.objects.filter(pk=rest[1].pk).update(regio=None)
+    Project.objects.filter(pk=regio0.pk).update(regio=rest[2])
+    new_project("child-of-new", owner, regio=elsewhere)
+    return archive, {}
+
+
+def cycle_changes(tmp_path):
+    """User → Instructor → Image → Project → User, each reference moved, some to rows the
+    archive lacks (a PROTECTed owner among them): the import moves them back first."""
+    archive = exported(tmp_path)
+    stranger = new_user("stranger@crearis.example")
+    project = Project.objects.order_by("domaincode").last()
+    Project.objects.filter(pk=project.pk).update(owner=stranger)  # PROTECT
+    extra = new_image("extra.image__new", project, owner=stranger)
+    instructor = Instructor.objects.filter(image__isnull=False).first()
+    Instructor.objects.filter(pk=instructor.pk).update(image=extra)  # deferred, SET_NULL
+    image = Image.objects.order_by("xmlid").first()
+    Image.objects.filter(pk=image.pk).update(owner=stranger, project=Project.objects.first())
+    user = User.objects.filter(instructor__isnull=False).first()
+    other = Instructor.objects.exclude(users=user).first()
+    User.objects.filter(pk=user.pk).update(instructor=other)
+    User.objects.filter(pk=User.objects.filter(instructor__isnull=True).first().pk).update(
+        instructor=instructor
+    )
+    return archive, {}
+
+
+def deletions_cascade(tmp_path):
+    """Rows the archive lacks, with rows hanging off them by CASCADE and SET_NULL; archived
+    rows that the target points at them (moved back before the deletion)."""
+    archive = exported(tmp_path)
+    Event.objects.order_by("xmlid").last().delete()  # the archive adds it again
+    owner = User.objects.first()
+    gone = new_project("gone", owner)
+    doomed = new_event("gone.event__1", gone)
+    Participant.objects.create(
+        xmlid="gone.participant__1", event=doomed, name="x", status=status("participants")
+    )
+    moved = Participant.objects.order_by("xmlid").first()
+    Participant.objects.filter(pk=moved.pk).update(event=doomed)  # CASCADE, moved back
+    Post.objects.filter(pk=Post.objects.first().pk).update(event=doomed)  # SET_NULL
+    place = Location.objects.create(
+        xmlid="gone.location__1", project=gone, name="x", status=status("locations")
+    )
+    Event.objects.filter(pk=Event.objects.first().pk).update(location=place)
+    return archive, {}
+
+
+def m2m_changes(tmp_path):
+    """Tag sets change: a tag the archive lacks, links added and removed."""
+    archive = exported(tmp_path)
+    extra = Tag.objects.create(name="not-archived")
+    first, second = Event.objects.order_by("xmlid")[:2]
+    first.tags.add(extra)
+    first.tags.add(*Tag.objects.exclude(pk__in=first.tags.all())[:1])
+    second.tags.clear()
+    return archive, {}
+
+
+def deferred_reference_to_a_deleted_row(tmp_path):
+    """The archive's record refers (second pass) to a row that it lacks: refused."""
+    owner = User.objects.first()
+    lost = new_project("lost-region", owner, type="regio")
+    Project.objects.filter(domaincode="proj00000").update(regio=lost)
+    archive = exported(tmp_path)
+    edited = rewrite_archive(
+        archive,
+        tmp_path / "edited.tar.gz",
+        drop_records(lambda label, r: r.get("domaincode") == "lost-region"),
+    )
+    return edited, {}
+
+
+def reference_to_a_deleted_row(tmp_path):
+    """Images of a project the archive lacks: refused, not deleted with the project."""
+    archive = exported(tmp_path)
+    project = Project.objects.order_by("domaincode").last().domaincode
+    edited = rewrite_archive(
+        archive,
+        tmp_path / "edited.tar.gz",
+        drop_records(lambda label, r: label == "content.Project" and r["domaincode"] == project),
+    )
+    return edited, {}
+
+
+def m2m_item_to_a_deleted_row(tmp_path):
+    extra = Tag.objects.create(name="lost-tag")
+    Event.objects.first().tags.add(extra)
+    archive = exported(tmp_path)
+    edited = rewrite_archive(
+        archive,
+        tmp_path / "edited.tar.gz",
+        drop_records(lambda label, r: r.get("name") == "lost-tag"),
+    )
+    return edited, {}
+
+
+def stamps(model, pk, delta):
+    model.objects.filter(pk=pk).update(updated_at=model.objects.get(pk=pk).updated_at + delta)
+
+
+def update_mode_timestamps(tmp_path):
+    """Update mode: archived records older, equal and newer than the target's, references
+    among the changes, and rows only the target has."""
+    archive = exported(tmp_path)
+    newer, older, equal = Event.objects.order_by("xmlid")[:3]
+    Event.objects.filter(pk=newer.pk).update(name="target's, newer")
+    stamps(Event, newer.pk, timedelta(days=1))
+    Event.objects.filter(pk=older.pk).update(name="target's, older", location=None)
+    stamps(Event, older.pk, -timedelta(days=1))
+    Event.objects.filter(pk=equal.pk).update(name="target's, same time")
+    tag = Tag.objects.first()
+    Tag.objects.filter(pk=tag.pk).update(description="older")
+    stamps(Tag, tag.pk, -timedelta(days=1))
+    Tag.objects.create(name="only-in-target")
+    Event.objects.filter(pk=Event.objects.last().pk).delete()
+    return archive, {"mode": "update"}
+
+
+def append_mode(tmp_path):
+    archive = exported(tmp_path)
+    Event.objects.filter(pk=Event.objects.last().pk).delete()
+    Event.objects.filter(pk=Event.objects.first().pk).update(name="kept as it is")
+    Tag.objects.create(name="only-in-target")
+    return archive, {"mode": "append"}
+
+
+SCENARIOS = [
+    self_references_change,
+    cycle_changes,
+    deletions_cascade,
+    m2m_changes,
+    deferred_reference_to_a_deleted_row,
+    reference_to_a_deleted_row,
+    m2m_item_to_a_deleted_row,
+    update_mode_timestamps,
+    append_mode,
+]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.__name__)
+@pytest.mark.parametrize("lookup_limit", [100_000, 0], ids=["key-map", "per-chunk"])
+def test_the_dry_run_predicts_the_real_run(demo, tmp_path, settings, scenario, lookup_limit):
+    settings.SYNC_KEY_MAP_LIMIT = lookup_limit
+    archive, options = scenario(tmp_path)
+    before = fingerprint()
+
+    preview = outcome(archive, dry_run=True, **options)
+    assert fingerprint() == before, "the dry run changed the database"
+    applied = outcome(archive, **options)
+
+    assert preview == applied
+    if isinstance(applied, str):
+        assert fingerprint() == before, "a refused import changed the database"
+    elif options.get("mode", "replace") == "replace":
+        assert database_as_archive(tmp_path, archive) == canonical(read_records(archive)[1])
+
+
+# -- references to rows replace mode deletes -------------------------------------------------
+
+
+REFUSALS = {
+    reference_to_a_deleted_row: "field 'project' refers to content.Project 'regio0', which "
+    "is not in the archive: replace mode would delete it (the archive is inconsistent)",
+    m2m_item_to_a_deleted_row: "field 'tags' refers to content.Tag 'lost-tag', which is not in "
+    "the archive",
+    deferred_reference_to_a_deleted_row: "content.Project 'proj00000': field 'regio' refers to "
+    "content.Project 'lost-region', which is not in the archive",
+}
+
+
+@pytest.mark.parametrize("scenario", REFUSALS, ids=lambda s: s.__name__)
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "real"])
+def test_replace_refuses_records_referring_to_rows_it_would_delete(
+    demo, tmp_path, scenario, dry_run
+):
+    """Such references used to resolve against the target; replace then deleted the row as
+    "not in the archive" and its on_delete took the archive's records with it."""
+    archive, _ = scenario(tmp_path)
+    assert_refused(str(archive), dry_run=dry_run, no_input=True, expected=REFUSALS[scenario])
+
+
+def test_references_into_a_table_not_imported_resolve_against_the_target(demo, tmp_path):
+    archive = exported(tmp_path, tables=["content.Event"])
+    new_project("not-archived", User.objects.first())
+    projects = fingerprint()["content_project"]
+
+    result, _ = run_import(archive, mode="replace")
+
+    assert fingerprint()["content_project"] == projects
+    assert result.tables["content.Event"].unchanged == Event.objects.count()
+    assert result.total_changes == 0
+
+
+# -- keys compared exactly -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("lookup_limit", [100_000, 0], ids=["in-a-set", "in-sqlite"])
+def test_keys_that_share_a_hash_are_told_apart(db, tmp_path, settings, lookup_limit):
+    """Seats keyed by id: -1 and -2 share a hash, so do 1 and 2**61. The archive holds -1, -2
+    and 1; the target holds 1 and 2**61. Replace must add two and delete 2**61."""
+    settings.SYNC_KEYS = {"awkward.Seat": ["id"]}
+    settings.SYNC_KEY_MAP_LIMIT = lookup_limit
+    for pk, number in [(-1, 1), (-2, 2), (1, 3), (2**61, 4)]:
+        Seat.objects.create(id=pk, code=f"s{number}", number=number)
+    archive = exported(tmp_path, tables=["awkward.Seat"])
+    edited = rewrite_archive(
+        archive, tmp_path / "edited.tar.gz", drop_records(lambda label, r: r["id"] == 2**61)
+    )
+    Seat.objects.filter(id__in=[-1, -2]).delete()
+
+    result, _ = run_import(edited, mode="replace")
+
+    assert sorted(Seat.objects.values_list("id", flat=True)) == [-2, -1, 1]
+    diff = result.tables["awkward.Seat"]
+    assert (diff.new, diff.unchanged, diff.deleted) == (2, 1, 1)
+
+
+# -- rows a default manager hides ------------------------------------------------------------
+
+
+@pytest.fixture
+def articles(db):
+    Article.objects.create(slug="shown", title="shown")
+    Article.objects.create(slug="hidden", title="hidden", hidden=True)
+
+
+def test_export_includes_rows_the_default_manager_hides(articles, tmp_path):
+    _, records = read_records(exported(tmp_path, tables=["awkward.Article"]))
+    assert sorted(r["slug"] for r in records["awkward.Article"]) == ["hidden", "shown"]
+
+
+@pytest.mark.parametrize("mode", ["replace", "update", "append"])
+def test_import_matches_rows_the_default_manager_hides(articles, tmp_path, mode):
+    archive = exported(tmp_path, tables=["awkward.Article"])
+    Article._base_manager.filter(slug="hidden").update(title="changed here")
+    before = fingerprint()
+
+    preview = outcome(archive, mode=mode, dry_run=True)
+    assert fingerprint() == before
+    applied = outcome(archive, mode=mode)
+
+    assert preview == applied
+    counts = applied[0]["awkward.Article"]
+    assert counts["new"] == counts["deleted"] == 0
+    titles = dict(Article._base_manager.values_list("slug", "title"))
+    expected = "changed here" if mode == "append" else "hidden"
+    assert titles == {"shown": "shown", "hidden": expected}
+
+
+def test_import_into_an_empty_table_restores_hidden_rows(articles, tmp_path):
+    archive = exported(tmp_path, tables=["awkward.Article"])
+    Article._base_manager.all().delete()
+    run_import(archive)
+    assert Article._base_manager.filter(slug="hidden", hidden=True).exists()

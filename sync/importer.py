@@ -63,6 +63,7 @@ from sync.schema import (
     sync_key_fields,
 )
 from sync.sources import RecordSource, SourceTable
+from sync.uniques import UniqueValues, key_lookup, unique_groups
 from sync.writer import RowWriter, Verdict, WriteGate, db_value_preparer
 
 MODES = ("replace", "update", "append")
@@ -273,6 +274,7 @@ class TableLoader:
         self.key_paths = key_paths(self.model)
         self.source = source
         self.peek = None
+        self.uniques = self.unique_values()
         if importer.mode == "update" and self.has_updated_at and self.simple_key is not None:
             self.peek = stamp_peek(source.fields, self.simple_key)
 
@@ -364,6 +366,18 @@ class TableLoader:
             if progress:
                 progress(len(chunk))
         self.release()
+
+    def unique_values(self) -> UniqueValues | None:
+        """The unique values besides the key this table writes, checked and made room
+        for (``sync.uniques``); None when it has none."""
+        present = {c.field.name for c in self.columns if not c.deferred}
+        groups = unique_groups(self.model, present, self.plan.key_fields)
+        if not groups:
+            return None
+        key_of = key_lookup(self.model, self.using, self.key_paths)
+        return UniqueValues(
+            self.model, self.using, groups, key_of, self.fail, settings.SYNC_KEY_MAP_LIMIT
+        )
 
     def check_references_kept(self, decoded: list) -> None:
         """Replace mode: no record may refer to a row that the import deletes (a target row
@@ -495,6 +509,8 @@ class TableLoader:
                 key, name = self.own_references[pk]
                 raise self.refers_to_deleted(key, name, self.model, self.stale[pk])
             self.own_references = {}
+        if self.uniques is not None:
+            self.uniques.check_table(self.stale)
         self.found = {}
         if not self.needs_ids:
             # (else kept: references to rows the archive adds are told by these)
@@ -562,6 +578,15 @@ class TableLoader:
                 self.note_moves(pk, changed, m2m_changes)
             for name, (old_ids, new_ids) in m2m_changes.items():
                 m2m_writes[name].append((pk, old_ids, new_ids))
+        if self.uniques is not None:
+            keys = {pk: key for key, pk, *_ in decoded if pk is not None}
+            self.uniques.check_chunk(
+                [
+                    (key, None, values, None)
+                    for (key, _), values in zip(new_m2m, inserts, strict=True)
+                ]
+                + [(keys[pk], pk, values, current[pk]) for pk, values in updates]
+            )
         if not self.importer.dry_run and (inserts or updates or m2m_writes):
             self.importer.gate.submit(
                 lambda: self.write_chunk(inserts, updates, m2m_writes, new_m2m),
@@ -582,6 +607,8 @@ class TableLoader:
         """Write a chunk; new rows' ids are read back when something needs them (a whole
         index holds them; their M2M sets are written with them)."""
         self.realise_rows(inserts + [values for _, values in updates])
+        if self.uniques is not None:
+            self.uniques.make_room([(None, values) for values in inserts] + updates)
         self.importer.writer.insert_rows(self, inserts)
         if inserts and self.needs_ids and (self.m2m or not self.by_chunk):
             ids = ids_of_keys(self.model._base_manager.using(self.using), self.key_paths,
@@ -676,7 +703,10 @@ class TableLoader:
             return {}
         attnames = [c.field.attname for c in self.columns]
         rows = filter_in(self.model._base_manager.using(self.using), "pk", pks)
-        return {row["pk"]: row for row in rows.values("pk", *attnames)}
+        current = {row["pk"]: row for row in rows.values("pk", *attnames)}
+        if self.uniques is not None and self.uniques.parked:
+            self.uniques.as_before(current)
+        return current
 
     def current_m2m(self, pks: list) -> dict[str, dict[Any, set]]:
         result: dict[str, dict[Any, set]] = {}
@@ -875,6 +905,9 @@ class Importer:
             if self.mode == "replace":
                 self.delete_missing(result)
             if not self.dry_run:
+                for loader in self.loaders.values():
+                    if loader.uniques is not None:
+                        loader.uniques.check_restored(loader.stale)
                 self.writer.reset_sequences()
         self.gate.flush()  # a dry run writes nothing, but still waits for the verdict
         return result

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-import marshal
+import pickle
 import sqlite3
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -163,6 +163,17 @@ class SeenKeys:
             here.add(item)
         return None  # not reached: a repeat is either before or here
 
+    def add_all(self, keys: list[tuple]) -> None:
+        """Add those of these keys not held yet (not owned)."""
+        items = {key[0] if len(key) == 1 else key for key in keys}
+        new = items - self.held_of(items)
+        if self.db is not None:
+            self.insert(list(new), None)
+            return
+        self.held |= new
+        if len(self.held) > self.spill_at:
+            self.spill()
+
     def any_held(self, items: set) -> bool:
         if self.db is None:
             return (
@@ -186,7 +197,7 @@ class SeenKeys:
         hashes = list({hash(item) for item in items})
         marks = ", ".join(["?"] * len(hashes))
         rows = self.db.execute(f"SELECT k, o FROM seen WHERE h IN ({marks})", hashes)
-        return ((marshal.loads(k), o if o is None else marshal.loads(o)) for k, o in rows)
+        return ((pickle.loads(k), o if o is None else pickle.loads(o)) for k, o in rows)
 
     def __contains__(self, key: tuple) -> bool:
         item = key[0] if len(key) == 1 else key
@@ -222,7 +233,7 @@ class SeenKeys:
             self.insert(list(held), None)
 
     def insert(self, items: list, owners: list | None) -> None:
-        dump = marshal.dumps
+        dump = pickle.dumps
         owners = [None] * len(items) if owners is None else [dump(o) for o in owners]
         self.db.execute("BEGIN")  # one transaction a batch, not one a row
         self.db.executemany(

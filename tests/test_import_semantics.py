@@ -209,6 +209,22 @@ def m2m_item_to_a_deleted_row(tmp_path):
     return edited, {}
 
 
+def unique_values_move(tmp_path):
+    """Seat numbers swapped, a nickname taken over from a seat the import deletes, a number
+    taken by a new seat from one it deletes."""
+    Seat.objects.create(code="a", number=1, nickname="front")
+    Seat.objects.create(code="b", number=2, nickname=None)
+    Seat.objects.create(code="c", number=3, nickname="aisle")
+    archive = exported(tmp_path, tables=["awkward.Seat"])
+    Seat.objects.filter(code="c").delete()
+    Seat.objects.filter(code="a").update(number=10)
+    Seat.objects.filter(code="b").update(number=1)
+    Seat.objects.filter(code="a").update(number=2, nickname=None)
+    Seat.objects.create(code="x", number=3, nickname="front")
+    Seat.objects.create(code="y", number=4, nickname="aisle")
+    return archive, {}
+
+
 def stamps(model, pk, delta):
     model.objects.filter(pk=pk).update(updated_at=model.objects.get(pk=pk).updated_at + delta)
 
@@ -247,6 +263,7 @@ SCENARIOS = [
     deferred_reference_to_a_deleted_row,
     reference_to_a_deleted_row,
     m2m_item_to_a_deleted_row,
+    unique_values_move,
     update_mode_timestamps,
     append_mode,
 ]
@@ -367,3 +384,143 @@ def test_import_into_an_empty_table_restores_hidden_rows(articles, tmp_path):
     Article._base_manager.all().delete()
     run_import(archive)
     assert Article._base_manager.filter(slug="hidden", hidden=True).exists()
+
+
+# -- unique values moving between rows -------------------------------------------------------
+
+
+def seats(using: str = "default") -> dict[str, tuple]:
+    rows = Seat.objects.using(using).values_list("code", "number", "nickname")
+    return {code: (number, nickname) for code, number, nickname in rows}
+
+
+def make_seats(rows: dict[str, tuple], using: str = "default") -> None:
+    for code, (number, nickname) in rows.items():
+        Seat.objects.using(using).create(code=code, number=number, nickname=nickname)
+
+
+def seat_archive(tmp_path, rows: dict[str, tuple], using: str = "default"):
+    """An archive of exactly these seats (the table is emptied again afterwards)."""
+    make_seats(rows, using)
+    archive = export(
+        tables=["awkward.Seat"], using=using, output_dir=tmp_path / "seats", compression="none"
+    ).path
+    Seat.objects.using(using).all().delete()
+    return archive
+
+
+ARCHIVED_SEATS = {"a": (1, "front"), "b": (2, None), "c": (3, "aisle"), "d": (4, "back")}
+MOVES = {
+    "swapped": {"a": (2, None), "b": (1, "front"), "c": (3, "aisle"), "d": (4, "back")},
+    "taken-from-deleted": {"x": (1, "front"), "y": (3, "aisle"), "b": (2, None)},
+    "shifted": {"a": (2, "aisle"), "b": (3, "back"), "c": (4, None), "d": (5, "front")},
+    "cycle": {"a": (4, "back"), "b": (1, "front"), "c": (2, None), "d": (3, "aisle")},
+}
+
+
+@pytest.mark.parametrize("target", MOVES.values(), ids=MOVES.keys())
+@pytest.mark.parametrize("chunk", [2000, 1], ids=["one-chunk", "chunk-per-row"])
+@pytest.mark.parametrize("write_buffer", [20_000, 1], ids=["writes-at-end", "writes-early"])
+def test_replace_moves_unique_values_between_rows(
+    db, tmp_path, monkeypatch, target, chunk, write_buffer
+):
+    monkeypatch.setattr("sync.importer.CHUNK", chunk)
+    monkeypatch.setattr("sync.writer.WRITE_BUFFER_ROWS", write_buffer)
+    archive = seat_archive(tmp_path, ARCHIVED_SEATS)
+    make_seats(target)
+
+    preview = outcome(archive, dry_run=True)
+    applied = outcome(archive)
+
+    assert preview == applied
+    assert seats() == ARCHIVED_SEATS
+
+
+@pytest.mark.parametrize("mode", ["update", "append"])
+def test_a_new_record_taking_a_value_a_kept_row_holds_is_refused(db, tmp_path, mode):
+    archive = seat_archive(tmp_path, {"a": (1, "front"), "new": (2, None)})
+    make_seats({"a": (1, "front"), "other": (2, None)})
+    for dry_run in (True, False):
+        assert_refused(
+            str(archive),
+            mode=mode,
+            dry_run=dry_run,
+            no_input=True,
+            expected="awkward.Seat 'new': field 'number' value 2 is held by awkward.Seat "
+            "'other', which keeps it",
+        )
+
+
+def test_update_mode_refuses_a_swap_whose_other_half_is_not_newer(db, tmp_path):
+    """Update mode rewrites only records without ``updated_at`` that differ; Seat has none,
+    so both rows are rewritten and the swap goes through; a record kept as it is (here:
+    not in the archive) keeps its value, and taking it is a conflict."""
+    archive = seat_archive(tmp_path, {"a": (2, None), "b": (1, None)})
+    make_seats({"a": (1, None), "b": (2, None)})
+    assert outcome(archive, mode="update", dry_run=True) == outcome(archive, mode="update")
+    assert seats() == {"a": (2, None), "b": (1, None)}
+
+    Seat.objects.all().delete()
+    make_seats({"a": (1, None), "b": (3, None), "c": (2, None)})
+    assert_refused(
+        str(archive),
+        mode="update",
+        no_input=True,
+        expected="awkward.Seat 'a': field 'number' value 2 is held by awkward.Seat 'c'",
+    )
+
+
+@pytest.mark.parametrize("chunk", [2000, 1], ids=["one-chunk", "chunk-per-row"])
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "real"])
+def test_a_unique_value_given_twice_in_the_archive_is_refused(
+    db, tmp_path, monkeypatch, chunk, dry_run
+):
+    monkeypatch.setattr("sync.importer.CHUNK", chunk)
+    archive = seat_archive(tmp_path, {"a": (1, "front"), "b": (2, "back")})
+    edited = rewrite_archive(
+        archive,
+        tmp_path / "twice.tar.gz",
+        lambda label, rows: [dict(r, nickname="front") for r in rows],
+    )
+    assert_refused(
+        str(edited),
+        dry_run=dry_run,
+        no_input=True,
+        expected="awkward.Seat 'b': field 'nickname' value 'front' is given to awkward.Seat "
+        "'a' too",
+    )
+
+
+@pytest.mark.crossdb
+@pytest.mark.django_db(databases=["default", "pg", "maria"], transaction=True)
+@pytest.mark.parametrize("alias", ["pg", "maria"])
+@pytest.mark.parametrize("target", MOVES.values(), ids=MOVES.keys())
+def test_unique_values_move_on_postgresql_and_mariadb(tmp_path, monkeypatch, alias, target):
+    monkeypatch.setattr("sync.importer.CHUNK", 1)
+    archive = seat_archive(tmp_path, ARCHIVED_SEATS, using=alias)
+    make_seats(target, alias)
+
+    preview = outcome(archive, using=alias, dry_run=True)
+    applied = outcome(archive, using=alias)
+
+    assert preview == applied
+    assert seats(alias) == ARCHIVED_SEATS
+
+
+@pytest.mark.crossdb
+@pytest.mark.django_db(databases=["default", "pg", "maria"], transaction=True)
+@pytest.mark.parametrize("alias", ["pg", "maria"])
+def test_a_unique_conflict_is_named_on_postgresql_and_mariadb(tmp_path, alias):
+    archive = seat_archive(tmp_path, {"a": (1, "front"), "new": (2, None)}, using=alias)
+    make_seats({"a": (1, "front"), "other": (2, None)}, alias)
+    for dry_run in (True, False):
+        assert_refused(
+            str(archive),
+            mode="update",
+            dry_run=dry_run,
+            no_input=True,
+            database=alias,
+            using=alias,
+            expected="awkward.Seat 'new': field 'number' value 2 is held by awkward.Seat "
+            "'other', which keeps it",
+        )

@@ -41,3 +41,16 @@ def test_owned_keys_keep_their_owner(spill_at):
     assert values.owner((-3,)) is None
     assert values.add_new([(-1,)], [("c",)]) == (-1,)
     assert values.owner((-1,)) == ("a",)
+
+
+def test_values_of_any_field_type_can_be_held(spill_at):
+    """Unique values (not only keys) are held: decimals, datetimes, UUIDs."""
+    import datetime
+    import decimal
+    import uuid
+
+    values = [(decimal.Decimal("1.50"),), (datetime.datetime(2026, 1, 1),), (uuid.UUID(int=7),)]
+    seen = SeenKeys(spill_at, owned=True)
+    assert seen.add_new(values, [("a",), ("b",), ("c",)]) is None
+    assert (decimal.Decimal("1.5"),) in seen
+    assert seen.owner((uuid.UUID(int=7),)) == ("c",)

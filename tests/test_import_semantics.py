@@ -24,7 +24,7 @@ from sync.exporter import export
 from sync.importer import ImportFailed, ImportResult
 from sync.runs import run_import
 from tests.archive_tools import read_records, rewrite_archive
-from tests.awkward.models import Article, Seat
+from tests.awkward.models import Article, Node, Seat
 from tests.cli import assert_refused
 from tests.fingerprint import fingerprint
 
@@ -309,6 +309,25 @@ def test_replace_refuses_records_referring_to_rows_it_would_delete(
     "not in the archive" and its on_delete took the archive's records with it."""
     archive, _ = scenario(tmp_path)
     assert_refused(str(archive), dry_run=dry_run, no_input=True, expected=REFUSALS[scenario])
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "real"])
+def test_replace_refuses_a_link_into_its_own_table_to_a_row_it_would_delete(db, tmp_path, dry_run):
+    """Links into the record's own table are checked once the table has loaded."""
+    a, b, c = (Node.objects.create(name=name) for name in "abc")
+    a.links.add(b)
+    c.links.add(a)
+    archive = exported(tmp_path, tables=["awkward.Node"])
+    edited = rewrite_archive(
+        archive, tmp_path / "edited.tar.gz", drop_records(lambda label, r: r["name"] == "b")
+    )
+    assert_refused(
+        str(edited),
+        dry_run=dry_run,
+        no_input=True,
+        expected="awkward.Node 'a': field 'links' refers to awkward.Node 'b', which is not in "
+        "the archive",
+    )
 
 
 def test_references_into_a_table_not_imported_resolve_against_the_target(demo, tmp_path):

@@ -63,3 +63,11 @@ class Article(models.Model):
     title = models.CharField(max_length=100, blank=True)
 
     objects = VisibleManager()
+
+
+class Node(models.Model):
+    """Links into its own table that load with the row (an M2M to itself is not deferred):
+    a row may refer to another row of the same table."""
+
+    name = models.CharField(max_length=50, unique=True)
+    links = models.ManyToManyField("self", symmetrical=False, blank=True)

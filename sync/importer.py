@@ -916,11 +916,15 @@ class Importer:
         """Second pass: references that closed a cycle or point into their own table."""
         for loader in self.loaders.values():
             promoted: set = set()  # keys counted as updated by this pass
+            # The changes recorded for the first pass, by key: this pass adds its fields.
+            recorded = {repr(c.key): c for c in loader.diff.changes} if self.collect_changes else {}
             for chunk in chunked(loader.deferred, CHUNK):
-                self.resolve_deferred_chunk(loader, chunk, promoted)
+                self.resolve_deferred_chunk(loader, chunk, promoted, recorded)
             loader.deferred = []
 
-    def resolve_deferred_chunk(self, loader: TableLoader, chunk: list, promoted: set) -> None:
+    def resolve_deferred_chunk(
+        self, loader: TableLoader, chunk: list, promoted: set, recorded: dict
+    ) -> None:
         self.key_index(loader.model).prefetch(key for key, *_ in chunk)
         fields = {name: loader.model._meta.get_field(name) for _, _, name, _, _ in chunk}
         for name, f in fields.items():
@@ -947,9 +951,14 @@ class Importer:
                 promoted.add(key)
                 loader.diff.unchanged -= 1
                 loader.diff.updated += 1
-                if self.collect_changes:
-                    change = {name: (_short(old), _short(wanted))}
-                    loader.diff.changes.append(RecordChange(json_key(key), "updated", change))
+            if self.collect_changes:
+                change = recorded.get(repr(json_key(key)))
+                if change is None:
+                    change = recorded[repr(json_key(key))] = RecordChange(json_key(key), "updated")
+                    loader.diff.changes.append(change)
+                # (a new record's fields are shown by attname, as the first pass shows them)
+                shown = f.attname if change.action == "new" else name
+                change.fields[shown] = (_short(old), _short(wanted))
         if not self.dry_run:
             self.writer.update_rows(loader, list(updates.items()))
 

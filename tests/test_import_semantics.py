@@ -342,6 +342,16 @@ def test_references_into_a_table_not_imported_resolve_against_the_target(demo, t
     assert result.total_changes == 0
 
 
+def test_the_diff_shows_second_pass_changes_beside_the_others(demo, tmp_path):
+    """Project.regio is written in the second pass; its change belongs to the record's."""
+    archive = exported(tmp_path)
+    Project.objects.filter(domaincode="proj00000").update(name="renamed here", regio=None)
+    for dry_run in (True, False):
+        result, _ = run_import(archive, dry_run=dry_run, collect_changes=True)
+        (change,) = result.tables["content.Project"].changes
+        assert (change.key, set(change.fields)) == ("proj00000", {"name", "regio"})
+
+
 # -- keys compared exactly -------------------------------------------------------------------
 
 

@@ -180,7 +180,7 @@ def export(
         with ArchiveWriter(path, compression, level) as writer:
             with read_snapshot(using):
                 if on_start:
-                    on_start(sum(p.model._default_manager.using(using).count() for p in plans))
+                    on_start(sum(p.model._base_manager.using(using).count() for p in plans))
                 entries = []
                 for plan in plans:
                     spool = writer.add_table(plan.label)
@@ -223,7 +223,7 @@ def write_table(plan: SyncModel, spool: MemberSpool, using: str, progress: Progr
         for position, lookup in enumerate(encoder.lookups)
     ]
     lookups += ["pk"] if plan.m2m_fields else []
-    queryset = plan.model._default_manager.using(using).order_by("pk").values_list(*lookups)
+    queryset = plan.model._base_manager.using(using).order_by("pk").values_list(*lookups)
     names = encoder.names + [f.name for f in plan.m2m_fields]
     for columns in read_columns(queryset, CHUNK):
         for position in text_datetimes:
@@ -324,7 +324,7 @@ def m2m_keys(f: models.ManyToManyField, pks: list, using: str) -> dict:
     result: dict = defaultdict(list)
     if not pks:
         return result
-    rows = through._default_manager.using(using).filter(
+    rows = through._base_manager.using(using).filter(
         **{f"{source}_id__gte": min(pks), f"{source}_id__lte": max(pks)}
     )
     if len(paths) == 1:

@@ -301,7 +301,7 @@ class TableLoader:
             self.columns.append(
                 Column(
                     f,
-                    field_decoder(f, self.stores_nul),
+                    field_decoder(f, self.connection.vendor),
                     f.related_model if f.is_relation else None,
                     name in plan.deferred,
                 )

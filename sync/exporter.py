@@ -184,7 +184,7 @@ def export(
         with ArchiveWriter(path, compression, level) as writer:
             with read_snapshot(using):
                 if on_start:
-                    on_start(sum(p.model._default_manager.using(using).count() for p in plans))
+                    on_start(sum(p.model._base_manager.using(using).count() for p in plans))
                 entries = []
                 nulled = {}
                 for plan in plans:
@@ -232,7 +232,7 @@ def write_table(
         for position, lookup in enumerate(encoder.lookups)
     ]
     lookups += ["pk"] if plan.m2m_fields else []
-    queryset = plan.model._default_manager.using(using).order_by("pk")
+    queryset = plan.model._base_manager.using(using).order_by("pk")
     queryset = queryset.values_list(*generic.lookups(lookups))
     names = encoder.names + [f.name for f in plan.m2m_fields]
     dangling = DanglingCheck.of(plan, names)
@@ -348,7 +348,7 @@ def m2m_keys(f: models.ManyToManyField, pks: list, using: str) -> dict:
     result: dict = defaultdict(list)
     if not pks:
         return result
-    rows = through._default_manager.using(using).filter(
+    rows = through._base_manager.using(using).filter(
         **{f"{source}_id__gte": min(pks), f"{source}_id__lte": max(pks)}
     )
     if len(paths) == 1:

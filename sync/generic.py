@@ -589,7 +589,7 @@ class GenericColumns:
         for row in rows:
             key, _, record = row
             try:
-                self.resolved[id(record)] = self.resolve_record(record, adding)
+                self.resolved[id(record)] = self.resolve_record(key, record, adding)
             except Unresolved as exc:
                 if not (self.state.drop_unresolved and exc.droppable):
                     raise self.loader.fail(key, str(exc)) from None
@@ -616,33 +616,58 @@ class GenericColumns:
                             keys[model].add(key)
         return keys
 
-    def resolve_record(self, record: dict, adding: set[tuple]) -> dict[str, Any]:
-        """Field name → what a record's generic reference resolves to (see ``resolve``);
-        ``adding``: keys of the new rows written with this record."""
-        return {
-            f.field.name: self.resolve(record, f, raw, adding)
-            for f in self.fields
-            if (raw := record.get(f.field.name)) is not None
-        }
+    def resolve_record(self, key: tuple, record: dict, adding: set[tuple]) -> dict[str, Any]:
+        """Field name → what a record's generic reference resolves to: the id (as the field's
+        type) or a placeholder for it, or a GenericTarget for the second pass. Unresolved when
+        it names no row, or a row it cannot be written after; ``adding``: keys of the new rows
+        written with this record."""
+        resolved = {}
+        for f in self.fields:
+            raw = record.get(f.field.name)
+            if raw is None:
+                continue
+            model, target, pk = self.resolve(record, f, raw, adding)
+            if f.waits:
+                resolved[f.field.name] = GenericTarget(model, raw)
+                continue
+            if self.importer.mode == "replace":
+                self.refuse_deleted(key, f, model, pk)
+            resolved[f.field.name] = self.stored(f, model, target, pk)
+        return resolved
 
-    def resolve(self, record: dict, f: _Field, raw: Any, adding: set[tuple]) -> Any:
-        """The id (as the field's type) or a placeholder for it; a GenericTarget for the second
-        pass. Unresolved when it names no row, or a row it cannot be written after."""
+    def resolve(
+        self, record: dict, f: _Field, raw: Any, adding: set[tuple]
+    ) -> tuple[type[models.Model], tuple, Any]:
+        """The model, key and id (or placeholder; None for a waiting reference whose row may
+        come later) of the row a reference names."""
         model, key = self.reference(record, f, raw)
         pk = self.importer.id_of(model, key)
         if pk is None and self.state.is_dropped(model, key):
             raise Unresolved(self.missing(f, model, raw, "which this import dropped"))
         later = self.state.loads_here_or_later(model, self.loader)
-        if f.waits:
-            if pk is None and not later:
-                raise Unresolved(self.missing(f, model, raw))
-            return GenericTarget(model, raw)
-        if pk is None:  # its row may yet come (later), but this reference cannot wait for it
+        if pk is None and not (f.waits and later):
+            # (its row may yet come, later, but this reference cannot wait for it)
             why = _NOT_BEFORE if later else ""
             raise Unresolved(self.missing(f, model, raw, why), droppable=not later)
-        if model is self.loader.model and key in adding:  # written in the same statement
+        if not f.waits and model is self.loader.model and key in adding:
+            # written in the same statement as this record
             raise Unresolved(self.missing(f, model, raw, _WRITTEN_WITH_IT), droppable=False)
-        return self.stored(f, model, key, pk)
+        return model, key, pk
+
+    def refuse_deleted(self, key: tuple, f: _Field, model: type[models.Model], pk: Any) -> None:
+        """Replace mode: a reference to a row the import deletes is refused, as a foreign key
+        is (``TableLoader.check_references_kept``; its own table's rows are checked when the
+        table has loaded, waiting references in the second pass)."""
+        from sync.keys import PlaceholderPk  # keys imports this module
+
+        if isinstance(pk, PlaceholderPk):  # a row the archive adds
+            return
+        if model is self.loader.model:
+            self.loader.own_references.setdefault(pk, (key, f.field.name))
+            return
+        deleted = self.importer.deleted_rows(model)
+        if pk in deleted:
+            raise self.loader.refers_to_deleted(key, f.field.name, model, deleted[pk])
 
     def reference(self, record: dict, f: _Field, raw: Any) -> tuple[type[models.Model], tuple]:
         """The model and key a reference names (Unresolved when it names none here)."""

@@ -42,6 +42,7 @@ from django.db.models.functions import Cast
 
 from sync import generic
 from sync.columns import UTC_TEXT, read_columns, reads_datetimes_as_text, utc_datetime_texts
+from sync.deletions import DryRunCollector, MovedReferences, deleted_ids
 from sync.generic import GenericColumns, GenericImport
 from sync.keys import (
     CHUNK,
@@ -66,6 +67,7 @@ from sync.schema import (
     sync_key_fields,
 )
 from sync.sources import RecordSource, SourceTable
+from sync.uniques import UniqueValues, key_lookup, unique_groups
 from sync.writer import RowWriter, Verdict, WriteGate, db_value_preparer
 
 MODES = ("replace", "update", "append")
@@ -310,7 +312,7 @@ class TableLoader:
             self.columns.append(
                 Column(
                     f,
-                    field_decoder(f, self.stores_nul),
+                    field_decoder(f, self.connection.vendor),
                     f.related_model if f.is_relation else None,
                     name in plan.deferred,
                 )
@@ -329,6 +331,9 @@ class TableLoader:
         )
         self.keys_seen = SeenKeys(settings.SYNC_KEY_MAP_LIMIT)
         self.stale: dict[Any, tuple] = {}
+        # Replace mode: target rows of this table that its own records refer to (id → the
+        # first referring key and field), checked against ``stale`` once the table has loaded.
+        self.own_references: dict[Any, tuple[tuple, str]] = {}
         self.matched = 0  # archive keys found in the target
         self.rows_before = 0
         self.by_chunk = False  # look keys up per chunk instead of holding a whole map
@@ -361,6 +366,7 @@ class TableLoader:
         self.key_paths = key_paths(self.model)
         self.source = source
         self.peek = None
+        self.uniques = self.unique_values()
         if importer.mode == "update" and self.has_updated_at and self.simple_key is not None:
             self.peek = stamp_peek(source.fields, self.simple_key)
         self.generic = GenericColumns.of(self)  # None: the table has no generic references
@@ -434,7 +440,7 @@ class TableLoader:
         (``KeyIndex``), so memory stays flat however large it is.
         """
         update = self.importer.mode == "update"
-        manager = self.model._default_manager.using(self.using)
+        manager = self.model._base_manager.using(self.using)
         self.rows_before = manager.count()
         # The keys of both sides mostly overlap: the larger side is what a whole map holds.
         self.by_chunk = max(self.rows_before, self.source.count) > settings.SYNC_KEY_MAP_LIMIT
@@ -462,6 +468,8 @@ class TableLoader:
                 rows = self.generic.prepare(rows)
             self.maps = {model: self.importer.key_index(model).map for model in self.references}
             decoded = [(key, pk, *self.decode(key, record)) for key, pk, record in rows]
+            if self.importer.mode == "replace":
+                self.check_references_kept(decoded)
             self.load_chunk(decoded)
             if progress:
                 progress(len(chunk))
@@ -476,6 +484,55 @@ class TableLoader:
             if any(type(part) is str and "\x00" in part for part in key):
                 fields = ", ".join(self.plan.key_fields)
                 raise self.fail(key, f"the key ({fields}) {NUL_REFUSED}")
+
+    def unique_values(self) -> UniqueValues | None:
+        """The unique values besides the key this table writes, checked and made room
+        for (``sync.uniques``); None when it has none."""
+        present = {c.field.name for c in self.columns if not c.deferred}
+        groups = unique_groups(self.model, present, self.plan.key_fields)
+        if not groups:
+            return None
+        key_of = key_lookup(self.model, self.using, self.key_paths)
+        return UniqueValues(
+            self.model, self.using, groups, key_of, self.fail, settings.SYNC_KEY_MAP_LIMIT
+        )
+
+    def check_references_kept(self, decoded: list) -> None:
+        """Replace mode: no record may refer to a row that the import deletes (a target row
+        the archive lacks), or the result would not be the archive: the row would go, and its
+        ``on_delete`` could take the record with it. The tables a table refers to have loaded
+        before it, so their deleted rows are known; references into the table itself are
+        checked when it has loaded (``release``), second-pass ones in ``resolve_deferred``."""
+        for model, (names, m2m_names) in self.references.items():
+            for name, pks in self.referenced_ids(decoded, names, m2m_names):
+                if model is self.model:
+                    for pk, key in pks:
+                        if pk is not None and type(pk) is not PlaceholderPk:
+                            self.own_references.setdefault(pk, (key, name))
+                    continue
+                deleted = self.importer.deleted_rows(model)
+                for pk, key in pks if deleted else ():
+                    if pk in deleted:
+                        raise self.refers_to_deleted(key, name, model, deleted[pk])
+
+    def referenced_ids(
+        self, decoded: list, names: list[str], m2m_names: list[str]
+    ) -> Iterator[tuple[str, Iterator[tuple[Any, tuple]]]]:
+        """(field name, (target id, referring key) pairs) of a chunk's references."""
+        for name in names:
+            attname = self.model._meta.get_field(name).attname
+            yield name, ((values[attname], key) for key, _, values, _, _ in decoded)
+        for name in m2m_names:
+            yield name, ((pk, key) for key, _, _, _, m2m in decoded for pk in m2m[name])
+
+    def refers_to_deleted(
+        self, key: tuple, name: str, model: type[models.Model], target: tuple
+    ) -> ImportFailed:
+        return self.fail(
+            key,
+            f"field {name!r} refers to {model._meta.label} {json_key(target)!r}, which is not "
+            f"in the archive: replace mode would delete it (the archive is inconsistent)",
+        )
 
     def check_unique(self, keys: list[tuple]) -> None:
         """Remember these keys; a key read before is an error."""
@@ -556,7 +613,7 @@ class TableLoader:
         """(key, id) of every target row: the kept map, or a stream from the database."""
         if not self.by_chunk:
             return iter(self.found.items())
-        return keyed_ids(self.model._default_manager.using(self.using), self.key_paths)
+        return keyed_ids(self.model._base_manager.using(self.using), self.key_paths)
 
     def release(self) -> None:
         """Done with this table: keep only what later steps need, so memory does not add up
@@ -567,6 +624,12 @@ class TableLoader:
             # The target's rows that the archive lacks (id → key): deleted at the end. (When
             # every row the table had was matched, there are none: no need to look.)
             self.stale = {pk: key for key, pk in self.keys_seen.absent(self.target_keys())}
+            for pk in self.own_references.keys() & self.stale.keys():
+                key, name = self.own_references[pk]
+                raise self.refers_to_deleted(key, name, self.model, self.stale[pk])
+            self.own_references = {}
+        if self.uniques is not None:
+            self.uniques.check_table(self.stale)
         self.found = {}
         if not self.needs_ids:
             # (else kept: references to rows the archive adds are told by these)
@@ -633,21 +696,44 @@ class TableLoader:
                 updates.append(
                     (pk, {a: values[a] for a in values if a not in self.deferred_attnames})
                 )
+            if self.importer.moved is not None:
+                self.note_moves(pk, changed, m2m_changes)
             for name, (old_ids, new_ids) in m2m_changes.items():
                 m2m_writes[name].append((pk, old_ids, new_ids))
+        if self.uniques is not None:
+            keys = {pk: key for key, pk, *_ in decoded if pk is not None}
+            self.uniques.check_chunk(
+                [
+                    (key, None, values, None)
+                    for (key, _), values in zip(new_m2m, inserts, strict=True)
+                ]
+                + [(keys[pk], pk, values, current[pk]) for pk, values in updates]
+            )
         if not self.importer.dry_run and (inserts or updates or m2m_writes):
             self.importer.gate.submit(
                 lambda: self.write_chunk(inserts, updates, m2m_writes, new_m2m),
                 len(inserts) + len(updates),
             )
 
+    def note_moves(self, pk: Any, changed: dict, m2m_changes: dict) -> None:
+        """Dry run in replace mode: the references this row's update moves (see
+        ``sync.deletions``)."""
+        moved = self.importer.moved
+        for attname, (old, _) in changed.items():
+            if attname in self.reference_attnames:
+                moved.note(self.model, self.by_attname[attname], old, pk)
+        for name, (old_ids, new_ids) in m2m_changes.items():
+            moved.note_links(self.model._meta.get_field(name), pk, old_ids - new_ids)
+
     def write_chunk(self, inserts: list, updates: list, m2m_writes: dict, new_m2m: list) -> None:
         """Write a chunk; new rows' ids are read back when something needs them (a whole
         index holds them; their M2M sets are written with them)."""
         self.realise_rows(inserts + [values for _, values in updates])
+        if self.uniques is not None:
+            self.uniques.make_room([(None, values) for values in inserts] + updates)
         self.importer.writer.insert_rows(self, inserts)
         if inserts and self.needs_ids and (self.m2m or not self.by_chunk):
-            ids = ids_of_keys(self.model._default_manager.using(self.using), self.key_paths,
+            ids = ids_of_keys(self.model._base_manager.using(self.using), self.key_paths,
                               [key for key, _ in new_m2m])  # fmt: skip
             self.importer.key_index(self.model).fill(ids)
             for f in self.m2m:
@@ -740,8 +826,11 @@ class TableLoader:
         if not pks:
             return {}
         attnames = [c.field.attname for c in self.columns]
-        rows = filter_in(self.model._default_manager.using(self.using), "pk", pks)
-        return {row["pk"]: row for row in rows.values("pk", *attnames)}
+        rows = filter_in(self.model._base_manager.using(self.using), "pk", pks)
+        current = {row["pk"]: row for row in rows.values("pk", *attnames)}
+        if self.uniques is not None and self.uniques.parked:
+            self.uniques.as_before(current)
+        return current
 
     def current_m2m(self, pks: list) -> dict[str, dict[Any, set]]:
         result: dict[str, dict[Any, set]] = {}
@@ -750,7 +839,7 @@ class TableLoader:
             source, target = f.m2m_field_name(), f.m2m_reverse_field_name()
             sets: dict[Any, set] = defaultdict(set)
             if pks:
-                rows = through._default_manager.using(self.using).filter(**{f"{source}__in": pks})
+                rows = through._base_manager.using(self.using).filter(**{f"{source}__in": pks})
                 for source_pk, target_pk in rows.values_list(f"{source}_id", f"{target}_id"):
                     sets[source_pk].add(target_pk)
             result[f.name] = sets
@@ -781,6 +870,9 @@ class Importer:
         self.connection = connections[using]
         self.indexes: dict[type[models.Model], KeyIndex] = {}
         self.loaders: dict[str, TableLoader] = {}
+        self.loading: TableLoader | None = None
+        replaces = mode == "replace" and dry_run
+        self.moved = MovedReferences(self.may_be_deleted) if replaces else None
         self.writer = RowWriter(self.connection)
         self.gate = WriteGate(verdict)
         self.datetimes_as_text = reads_datetimes_as_text(self.connection)
@@ -890,6 +982,18 @@ class Importer:
         for model, keys in wanted.items():
             self.key_index(model).prefetch(keys)
 
+    def deleted_rows(self, model: type[models.Model]) -> dict[Any, tuple]:
+        """Replace mode: id → key of the rows of ``model`` that the import deletes (known
+        once its table has loaded; none for a table the import does not load)."""
+        loader = self.loaders.get(model._meta.label)
+        return {} if loader is None else loader.stale
+
+    def may_be_deleted(self, model: type[models.Model], pk: Any) -> bool:
+        """Whether replace mode may delete this row: one the archive lacks, or one of a
+        table that is not imported or not loaded yet (an ``on_delete`` may reach it)."""
+        loader = self.loaders.get(model._meta.label)
+        return loader is None or loader is self.loading or pk in loader.stale
+
     def resolve(self, target: type[models.Model], raw: Any, loader, key, f) -> Any:
         pk = self.id_of(target, target_key(raw))
         if pk is None:
@@ -932,12 +1036,17 @@ class Importer:
                 loader = TableLoader(self, plan, table)
                 self.loaders[plan.label] = loader
                 result.tables[plan.label] = loader.diff
+                self.loading = loader
                 loader.load(records, self.progress)
+                self.loading = None
             self.gate.flush()
             self.resolve_deferred()
             if self.mode == "replace":
                 self.delete_missing(result)
             if not self.dry_run:
+                for loader in self.loaders.values():
+                    if loader.uniques is not None:
+                        loader.uniques.check_restored(loader.stale)
                 self.writer.reset_sequences()
         self.gate.flush()  # a dry run writes nothing, but still waits for the verdict
         return result
@@ -946,11 +1055,15 @@ class Importer:
         """Second pass: references that closed a cycle or point into their own table."""
         for loader in self.loaders.values():
             promoted: set = set()  # keys counted as updated by this pass
+            # The changes recorded for the first pass, by key: this pass adds its fields.
+            recorded = {repr(c.key): c for c in loader.diff.changes} if self.collect_changes else {}
             for chunk in chunked(loader.deferred, CHUNK):
-                self.resolve_deferred_chunk(loader, chunk, promoted)
+                self.resolve_deferred_chunk(loader, chunk, promoted, recorded)
             loader.deferred = []
 
-    def resolve_deferred_chunk(self, loader: TableLoader, chunk: list, promoted: set) -> None:
+    def resolve_deferred_chunk(
+        self, loader: TableLoader, chunk: list, promoted: set, recorded: dict
+    ) -> None:
         fields = {name: loader.model._meta.get_field(name) for _, _, name, _, _ in chunk}
         targets: dict[type[models.Model], set] = defaultdict(set)
         targets[loader.model].update(key for key, *_ in chunk)  # one read a model (see prefetch)
@@ -968,19 +1081,30 @@ class Importer:
             wanted = None
             if target is not None:
                 model, raw = generic.target_of(f, target)
-                wanted = generic.stored(f, self.resolve(model, raw, loader, key, f))
+                target_pk = self.resolve(model, raw, loader, key, f)
+                deleted = self.deleted_rows(model)
+                if target_pk in deleted:
+                    raise loader.refers_to_deleted(key, name, model, deleted[target_pk])
+                wanted = generic.stored(f, target_pk)
             old = None if state == "new" else current[pk][f.attname]
             if old == wanted:
                 continue
+            if self.moved is not None and f.is_relation:  # (generic ones: see sync.generic)
+                self.moved.note(loader.model, f, old, pk)
             updates[pk][f.attname] = wanted
             if state == "same" and key not in promoted:
                 promoted.add(key)
                 loader.diff.unchanged -= 1
                 loader.diff.updated += 1
-                if self.collect_changes:
-                    shown = (loader.show(f.attname, old), loader.show(f.attname, wanted, CHANGED))
-                    change = {name: shown}
-                    loader.diff.changes.append(RecordChange(json_key(key), "updated", change))
+            if self.collect_changes:
+                change = recorded.get(repr(json_key(key)))
+                if change is None:
+                    change = recorded[repr(json_key(key))] = RecordChange(json_key(key), "updated")
+                    loader.diff.changes.append(change)
+                change.fields[name] = (
+                    loader.show(f.attname, old),
+                    loader.show(f.attname, wanted, CHANGED),
+                )
         if not self.dry_run:
             self.writer.update_rows(loader, list(updates.items()))
 
@@ -988,39 +1112,45 @@ class Importer:
         """Replace mode: delete rows whose key is not in the archive, following on_delete.
 
         One Collector gathers every table's stale rows, so a row reached twice (stale itself and
-        by cascade) counts once, in a dry run as in a real run.
+        by cascade) counts once, in a dry run as in a real run (see ``sync.deletions``). A row
+        the archive holds must not go with them: that is refused.
         """
-        collector = Collector(using=self.using, origin=None)
-        stale_by_model: dict[type[models.Model], set] = {}
-        for loader in self.loaders.values():
-            if not loader.stale:
-                continue
-            stale = set(loader.stale)
-            stale_by_model[loader.model] = stale
+        if self.moved is None:
+            collector = Collector(using=self.using, origin=None)
+        else:
+            collector = DryRunCollector(self.using, self.moved)
+        stale_loaders = [loader for loader in self.loaders.values() if loader.stale]
+        for loader in stale_loaders:
             manager = loader.model._base_manager.using(self.using)
-            for chunk in chunked(sorted(stale), CHUNK):
+            for chunk in chunked(sorted(loader.stale), CHUNK):
                 collector.collect(list(manager.filter(pk__in=chunk)))
             if self.collect_changes:
                 loader.diff.changes += [
-                    RecordChange(json_key(loader.stale[pk]), "deleted") for pk in sorted(stale)
+                    RecordChange(json_key(loader.stale[pk]), "deleted")
+                    for pk in sorted(loader.stale)
                 ]
-        if not stale_by_model:
+        if not stale_loaders:
             return
-        removed: dict[type[models.Model], set] = defaultdict(set)
-        for model, instances in collector.data.items():
-            removed[model._meta.concrete_model] |= {obj.pk for obj in instances}
-        for qs in collector.fast_deletes:
-            removed[qs.model._meta.concrete_model] |= set(qs.values_list("pk", flat=True))
-        for model, pks in removed.items():
-            stale = stale_by_model.get(model, set())
+        for model, pks in deleted_ids(collector).items():
             loader = self.loaders.get(model._meta.label)
-            if loader is not None:
-                loader.diff.deleted = len(pks & stale)
-            extra = len(pks - stale)
-            if extra:
-                result.cascaded[str(model._meta.verbose_name_plural)] += extra
+            if loader is None:
+                result.cascaded[str(model._meta.verbose_name_plural)] += len(pks)
+                continue
+            kept = pks - loader.stale.keys()
+            if kept:
+                raise self.deletes_archived_row(loader, min(kept))
+            loader.diff.deleted = len(pks)
         if not self.dry_run:
             collector.delete()
+
+    def deletes_archived_row(self, loader: TableLoader, pk: Any) -> ImportFailed:
+        rows = loader.model._base_manager.using(self.using).filter(pk=pk)
+        key = next(keyed_ids(rows, loader.key_paths))[0]
+        return loader.fail(
+            key,
+            "is in the archive, but replace mode would delete it: an on_delete rule takes it "
+            "with a row that the import deletes (the archive is inconsistent)",
+        )
 
 
 @contextmanager

@@ -152,12 +152,15 @@ def column_keys(parts: list[list]) -> Iterable[tuple]:
     return map(normalise_key, zip(*parts, strict=True))
 
 
-def field_decoder(f: models.Field, stores_nul: bool = True) -> Callable[[Any], Any]:
+def field_decoder(f: models.Field, vendor: str = "") -> Callable[[Any], Any]:
     """A function turning an archive value into the Python value of field ``f``, refusing
     (ValidationError) a value the field cannot hold exactly on any database: an integer out of
     the field type's range, a decimal the column would round or cannot hold, a float that is
-    not finite. ``stores_nul=False`` (PostgreSQL) refuses texts with a NUL character too, so a
-    dry run finds them (the database would only fail on writing)."""
+    not finite. Some refusals depend on the target database (``vendor``), so that a dry run
+    finds them too (the database would only fail, or lose digits, on writing): PostgreSQL
+    cannot store a NUL character in text; SQLite keeps 15 significant digits of a decimal;
+    SQLite and MariaDB hold a duration in 64 bits of microseconds."""
+    stores_nul = vendor != "postgresql"
     if isinstance(f, models.JSONField):
         return (lambda value: value) if stores_nul else _decode_json_without_nul
     internal = f.get_internal_type()
@@ -174,7 +177,9 @@ def field_decoder(f: models.Field, stores_nul: bool = True) -> Callable[[Any], A
 
         return decode_bool
     if isinstance(f, models.DecimalField):
-        return _decode_decimal(f)
+        return _decode_decimal(f, SQLITE_DECIMAL_DIGITS if vendor == "sqlite" else None)
+    if isinstance(f, models.DurationField) and vendor in ("sqlite", "mysql"):
+        return _decode_bigint_duration(f)
     if isinstance(f, models.FloatField):
         return _decode_float
     if isinstance(f, models.DateTimeField):
@@ -267,10 +272,31 @@ def _decode_integer(f: models.Field, internal: str) -> Callable[[Any], Any]:
     return decode_integer
 
 
-def _decode_decimal(f: models.DecimalField) -> Callable[[Any], Any]:
+# Significant digits of a decimal that SQLite keeps: it stores one with a fraction as a double.
+SQLITE_DECIMAL_DIGITS = 15
+# A duration held as a signed 64-bit count of microseconds (SQLite, MariaDB).
+BIGINT_MICROSECONDS = datetime.timedelta(microseconds=2**63 - 1)
+
+
+def _decode_bigint_duration(f: models.DurationField) -> Callable[[Any], Any]:
+    to_python = f.to_python
+
+    def decode_duration(value: Any) -> Any:
+        value = None if value is None else to_python(value)
+        if value is not None and abs(value) > BIGINT_MICROSECONDS:
+            raise ValidationError(
+                "longer than this database holds (64 bits of microseconds, about 292,000 years)"
+            )
+        return value
+
+    return decode_duration
+
+
+def _decode_decimal(f: models.DecimalField, max_significant: int | None) -> Callable[[Any], Any]:
     """Decimals the column holds exactly: PostgreSQL and MariaDB would round extra decimal
     places and SQLite keeps them, so a value with more (other than zeros) is refused, as is one
-    with more digits before the point than the field has room for."""
+    with more digits before the point than the field has room for, or, where the database
+    keeps fewer (``max_significant``), more significant digits than it keeps."""
     places = f.decimal_places
     limit = decimal.Decimal(10) ** (f.max_digits - places)
     quantum = decimal.Decimal(1).scaleb(-places)
@@ -294,9 +320,20 @@ def _decode_decimal(f: models.DecimalField) -> Callable[[Any], Any]:
                 f"more than {f.max_digits - places} digits before the decimal point (a "
                 f"DecimalField({f.max_digits}, {places}) cannot hold it)"
             )
+        if max_significant is not None and significant_digits(number) > max_significant:
+            raise ValidationError(
+                f"{significant_digits(number)} significant digits; this database keeps "
+                f"{max_significant} and would change the value"
+            )
         return number
 
     return decode_decimal
+
+
+def significant_digits(number: decimal.Decimal) -> int:
+    """Digits from the first non-zero one to the last non-zero one (0 for zero)."""
+    digits = number.as_tuple().digits
+    return len("".join(map(str, digits)).strip("0"))
 
 
 def _decode_float(value: Any) -> Any:

@@ -363,6 +363,32 @@ def test_an_unresolvable_reference_is_refused(archive, tmp_path, content_type, o
     )
 
 
+@pytest.mark.parametrize("table", ["awkward.Note", "awkward.Label"])
+def test_replace_refuses_a_reference_to_a_row_it_deletes(archive, tmp_path, table):
+    """A tag in the target but not in the archive: replace would delete it, and the reference
+    would name no row (nothing cascades to a generic reference). Notes' references are checked
+    in the second pass, labels' as they are read."""
+
+    def on_delta(label, records):
+        if label == table:
+            records[-1].update(content_type=["content", "tag"], object_id=["delta"])
+        return records
+
+    edited = rewrite_archive(archive, tmp_path / "delta.backup.tar.gz", on_delta)
+    prepare_target()
+    Tag.objects.create(name="delta")
+    for dry_run in (True, False):
+        assert_refused(
+            str(edited),
+            no_input=True,
+            dry_run=dry_run,
+            expected="field 'object_id' refers to content.Tag 'delta', which is not in the "
+            "archive: replace mode would delete it",
+        )
+    result, _ = run_import(edited, mode="update")  # deletes nothing: resolves against it
+    assert result.tables[table].new >= 1
+
+
 @pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "real"])
 def test_drop_unresolved_leaves_the_record_out_and_reports_it(archive, tmp_path, dry_run):
     edited = with_note_pointing_at(archive, tmp_path, ["content", "tag"], ["nowhere"])

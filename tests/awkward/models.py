@@ -91,3 +91,11 @@ class Specimen(models.Model):
     flag = models.BooleanField(null=True, blank=True)
     ratio = models.FloatField(null=True, blank=True)
     blob = models.BinaryField(null=True, blank=True)
+
+
+class Node(models.Model):
+    """Links into its own table that load with the row (an M2M to itself is not deferred):
+    a row may refer to another row of the same table."""
+
+    name = models.CharField(max_length=50, unique=True)
+    links = models.ManyToManyField("self", symmetrical=False, blank=True)

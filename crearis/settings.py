@@ -118,6 +118,9 @@ BACKUP_DIR = Path(env.str("BACKUP_DIR", default=str(VAR_DIR / "backups")))
 SYNC_DEFAULT_APPS = env.list("SYNC_DEFAULT_APPS", default=["content"])
 # Fields left out of archives unless --include-secrets ("app_label.Model.field", fnmatch).
 SYNC_SENSITIVE_FIELDS = env.list("SYNC_SENSITIVE_FIELDS", default=["*.password"])
+# Generic references that no GenericForeignKey declares: (model label, content type field, id
+# field). Their ids are written as the referenced record's sync key, like a GenericForeignKey's.
+SYNC_GENERIC_RELATIONS = [("admin.LogEntry", "content_type", "object_id")]
 # Largest archive member syncverify / syncimport will read, in bytes (a guard against bombs).
 SYNC_MAX_MEMBER_SIZE = env.int("SYNC_MAX_MEMBER_SIZE", default=20 * 1024**3)
 

@@ -20,6 +20,7 @@ from django.db.models.constants import LOOKUP_SEP
 from django.db.models.functions import Cast
 from django.utils import timezone
 
+from sync import generic
 from sync.archive import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -30,6 +31,7 @@ from sync.archive import (
     remove_leftovers,
 )
 from sync.columns import read_columns, reads_datetimes_as_text, utc_datetime_texts
+from sync.generic import DanglingCheck, DanglingReference, GenericPart, NulledReferences
 from sync.models import BackupRecord, SyncState, process_alive
 from sync.records import RecordEncoder, dumps_line, json_key
 from sync.schema import (
@@ -57,6 +59,8 @@ class ExportResult:
     path: Path
     backup: BackupRecord
     counts: dict[str, int] = field(default_factory=dict)
+    # Per table: generic references that named no row, written as null (see sync.generic)
+    nulled: dict[str, NulledReferences] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -182,9 +186,10 @@ def export(
                 if on_start:
                     on_start(sum(p.model._base_manager.using(using).count() for p in plans))
                 entries = []
+                nulled = {}
                 for plan in plans:
                     spool = writer.add_table(plan.label)
-                    write_table(plan, spool, using, progress)
+                    nulled[plan.label] = write_table(plan, spool, using, progress)
                     entries.append(table_entry(plan, spool))
             index = build_index(backup, entries, using, now, compression, include_secrets)
             size, sha256 = writer.finish(index)
@@ -204,11 +209,15 @@ def export(
     SyncState.objects.using(using).update_or_create(
         database=using, defaults={"last_export_at": backup.finished_at}
     )
-    return ExportResult(path, backup, backup.counts)
+    nulled = {label: found for label, found in nulled.items() if found.count}
+    return ExportResult(path, backup, backup.counts, nulled)
 
 
-def write_table(plan: SyncModel, spool: MemberSpool, using: str, progress: Progress | None):
-    """Write every row of ``plan``'s table to ``spool``, one JSON line per record.
+def write_table(
+    plan: SyncModel, spool: MemberSpool, using: str, progress: Progress | None
+) -> NulledReferences:
+    """Write every row of ``plan``'s table to ``spool``, one JSON line per record; return the
+    generic references that named no row, written as null (others are refused).
 
     This is the hot loop of an export, so it works a chunk at a time and column by column:
     Django's SQL and converters, without Django's per-row machinery (see ``read_columns``).
@@ -223,9 +232,13 @@ def write_table(plan: SyncModel, spool: MemberSpool, using: str, progress: Progr
         for position, lookup in enumerate(encoder.lookups)
     ]
     lookups += ["pk"] if plan.m2m_fields else []
-    queryset = plan.model._base_manager.using(using).order_by("pk").values_list(*lookups)
+    queryset = plan.model._base_manager.using(using).order_by("pk")
+    queryset = queryset.values_list(*generic.lookups(lookups))
     names = encoder.names + [f.name for f in plan.m2m_fields]
+    dangling = DanglingCheck.of(plan, names)
+    nulled = NulledReferences()
     for columns in read_columns(queryset, CHUNK):
+        columns = generic.fold(lookups, columns, using)
         for position in text_datetimes:
             columns[position] = utc_datetime_texts(columns[position], connection)
         for position in times:
@@ -237,6 +250,14 @@ def write_table(plan: SyncModel, spool: MemberSpool, using: str, progress: Progr
             pks = columns[-1]
             for f in plan.m2m_fields:
                 values.append(sorted_related_keys(m2m_keys(f, pks, using), pks))
+        if dangling is not None:
+            try:
+                dangling.apply(values, nulled)
+            except DanglingReference as exc:
+                raise ExportError(
+                    f"{exc}: a dangling generic reference. Delete or mend that row, or leave "
+                    f"its table out (--exclude {plan.label})."
+                ) from exc
         count = len(columns[0])
         write_lines(
             spool,
@@ -244,6 +265,7 @@ def write_table(plan: SyncModel, spool: MemberSpool, using: str, progress: Progr
         )
         if progress:
             progress(count)
+    return nulled
 
 
 def datetimes_read_as_text(plan: SyncModel, encoder: RecordEncoder, connection) -> set[int]:
@@ -264,12 +286,14 @@ def datetimes_read_as_text(plan: SyncModel, encoder: RecordEncoder, connection) 
     }
 
 
-def columns_of_type(model: type[models.Model], lookups: list[str], internal_type: str) -> list:
-    """Positions of the columns read with ``lookups`` whose field is of ``internal_type``."""
+def columns_of_type(model: type[models.Model], lookups: list, internal_type: str) -> list:
+    """Positions of the columns read with ``lookups`` whose field is of ``internal_type`` (a
+    generic reference's column holds keys: of none)."""
     return [
         position
         for position, lookup in enumerate(lookups)
-        if lookup_field(model, lookup).get_internal_type() == internal_type
+        if type(lookup) is not GenericPart
+        and lookup_field(model, lookup).get_internal_type() == internal_type
     ]
 
 
@@ -320,7 +344,7 @@ def m2m_keys(f: models.ManyToManyField, pks: list, using: str) -> dict:
     """
     through = f.remote_field.through
     source, target = f.m2m_field_name(), f.m2m_reverse_field_name()
-    paths = [f"{target}__{p}" for p in key_paths(f.related_model)]
+    paths = key_paths(f.related_model, f"{target}__")
     result: dict = defaultdict(list)
     if not pks:
         return result
@@ -330,9 +354,12 @@ def m2m_keys(f: models.ManyToManyField, pks: list, using: str) -> dict:
     if len(paths) == 1:
         for source_pk, key in rows.values_list(f"{source}_id", *paths).iterator(CHUNK):
             result[source_pk].append(key)
-    else:
-        for source_pk, *parts in rows.values_list(f"{source}_id", *paths).iterator(CHUNK):
-            result[source_pk].append(json_key(tuple(parts)))
+        return result
+    read = rows.values_list(f"{source}_id", *generic.lookups(paths))
+    for source_pks, *parts in read_columns(read, CHUNK):
+        keys = zip(*generic.fold(paths, parts, using), strict=True)
+        for source_pk, key in zip(source_pks, keys, strict=True):
+            result[source_pk].append(json_key(key))
     return result
 
 
@@ -364,6 +391,7 @@ def table_entry(plan: SyncModel, spool: MemberSpool) -> dict:
         "fields": plan.field_types(),
         "references": {name: ref.target._meta.label for name, ref in plan.references.items()}
         | {f.name: f.related_model._meta.label for f in plan.m2m_fields},
+        **generic.index_entry(plan),
         "count": spool.count,
         "member": spool.name,
         "size": spool.size,

@@ -40,8 +40,10 @@ from django.db import DatabaseError, IntegrityError, connections, models, transa
 from django.db.models.deletion import Collector, ProtectedError, RestrictedError
 from django.db.models.functions import Cast
 
+from sync import generic
 from sync.columns import UTC_TEXT, read_columns, reads_datetimes_as_text, utc_datetime_texts
 from sync.deletions import DryRunCollector, MovedReferences, deleted_ids
+from sync.generic import GenericColumns, GenericImport
 from sync.keys import (
     CHUNK,
     KeyIndex,
@@ -51,6 +53,7 @@ from sync.keys import (
     filter_in,
     ids_of_keys,
     keyed_ids,
+    prefilter,
     target_key,
 )
 from sync.records import NUL_REFUSED, column_keys, field_decoder, json_key, normalise_key
@@ -83,15 +86,16 @@ class ImportFailed(Exception):
 @dataclass
 class RecordChange:
     key: Any
-    action: str  # new | updated | deleted
+    action: str  # new | updated | deleted | dropped
     fields: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    reason: str = ""  # why a record was dropped
 
     def as_dict(self) -> dict:
         return {
             "key": self.key,
             "action": self.action,
             "fields": {name: {"old": old, "new": new} for name, (old, new) in self.fields.items()},
-        }
+        } | ({"reason": self.reason} if self.reason else {})
 
 
 @dataclass
@@ -103,12 +107,18 @@ class TableDiff:
     unchanged: int = 0
     skipped: int = 0
     deleted: int = 0
+    dropped: int = 0  # left out by --drop-unresolved (see sync.generic)
     changes: list[RecordChange] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # e.g. fields the archive lacks
 
     @property
     def total_changes(self) -> int:
         return self.new + self.updated + self.deleted
+
+    def drop(self, key: tuple, reason: str, detail: bool) -> None:
+        self.dropped += 1
+        if detail:
+            self.changes.append(RecordChange(json_key(key), "dropped", reason=reason))
 
     def as_dict(self) -> dict:
         return {
@@ -118,6 +128,7 @@ class TableDiff:
             "unchanged": self.unchanged,
             "skipped": self.skipped,
             "deleted": self.deleted,
+            "dropped": self.dropped,
             "changes": [c.as_dict() for c in self.changes],
             "notes": self.notes,
         }
@@ -358,6 +369,7 @@ class TableLoader:
         self.uniques = self.unique_values()
         if importer.mode == "update" and self.has_updated_at and self.simple_key is not None:
             self.peek = stamp_peek(source.fields, self.simple_key)
+        self.generic = GenericColumns.of(self)  # None: the table has no generic references
 
     # -- reading ---------------------------------------------------------------------------
     def fail(self, key: tuple, message: str) -> ImportFailed:
@@ -389,6 +401,8 @@ class TableLoader:
             if value is None and not f.null:
                 raise self.fail(key, f"field {f.name!r} may not be empty")
             values[f.attname] = value
+        if self.generic is not None:
+            self.generic.apply(record, values, deferred)
         m2m = {}
         for f in self.m2m:
             raw = record.get(f.name) or []
@@ -441,9 +455,7 @@ class TableLoader:
             keys, chunk = self.read_chunk(chunk)
             if self.by_chunk:
                 self.refuse_nul_keys(keys)
-                found, stamps = self.target_rows(
-                    filter_in(manager.all(), self.key_paths[0], {key[0] for key in keys})
-                )
+                found, stamps = self.target_rows(prefilter(manager.all(), self.key_paths, keys))
             self.check_unique(keys)
             pks = [found.get(key) for key in keys]
             self.matched += len(pks) - pks.count(None)
@@ -452,6 +464,8 @@ class TableLoader:
                 rows = self.newer_only(rows, stamps)
             rows = [(key, pk, self.parsed(record)) for key, pk, record in rows]
             self.importer.prefetch(self, [record for _, _, record in rows])
+            if self.generic is not None:
+                rows = self.generic.prepare(rows)
             self.maps = {model: self.importer.key_index(model).map for model in self.references}
             decoded = [(key, pk, *self.decode(key, record)) for key, pk, record in rows]
             if self.importer.mode == "replace":
@@ -579,7 +593,7 @@ class TableLoader:
         archive's own text (``utc_datetime_texts``), so most records compare unparsed.
         """
         stamped = self.importer.mode == "update" and self.has_updated_at
-        lookups = ["pk", *self.key_paths]
+        lookups = ["pk", *generic.lookups(self.key_paths)]
         if stamped:
             lookups.append(Cast("updated_at", models.TextField()))
         found, stamps = {}, {}
@@ -591,6 +605,7 @@ class TableLoader:
                 else:
                     texts = [self.aware(text) for text in texts]
                 stamps.update(zip(pks, texts, strict=True))
+            parts = generic.fold(self.key_paths, parts, self.using)
             found.update(zip(column_keys(parts), pks, strict=True))
         return found, stamps
 
@@ -738,6 +753,8 @@ class TableLoader:
                 for row in rows:
                     if type(value := row.get(attname)) is PlaceholderPk:
                         row[attname] = ids[value.key]
+        if self.generic is not None:
+            self.generic.realise(rows)
 
     def realise_m2m(self, m2m_writes: dict[str, list]) -> None:
         """The same for the targets of M2M changes (pk, old ids, new ids)."""
@@ -840,6 +857,7 @@ class Importer:
         collect_changes: bool = False,
         progress: Progress | None = None,
         verdict: Verdict | None = None,
+        drop_unresolved: bool = False,
     ):
         if mode not in MODES:
             raise ImportFailed(f"Unknown mode {mode!r}: use one of {', '.join(MODES)}.")
@@ -863,6 +881,8 @@ class Importer:
         self.needs_ids = {ref.target for p in self.plans for ref in p.references.values()}
         self.needs_ids |= {f.related_model for p in self.plans for f in p.m2m_fields}
         self.needs_ids |= {p.model for p in self.plans if p.m2m_fields or p.deferred}
+        self.generic = GenericImport(self, drop_unresolved)
+        self.needs_ids |= self.generic.referable
 
     # -- schema ---------------------------------------------------------------------------
     def check_schema(self, tables: Iterable[str] | None) -> list[SyncModel]:
@@ -906,6 +926,8 @@ class Importer:
                     f"{label}: the archive identifies rows by {table.key_fields}, this database "
                     f"by {ours}."
                 )
+            if problem := generic.archive_mismatch(model, table):
+                raise ImportFailed(problem)
             found.append(model)
         try:
             plans = plan_models(found, include_secrets=True)
@@ -931,7 +953,7 @@ class Importer:
         if pk is None:
             loader = self.loaders.get(model._meta.label)
             if loader is not None and key in loader.keys_seen:
-                return PlaceholderPk(key)
+                return None if self.generic.is_dropped(model, key) else PlaceholderPk(key)
         return pk
 
     def ids_of_new_rows(self, model: type[models.Model], keys: set[tuple]) -> dict:
@@ -949,9 +971,15 @@ class Importer:
     def prefetch(self, loader: TableLoader, records: list[dict]) -> None:
         """Read the ids these records refer to in bounded indexes, before they are decoded
         (all of a model's at once: a second read could empty the cache of the first)."""
+        wanted: dict[type[models.Model], set] = defaultdict(set)
         for model, names, m2m_names in loader.bounded_references():
-            keys = {target_key(r[n]) for r in records for n in names if r.get(n) is not None}
+            keys = wanted[model]
+            keys.update(target_key(r[n]) for r in records for n in names if r.get(n) is not None)
             keys.update(target_key(k) for r in records for n in m2m_names for k in r.get(n) or ())
+        if loader.generic is not None:
+            for model, keys in loader.generic.wanted(records).items():
+                wanted[model] |= keys
+        for model, keys in wanted.items():
             self.key_index(model).prefetch(keys)
 
     def deleted_rows(self, model: type[models.Model]) -> dict[Any, tuple]:
@@ -1036,11 +1064,15 @@ class Importer:
     def resolve_deferred_chunk(
         self, loader: TableLoader, chunk: list, promoted: set, recorded: dict
     ) -> None:
-        self.key_index(loader.model).prefetch(key for key, *_ in chunk)
         fields = {name: loader.model._meta.get_field(name) for _, _, name, _, _ in chunk}
-        for name, f in fields.items():
-            targets = (target_key(t) for _, _, n, t, _ in chunk if n == name and t is not None)
-            self.key_index(f.related_model).prefetch(targets)
+        targets: dict[type[models.Model], set] = defaultdict(set)
+        targets[loader.model].update(key for key, *_ in chunk)  # one read a model (see prefetch)
+        for _, _, name, target, _ in chunk:
+            if target is not None:
+                model, raw = generic.target_of(fields[name], target)
+                targets[model].add(target_key(raw))
+        for model, keys in targets.items():
+            self.key_index(model).prefetch(keys)
         pks = [self.id_of(loader.model, key) for key, *_ in chunk]
         current = loader.current_rows([pk for pk in pks if not isinstance(pk, PlaceholderPk)])
         updates: dict[Any, dict] = defaultdict(dict)
@@ -1048,14 +1080,16 @@ class Importer:
             f = fields[name]
             wanted = None
             if target is not None:
-                wanted = self.resolve(f.related_model, target, loader, key, f)
-                deleted = self.deleted_rows(f.related_model)
-                if wanted in deleted:
-                    raise loader.refers_to_deleted(key, name, f.related_model, deleted[wanted])
+                model, raw = generic.target_of(f, target)
+                target_pk = self.resolve(model, raw, loader, key, f)
+                deleted = self.deleted_rows(model)
+                if target_pk in deleted:
+                    raise loader.refers_to_deleted(key, name, model, deleted[target_pk])
+                wanted = generic.stored(f, target_pk)
             old = None if state == "new" else current[pk][f.attname]
             if old == wanted:
                 continue
-            if self.moved is not None:
+            if self.moved is not None and f.is_relation:  # (generic ones: see sync.generic)
                 self.moved.note(loader.model, f, old, pk)
             updates[pk][f.attname] = wanted
             if state == "same" and key not in promoted:

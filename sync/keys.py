@@ -13,6 +13,7 @@ from django.db import connections, models
 
 from sync.columns import read_columns
 from sync.fieldtypes import INTEGER_FIELDS, TEXT_FIELDS
+from sync.generic import GenericPart, fold, lookups
 from sync.records import column_keys, key_tuple, normalise_key
 from sync.schema import key_paths
 
@@ -76,12 +77,21 @@ class KeyIndex:
             cache.update(ids_of_keys(self.rows(), self.paths, chunk))
 
 
-def ids_of_keys(queryset: models.QuerySet, paths: list[str], keys: list[tuple]) -> dict:
+def ids_of_keys(queryset: models.QuerySet, paths: list, keys: list[tuple]) -> dict:
     """Key → id of the rows of ``queryset`` with these keys: the rows whose first key part
     matches, kept if the whole key does (one query, whatever the key's shape)."""
     wanted = set(keys)
-    rows = filter_in(queryset, paths[0], {key[0] for key in keys})
+    rows = prefilter(queryset, paths, keys)
     return {key: pk for key, pk in keyed_ids(rows, paths) if key in wanted}
+
+
+def prefilter(queryset: models.QuerySet, paths: list, keys: Iterable[tuple]) -> models.QuerySet:
+    """``queryset`` narrowed to the rows whose first key part is one of ``keys``' (the first
+    part an ORM lookup reads: a generic part is none)."""
+    for position, path in enumerate(paths):
+        if type(path) is not GenericPart:
+            return filter_in(queryset, path, {key[position] for key in keys})
+    return queryset
 
 
 # Columns whose values go to the driver unprepared when every value has the plain type.
@@ -111,10 +121,13 @@ def target_key(raw: Any) -> tuple:
     return (raw,) if type(raw) is str else normalise_key(key_tuple(raw))
 
 
-def keyed_ids(queryset: models.QuerySet, paths: list[str]) -> Iterator[tuple[tuple, Any]]:
-    """(sync key, id) of the rows of ``queryset``, read a column at a time."""
-    for pks, *parts in read_columns(queryset.values_list("pk", *paths), 10000):
-        yield from zip(column_keys(parts), pks, strict=True)
+def keyed_ids(
+    queryset: models.QuerySet, paths: list, depth: int = 0
+) -> Iterator[tuple[tuple, Any]]:
+    """(sync key, id) of the rows of ``queryset``, read a column at a time (``depth``: how
+    deep in generic references this key is, see sync.generic)."""
+    for pks, *parts in read_columns(queryset.values_list("pk", *lookups(paths)), 10000):
+        yield from zip(column_keys(fold(paths, parts, queryset.db, depth)), pks, strict=True)
 
 
 SPILL_CACHE_KIB = 4096
@@ -245,12 +258,14 @@ class SeenKeys:
 
 class PlaceholderPk:
     """Stands for the id of a row the archive adds that is not written yet: a dry run never
-    writes it; a real run looks the id up when the rows referring to it are written."""
+    writes it; a real run looks the id up when the rows referring to it are written. (A
+    generic reference's model varies by record: ``model`` says which.)"""
 
-    __slots__ = ("key",)
+    __slots__ = ("key", "model")
 
-    def __init__(self, key):
+    def __init__(self, key, model: type[models.Model] | None = None):
         self.key = key
+        self.model = model
 
     def __repr__(self) -> str:
         return f"<new {self.key!r}>"

@@ -25,7 +25,8 @@ from django.db.backends.base.operations import BaseDatabaseOperations
 from django.utils.duration import duration_iso_string
 
 from sync.fieldtypes import INTEGER_FIELDS, TEXT_FIELDS
-from sync.schema import SyncModel
+from sync.generic import GenericPart
+from sync.schema import SyncModel, key_paths
 
 JSON_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
 
@@ -98,8 +99,15 @@ _CONTAINERS_AND_FLOATS = (float, dict, list)
 
 
 def json_key(parts: tuple) -> Any:
-    """A flattened key as written in a record: a scalar for one part, else a list."""
-    return parts[0] if len(parts) == 1 else list(parts)
+    """A flattened key as written in a record: a scalar for one part, else a list (a part that
+    is a key itself, a generic reference's, a list too)."""
+    if len(parts) == 1:
+        return parts[0]
+    return [_as_list(part) if type(part) is tuple else part for part in parts]
+
+
+def _as_list(parts: tuple) -> list:
+    return [_as_list(part) if type(part) is tuple else part for part in parts]
 
 
 def key_tuple(value: Any) -> tuple:
@@ -109,13 +117,31 @@ def key_tuple(value: Any) -> tuple:
 
 def normalise_key(parts: tuple) -> tuple:
     """Key parts as they appear in JSON (so keys read from a database and from an archive
-    compare equal whatever the part's type)."""
+    compare equal whatever the part's type). A part that is itself a key (a generic
+    reference's, see sync.generic) is a tuple: an array in the archive."""
     for part in parts:  # a plain loop: this runs for every key of a table with a composite key
-        if part is not None and type(part) is not str and type(part) is not int:
+        if (
+            part is not None
+            and type(part) is not str
+            and type(part) is not int
+            and type(part) is not tuple
+        ):
             break
     else:
         return parts
-    return tuple(orjson.loads(orjson.dumps(list(parts), default=_default)))
+    return tuple(
+        part if isinstance(part, str | tuple) or type(part) is int else _json_part(part)
+        for part in parts
+    )
+
+
+def _json_part(value: Any) -> Any:
+    """A value as JSON gives it back; arrays as tuples (hashable, as a key part must be)."""
+    return _frozen(orjson.loads(orjson.dumps(value, default=_default)))
+
+
+def _frozen(value: Any) -> Any:
+    return tuple(_frozen(item) for item in value) if type(value) is list else value
 
 
 def column_keys(parts: list[list]) -> Iterable[tuple]:
@@ -346,17 +372,19 @@ def _decode_datetime(f: models.DateTimeField) -> Callable[[Any], Any]:
 
 class RecordEncoder:
     """What to read for a table's records (``lookups``: a foreign key's target key parts in
-    place of its id) and how to fold what was read back into record fields."""
+    place of its id, a generic reference as a ``GenericPart``) and how to fold what was read
+    back into record fields."""
 
     def __init__(self, plan: SyncModel):
         self.plan = plan
-        self.lookups: list[str] = []
+        self.lookups: list[str | GenericPart] = []
         self.slots: list[tuple[str, int, int]] = []  # (name, first column, last column + 1)
         for f in plan.fields:
             start = len(self.lookups)
             if f.name in plan.references:
-                target_paths = plan.references[f.name].target_key_paths
-                self.lookups += [f"{f.name}__{path}" for path in target_paths]
+                self.lookups += key_paths(plan.references[f.name].target, f"{f.name}__")
+            elif f.name in plan.generic:
+                self.lookups.append(GenericPart(plan.generic[f.name].ct_field, f.name))
             else:
                 self.lookups.append(f.attname)
             self.slots.append((f.name, start, len(self.lookups)))

@@ -33,7 +33,7 @@ from sync.archive import (
 from sync.columns import read_columns, reads_datetimes_as_text, utc_datetime_texts
 from sync.generic import DanglingCheck, DanglingReference, GenericPart, NulledReferences
 from sync.locking import write_transaction
-from sync.models import BackupRecord, SyncState, process_alive
+from sync.models import BackupRecord, SyncState, mark_stale, process_alive
 from sync.records import RecordEncoder, dumps_line, json_key
 from sync.schema import (
     SchemaError,
@@ -133,21 +133,9 @@ def archive_path(output_dir: Path, kind: str, compression: str, now: datetime) -
 
 def mark_stale_backups(using: str) -> int:
     """Mark as failed the backups left 'running' by a process on this host that is gone."""
-    stale = [
-        b.pk
-        for b in BackupRecord.objects.using(using).filter(
-            status=BackupRecord.Status.RUNNING, hostname=socket.gethostname()
-        )
-        if b.is_stale
-    ]
-    return (
-        BackupRecord.objects.using(using)
-        .filter(pk__in=stale)
-        .update(
-            status=BackupRecord.Status.FAILED,
-            error="Interrupted: the exporting process ended before the archive was complete.",
-            finished_at=timezone.now(),
-        )
+    return mark_stale(
+        BackupRecord.objects.using(using),
+        "Interrupted: the exporting process ended before the archive was complete.",
     )
 
 

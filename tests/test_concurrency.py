@@ -1,5 +1,6 @@
-"""Exports while other processes work on the same database: one consistent snapshot per
-export on every engine, and SQLite's writers not held back by an export.
+"""Exports and imports while other processes work on the same database: one consistent
+snapshot per export on every engine, SQLite's writers not held back by an export, one import
+at a time, and imports that were killed or interrupted.
 
 Every process here is a real one (``manage.py`` or ``tests.busy_site``) with its own
 connection; SQLite sites are files (pytest's SQLite test database lives in memory).
@@ -9,6 +10,9 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -148,3 +152,63 @@ def session_isolation(alias: str) -> str:
 def test_sqlite_sites_use_the_wal_journal(site):
     """WAL is what lets the writer above commit while the export holds its snapshot."""
     assert site.query("PRAGMA journal_mode") == [("wal",)]
+
+
+# -- imports side by side ------------------------------------------------------------------------
+
+
+def start_import(site: Site) -> subprocess.Popen:
+    """A replace import that changes every content table (see ``template``)."""
+    return site.start("syncimport", the_archive(site), "--no-input", "--quiet")
+
+
+def wait_until_running(site: Site, importing: subprocess.Popen) -> int:
+    """Wait until ``importing`` has recorded its ImportRun; return the run's id."""
+    deadline = time.monotonic() + 60
+    while True:
+        running = [run for run in site.import_runs() if run[1] == "running"]
+        if running:
+            return running[0][0]
+        assert importing.poll() is None, f"the import ended early: {importing.communicate()}"
+        assert time.monotonic() < deadline, "the import never started"
+        time.sleep(0.02)
+
+
+def test_a_second_import_is_refused_at_once_naming_the_first(site):
+    first = start_import(site)
+    first_run = wait_until_running(site, first)
+
+    second = site.run("syncimport", the_archive(site), "--no-input", check=False)
+    still_running = first.poll() is None
+    _, first_errors = first.communicate(timeout=300)
+
+    assert still_running, "the first import ended before the second was answered"
+    assert second.returncode == 1
+    (line,) = second.stderr.strip().splitlines()
+    assert line.startswith(f"CommandError: Refused: import #{first_run} of {the_archive(site)}")
+    assert f"(pid {first.pid} on {socket.gethostname()}) is running on database 'default'" in line
+
+    assert first.returncode == 0, first_errors
+    statuses = {run_id: status for run_id, status, *_ in site.import_runs()}
+    assert statuses.pop(first_run) == "succeeded"
+    assert set(statuses.values()) <= {"refused"}  # recorded if that did not mean waiting
+
+
+def test_a_killed_import_is_marked_failed_and_the_next_import_runs(site):
+    before = site.content_fingerprint()
+    killed = start_import(site)
+    killed_run = wait_until_running(site, killed)
+    time.sleep(0.5)  # into its writes
+    assert killed.poll() is None, "the import ended before it could be killed"
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert site.content_fingerprint() == before
+
+    site.run("syncimport", the_archive(site), "--no-input", "--quiet")
+
+    runs = {run_id: (status, pid, error) for run_id, status, pid, error in site.import_runs()}
+    status, pid, error = runs.pop(killed_run)
+    assert (status, pid) == ("failed", killed.pid)
+    assert error.startswith("Interrupted: the importing process ended before the import finished")
+    assert [status for status, *_ in runs.values()] == ["succeeded"]
+    assert site.content_fingerprint() != before

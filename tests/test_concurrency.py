@@ -212,3 +212,21 @@ def test_a_killed_import_is_marked_failed_and_the_next_import_runs(site):
     assert error.startswith("Interrupted: the importing process ended before the import finished")
     assert [status for status, *_ in runs.values()] == ["succeeded"]
     assert site.content_fingerprint() != before
+
+
+def test_ctrl_c_during_an_import_rolls_it_back_and_says_so_in_one_line(site):
+    before = site.content_fingerprint()
+    importing = start_import(site)
+    run_id = wait_until_running(site, importing)
+    time.sleep(0.5)  # into its writes
+    assert importing.poll() is None, "the import ended before Ctrl-C"
+
+    importing.send_signal(signal.SIGINT)
+    _, errors = importing.communicate(timeout=120)
+
+    assert importing.returncode == 1
+    assert errors.strip() == "CommandError: Import interrupted; nothing was changed."
+    assert site.content_fingerprint() == before
+    (run,) = site.import_runs()
+    assert run[:2] == (run_id, "failed")
+    assert run[3] == "Interrupted (Ctrl-C) before the import finished; nothing was changed."

@@ -14,6 +14,7 @@ from crearis.content.models import Tag
 from sync.exporter import export
 from sync.models import BackupRecord, ImportRun, mark_stale
 from sync.runs import INTERRUPTED, INTERRUPTED_BY_USER, run_import
+from tests.cli import assert_refused
 from tests.fingerprint import fingerprint
 from tests.test_importer import lock_held_elsewhere
 
@@ -99,6 +100,17 @@ def test_a_refusal_with_only_dead_runs_recorded_names_no_process(tags_archive):
 
 
 # -- a user who stops the import ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("answer", [EOFError, KeyboardInterrupt], ids=["eof", "ctrl-c"])
+def test_no_answer_at_the_prompt_cancels_the_import(tags_archive, monkeypatch, answer):
+    def no_answer(prompt: str) -> str:
+        raise answer
+
+    monkeypatch.setattr("builtins.input", no_answer)
+
+    assert_refused(str(tags_archive), expected="Import cancelled; nothing was changed.")
+    assert list(ImportRun.objects.values_list("dry_run", "status")) == [(True, "succeeded")]
 
 
 def test_an_interrupted_import_is_rolled_back_and_recorded(tags_archive):

@@ -194,13 +194,19 @@ def test_a_second_import_is_refused_at_once_naming_the_first(site):
     assert set(statuses.values()) <= {"refused"}  # recorded if that did not mean waiting
 
 
+def signal_an_import(site: Site, signum: int) -> tuple[subprocess.Popen, int]:
+    """Start an import and send it ``signum`` while it works; return it and its run's id."""
+    importing = start_import(site)
+    run_id = wait_until_running(site, importing)
+    time.sleep(0.5)  # into its work
+    assert importing.poll() is None, "the import ended before the signal"
+    importing.send_signal(signum)
+    return importing, run_id
+
+
 def test_a_killed_import_is_marked_failed_and_the_next_import_runs(site):
     before = site.content_fingerprint()
-    killed = start_import(site)
-    killed_run = wait_until_running(site, killed)
-    time.sleep(0.5)  # into its writes
-    assert killed.poll() is None, "the import ended before it could be killed"
-    killed.send_signal(signal.SIGKILL)
+    killed, killed_run = signal_an_import(site, signal.SIGKILL)
     killed.wait()
     assert site.content_fingerprint() == before
 
@@ -216,12 +222,8 @@ def test_a_killed_import_is_marked_failed_and_the_next_import_runs(site):
 
 def test_ctrl_c_during_an_import_rolls_it_back_and_says_so_in_one_line(site):
     before = site.content_fingerprint()
-    importing = start_import(site)
-    run_id = wait_until_running(site, importing)
-    time.sleep(0.5)  # into its writes
-    assert importing.poll() is None, "the import ended before Ctrl-C"
 
-    importing.send_signal(signal.SIGINT)
+    importing, run_id = signal_an_import(site, signal.SIGINT)
     _, errors = importing.communicate(timeout=120)
 
     assert importing.returncode == 1

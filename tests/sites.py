@@ -72,9 +72,11 @@ class Site:
         return done
 
     def start(self, *args: str | Path) -> subprocess.Popen:
+        """Start a process in a process group of its own, as a terminal starts a command (so
+        ``os.killpg`` reaches it and its children, as Ctrl-C does)."""
         return subprocess.Popen(
             self.command(*args), cwd=ROOT, env=self.env(), text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
         )  # fmt: skip
 
     def build(self, events: int) -> None:

@@ -9,10 +9,12 @@ connection; SQLite sites are files (pytest's SQLite test database lives in memor
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -194,19 +196,20 @@ def test_a_second_import_is_refused_at_once_naming_the_first(site):
     assert set(statuses.values()) <= {"refused"}  # recorded if that did not mean waiting
 
 
-def signal_an_import(site: Site, signum: int) -> tuple[subprocess.Popen, int]:
-    """Start an import and send it ``signum`` while it works; return it and its run's id."""
+def signal_an_import(site: Site, send: Callable[[int], None]) -> tuple[subprocess.Popen, int]:
+    """Start an import and ``send`` a signal to its process id while it works; return the
+    process and its run's id."""
     importing = start_import(site)
     run_id = wait_until_running(site, importing)
     time.sleep(0.5)  # into its work
     assert importing.poll() is None, "the import ended before the signal"
-    importing.send_signal(signum)
+    send(importing.pid)
     return importing, run_id
 
 
 def test_a_killed_import_is_marked_failed_and_the_next_import_runs(site):
     before = site.content_fingerprint()
-    killed, killed_run = signal_an_import(site, signal.SIGKILL)
+    killed, killed_run = signal_an_import(site, lambda pid: os.kill(pid, signal.SIGKILL))
     killed.wait()
     assert site.content_fingerprint() == before
 
@@ -223,7 +226,8 @@ def test_a_killed_import_is_marked_failed_and_the_next_import_runs(site):
 def test_ctrl_c_during_an_import_rolls_it_back_and_says_so_in_one_line(site):
     before = site.content_fingerprint()
 
-    importing, run_id = signal_an_import(site, signal.SIGINT)
+    # Ctrl-C at a terminal: SIGINT to the import's whole process group (its archive check too)
+    importing, run_id = signal_an_import(site, lambda pid: os.killpg(pid, signal.SIGINT))
     _, errors = importing.communicate(timeout=120)
 
     assert importing.returncode == 1

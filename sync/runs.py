@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import OperationalError, connections
+from django.db import OperationalError, connections, transaction
 from django.utils import timezone
 
 from sync.archive import ArchiveError
@@ -79,7 +79,7 @@ def run_import(
     )
     try:
         with import_lock(using):
-            # Holding the lock, no other import runs here: runs left 'running' are dead.
+            # Imports killed earlier (their process is gone) still say 'running'.
             mark_stale(ImportRun.objects.using(using), INTERRUPTED)
             run.save(using=using)
             result = import_recorded(
@@ -163,7 +163,8 @@ def record_refusal(run: ImportRun, message: str) -> None:
         (timeout,) = cursor.fetchone()
         cursor.execute("PRAGMA busy_timeout = 0")
         try:
-            run.save(using=run.database)
+            with transaction.atomic(using=run.database):  # a failure spoils no caller's
+                run.save(using=run.database)
         except OperationalError:  # "database is locked": the running import is writing
             run.pk = None
         finally:

@@ -32,7 +32,8 @@ from sync.archive import (
 )
 from sync.columns import read_columns, reads_datetimes_as_text, utc_datetime_texts
 from sync.generic import DanglingCheck, DanglingReference, GenericPart, NulledReferences
-from sync.models import BackupRecord, SyncState, process_alive
+from sync.locking import write_transaction
+from sync.models import BackupRecord, SyncState, mark_stale, process_alive
 from sync.records import RecordEncoder, dumps_line, json_key
 from sync.schema import (
     SchemaError,
@@ -89,21 +90,35 @@ def select_models(
 
 @contextmanager
 def read_snapshot(using: str) -> Iterator[None]:
-    """One read-only transaction, so every table is read as of the same moment."""
+    """One read-only transaction, so every table is read as of the same moment.
+
+    Inside a caller's transaction the view is the caller's: a transaction's isolation level
+    can only be chosen before its first query.
+    """
     connection = connections[using]
-    # Inside a caller's transaction the snapshot is the caller's: PostgreSQL only takes an
-    # isolation level before the transaction's first query.
     outer = connection.in_atomic_block
     with transaction.atomic(using=using):
-        with connection.cursor() as cursor:
-            if connection.vendor == "postgresql" and not outer:
-                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            elif connection.vendor == "sqlite":
-                # A deferred BEGIN takes its snapshot at the first read: read now.
-                cursor.execute("SELECT 1 FROM sqlite_master LIMIT 1")
-            elif connection.vendor == "mysql":
-                cursor.execute("SELECT 1")  # InnoDB's REPEATABLE READ snapshot starts here
+        if not outer:
+            start_snapshot(connection)
         yield
+
+
+def start_snapshot(connection) -> None:
+    """Make the transaction just begun by ``atomic()`` read one snapshot, taken now."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            cursor.execute("SELECT 1")  # the snapshot is taken at the first query
+        elif connection.vendor == "mysql":
+            # Django runs MySQL sessions at READ COMMITTED, where every statement sees the
+            # latest commits. SET TRANSACTION (no SESSION) sets the level of the next
+            # transaction only, so the session keeps its own level afterwards.
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+        elif connection.vendor == "sqlite":
+            # A deferred BEGIN takes its snapshot at the first read (in WAL mode; in rollback
+            # journal mode the read lock keeps every writer out instead): read now.
+            cursor.execute("SELECT 1 FROM sqlite_master LIMIT 1")
 
 
 def archive_path(output_dir: Path, kind: str, compression: str, now: datetime) -> Path:
@@ -118,21 +133,9 @@ def archive_path(output_dir: Path, kind: str, compression: str, now: datetime) -
 
 def mark_stale_backups(using: str) -> int:
     """Mark as failed the backups left 'running' by a process on this host that is gone."""
-    stale = [
-        b.pk
-        for b in BackupRecord.objects.using(using).filter(
-            status=BackupRecord.Status.RUNNING, hostname=socket.gethostname()
-        )
-        if b.is_stale
-    ]
-    return (
-        BackupRecord.objects.using(using)
-        .filter(pk__in=stale)
-        .update(
-            status=BackupRecord.Status.FAILED,
-            error="Interrupted: the exporting process ended before the archive was complete.",
-            finished_at=timezone.now(),
-        )
+    return mark_stale(
+        BackupRecord.objects.using(using),
+        "Interrupted: the exporting process ended before the archive was complete.",
     )
 
 
@@ -206,9 +209,10 @@ def export(
     backup.status = BackupRecord.Status.SUCCEEDED
     backup.finished_at = timezone.now()
     backup.save(using=using)
-    SyncState.objects.using(using).update_or_create(
-        database=using, defaults={"last_export_at": backup.finished_at}
-    )
+    with write_transaction(using):
+        SyncState.objects.using(using).update_or_create(
+            database=using, defaults={"last_export_at": backup.finished_at}
+        )
     nulled = {label: found for label, found in nulled.items() if found.count}
     return ExportResult(path, backup, backup.counts, nulled)
 

@@ -4,6 +4,7 @@ import os
 import socket
 
 from django.db import models
+from django.utils import timezone
 
 
 def process_alive(hostname: str, pid: int | None) -> bool:
@@ -19,7 +20,30 @@ def process_alive(hostname: str, pid: int | None) -> bool:
     return True
 
 
-class BackupRecord(models.Model):
+class ProcessRun:
+    """What BackupRecord and ImportRun share: work done by one process (``pid`` on
+    ``hostname``), ``status`` 'running' until that process records how it ended."""
+
+    @property
+    def is_stale(self) -> bool:
+        """Still 'running', but the process that ran it on this host is gone."""
+        return self.status == self.Status.RUNNING and not process_alive(self.hostname, self.pid)
+
+
+def mark_stale(runs: models.QuerySet, error: str) -> int:
+    """Mark as failed, with ``error``, the ``runs`` left 'running' by a process on this host
+    that is gone; return how many."""
+    status = runs.model.Status
+    running = runs.filter(status=status.RUNNING, hostname=socket.gethostname())
+    stale = [run.pk for run in running.only("status", "pid", "hostname") if run.is_stale]
+    if not stale:
+        return 0
+    return runs.filter(pk__in=stale, status=status.RUNNING).update(
+        status=status.FAILED, error=error, finished_at=timezone.now()
+    )
+
+
+class BackupRecord(ProcessRun, models.Model):
     class Status(models.TextChoices):
         RUNNING = "running"
         SUCCEEDED = "succeeded"
@@ -50,13 +74,8 @@ class BackupRecord(models.Model):
     def __str__(self) -> str:
         return self.file_name or f"backup #{self.pk}"
 
-    @property
-    def is_stale(self) -> bool:
-        """Still 'running', but the process that wrote it on this host is gone."""
-        return self.status == self.Status.RUNNING and not process_alive(self.hostname, self.pid)
 
-
-class ImportRun(models.Model):
+class ImportRun(ProcessRun, models.Model):
     class Status(models.TextChoices):
         RUNNING = "running"
         SUCCEEDED = "succeeded"

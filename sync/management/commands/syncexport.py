@@ -1,11 +1,12 @@
 import sys
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import DatabaseError, connections
+from django.db import DatabaseError
 from tqdm import tqdm
 
 from sync.archive import COMPRESSIONS, ArchiveError
 from sync.exporter import ExportError, export
+from sync.management.database import usable_database
 from sync.schema import SchemaError
 
 
@@ -47,11 +48,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
-        if options["database"] not in connections:
-            raise CommandError(
-                f"Unknown database alias {options['database']!r}: use one of "
-                f"{', '.join(connections)} (SYNC_EXTRA_DATABASES adds more)."
-            )
+        usable_database(options["database"])
         quiet = options["quiet"] or options["verbosity"] == 0
         bar = tqdm(unit="rec", disable=quiet or not sys.stderr.isatty(), desc="export")
         try:

@@ -15,11 +15,13 @@ index.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import lzma
 import os
 import re
+import secrets
 import shutil
 import tarfile
 import tempfile
@@ -62,6 +64,15 @@ def archive_suffix(compression: str) -> str:
 
 def looks_like_backup(name: str) -> bool:
     return any(name.endswith(archive_suffix(c)) for c in COMPRESSIONS)
+
+
+def numbered(path: Path, number: int) -> Path:
+    """The ``number``-th name for an archive: ``path`` itself, then ``-2``, ``-3``, … before
+    ``.backup`` (``…Z-full-2.backup.tar.gz``)."""
+    if number == 1:
+        return path
+    stem, dot, suffix = path.name.partition(".backup.")
+    return path.with_name(f"{stem}-{number}{dot}{suffix}")
 
 
 def member_name(position: int, label: str) -> str:
@@ -169,8 +180,18 @@ class MemberSpool:
             self._file = None
 
 
+@dataclass(frozen=True)
+class WrittenArchive:
+    """A complete archive: where it went (the name claimed, see ``ArchiveWriter.finish``),
+    its size and sha256."""
+
+    path: Path
+    size: int
+    sha256: str
+
+
 class ArchiveWriter:
-    """Builds an archive under a temporary name and renames it into place when complete.
+    """Builds an archive under a temporary name and gives it its final name when complete.
 
     Use as a context manager; an exception (or an interrupt) inside it removes the partial file,
     so a failed export never leaves anything that looks like a backup.
@@ -183,7 +204,11 @@ class ArchiveWriter:
         self.level = DEFAULT_LEVELS[compression] if level is None else level
         self.spools: list[MemberSpool] = []
         self._tmpdir: tempfile.TemporaryDirectory | None = None
-        self.partial_path = final_path.with_name(f".{final_path.name}.{os.getpid()}.partial")
+        # The pid tells remove_leftovers whose it is; the token keeps two writers of one
+        # process (threads) apart.
+        self.partial_path = final_path.with_name(
+            f".{final_path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial"
+        )
 
     def __enter__(self) -> ArchiveWriter:
         self.final_path.parent.mkdir(parents=True, exist_ok=True)
@@ -206,8 +231,9 @@ class ArchiveWriter:
         self.spools.append(spool.open())
         return spool
 
-    def finish(self, index: dict) -> tuple[int, str]:
-        """Write index and members into the compressed tar; return (size, sha256) of the file."""
+    def finish(self, index: dict) -> WrittenArchive:
+        """Write index and members into the compressed tar and give the file its final name:
+        ``final_path``, or the next free numbered name if another writer took it meanwhile."""
         for spool in self.spools:
             spool.close()
         index_bytes = orjson.dumps(index, option=orjson.OPT_INDENT_2) + b"\n"
@@ -223,8 +249,45 @@ class ArchiveWriter:
                 stream.close()
             raw.flush()
             os.fsync(raw.fileno())
-        os.replace(self.partial_path, self.final_path)
-        return hashing.size, hashing.sha256.hexdigest()
+        path = claim_name(self.partial_path, self.final_path)
+        return WrittenArchive(path, hashing.size, hashing.sha256.hexdigest())
+
+
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK}
+
+
+def claim_name(partial: Path, wanted: Path) -> Path:
+    """Give the complete file ``partial`` the first free name among ``wanted``, ``wanted-2``,
+    …; return it. Never replaces a file: two exports that chose one name in the same second
+    (each checked it was free before writing) both keep their archive."""
+    number = 1
+    while True:
+        candidate = numbered(wanted, number)
+        try:
+            _move_to_free_name(partial, candidate)
+        except FileExistsError:
+            number += 1
+            continue
+        return candidate
+
+
+def _move_to_free_name(partial: Path, name: Path) -> None:
+    """Rename ``partial`` to ``name`` in one step, raising FileExistsError if ``name`` exists
+    (``os.replace`` would overwrite it)."""
+    try:
+        os.link(partial, name)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINKS:
+            raise
+        # No hard links on this file system (FAT, some network shares): reserve the name,
+        # then move the file onto the reservation.
+        with open(name, "xb"):
+            pass
+        os.replace(partial, name)
+        return
+    partial.unlink()
 
 
 class _HashingWriter(io.RawIOBase):
@@ -256,7 +319,9 @@ def _add_member(tar: tarfile.TarFile, name: str, size: int, data: IO[bytes]) -> 
     tar.addfile(info, data)
 
 
-_LEFTOVER = re.compile(r"^\.(?:sync-spool-(?P<spool>\d+)-.*|.+\.(?P<partial>\d+)\.partial)$")
+_LEFTOVER = re.compile(
+    r"^\.(?:sync-spool-(?P<spool>\d+)-.*|.+\.(?P<partial>\d+)(?:-[0-9a-f]+)?\.partial)$"
+)
 
 
 def remove_leftovers(directory: Path, alive: Callable[[int], bool]) -> list[Path]:

@@ -25,6 +25,7 @@ from sync.archive import (
     MemberSpool,
     archive_suffix,
     check_compression,
+    numbered,
     remove_leftovers,
 )
 from sync.columns import read_columns, reads_datetimes_as_text, utc_datetime_texts
@@ -101,13 +102,13 @@ def read_snapshot(using: str) -> Iterator[None]:
 
 
 def archive_path(output_dir: Path, kind: str, compression: str, now: datetime) -> Path:
-    stem = f"{now.strftime('%Y%m%dT%H%M%SZ')}-{kind}"
-    path = output_dir / f"{stem}{archive_suffix(compression)}"
-    counter = 1
-    while path.exists():
-        counter += 1
-        path = output_dir / f"{stem}-{counter}{archive_suffix(compression)}"
-    return path
+    """The archive's name, the first free one for this second. Only a first choice: another
+    export may take it before this one is done (``ArchiveWriter.finish`` claims the name)."""
+    first = output_dir / f"{now.strftime('%Y%m%dT%H%M%SZ')}-{kind}{archive_suffix(compression)}"
+    number = 1
+    while numbered(first, number).exists():
+        number += 1
+    return numbered(first, number)
 
 
 def mark_stale_backups(using: str) -> int:
@@ -185,7 +186,7 @@ def export(
                     write_table(plan, spool, using, progress)
                     entries.append(table_entry(plan, spool))
             index = build_index(backup, entries, using, now, compression, include_secrets)
-            size, sha256 = writer.finish(index)
+            written = writer.finish(index)
     except BaseException as exc:
         BackupRecord.objects.using(using).filter(pk=backup.pk).update(
             status=BackupRecord.Status.FAILED,
@@ -195,14 +196,15 @@ def export(
         raise
     backup.counts = {entry["model"]: entry["count"] for entry in entries}
     backup.total_records = sum(backup.counts.values())
-    backup.size, backup.sha256 = size, sha256
+    backup.file_name, backup.storage_path = written.path.name, str(written.path.resolve())
+    backup.size, backup.sha256 = written.size, written.sha256
     backup.status = BackupRecord.Status.SUCCEEDED
     backup.finished_at = timezone.now()
     backup.save(using=using)
     SyncState.objects.using(using).update_or_create(
         database=using, defaults={"last_export_at": backup.finished_at}
     )
-    return ExportResult(path, backup, backup.counts)
+    return ExportResult(written.path, backup, backup.counts)
 
 
 def write_table(plan: SyncModel, spool: MemberSpool, using: str, progress: Progress | None):

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from sync.archive import ArchiveError, ArchiveIndex, ArchiveReader
+from sync.archive import ArchiveError, ArchiveIndex, ArchiveReader, ReadLimits
 from sync.fieldtypes import INTEGER_FIELDS
 
 # JSON types an archive may hold for a field, by Django's internal type (None: anything).
@@ -70,15 +70,16 @@ class VerifyReport:
         return sum(self.counts.values())
 
 
-def verify_archive(path: Path | str, max_member_size: int | None = None) -> VerifyReport:
+def verify_archive(path: Path | str, limits: ReadLimits | None = None) -> VerifyReport:
     """Read the whole archive as a stream and check it; raise ArchiveError at the first problem.
 
-    Checks: format and version, every listed member present once and nothing else, member types
-    and names (no links, no absolute or '..' paths), sizes and sha256, every line a JSON record
-    with the index's fields and JSON types, and the record counts.
+    Checks: format and version, the index's fields, every listed member present once and
+    nothing else, member types and names (no links, no absolute or '..' paths), sizes and
+    sha256, line lengths, every line a JSON record with the index's fields and JSON types, and
+    the record counts.
     """
     path = Path(path)
-    with ArchiveReader(path, max_member_size) as reader:
+    with ArchiveReader(path, limits) as reader:
         report = VerifyReport(path, reader.index)
         for entry, lines in reader.tables():
             count = 0
@@ -110,11 +111,19 @@ class VerifyProcess:
     never re-imports the caller's main module, and works inside daemonic Celery workers.
     """
 
-    def __init__(self, path: Path | str, max_member_size: int):
+    def __init__(self, path: Path | str, max_member_size: int | None = None):
+        limits = ReadLimits.from_settings(max_member_size)
         root = Path(__file__).resolve().parent.parent
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), *sys.path])}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "sync.verify", str(path), str(max_member_size)],
+            [
+                sys.executable,
+                "-m",
+                "sync.verify",
+                str(path),
+                str(limits.max_member_size),
+                str(limits.max_line_size),
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env,
@@ -137,9 +146,9 @@ class VerifyProcess:
 
 
 def main(argv: list[str]) -> int:
-    path, max_member_size = argv
+    path, max_member_size, max_line_size = argv
     try:
-        verify_archive(path, int(max_member_size))
+        verify_archive(path, ReadLimits(int(max_member_size), int(max_line_size)))
     except ArchiveError as exc:
         print(exc)
         return 1

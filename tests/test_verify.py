@@ -2,22 +2,30 @@
 Python's tarfile from the members of a good export, changed in one way."""
 
 import gzip
-import hashlib
 import io
 import os
+import signal
 import subprocess
 import sys
 import tarfile
+import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
 import pytest
 from django.core.management import CommandError
 
+from crearis.content.models import Tag
 from sync.archive import COMPRESSIONS, ArchiveError
 from sync.exporter import export
+from sync.models import ImportRun
 from sync.verify import verify_archive
+from tests import hostile
+from tests.cli import assert_refused
 from tests.conftest import run_command
+from tests.hostile import Part, members_of, write_tar
 
 pytestmark = pytest.mark.django_db
 
@@ -32,55 +40,12 @@ def good(seeded, tmp_path) -> Path:
     return export(output_dir=tmp_path / "good").path
 
 
-def members_of(path: Path) -> dict[str, bytes]:
-    with tarfile.open(path, "r:*") as tar:
-        return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
-
-
-def regular(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    return info, data
-
-
-def write_archive(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:
-    with tarfile.open(path, "w:gz", format=tarfile.PAX_FORMAT) as tar:
-        for info, data in members:
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
-    return path
-
-
-def rebuilt(good: Path, tmp_path: Path, change=None, extra=(), drop=(), index_change=None) -> Path:
-    """``good`` rewritten: members changed by ``change(name, data)``, ``drop``ped or ``extra``
-    appended, and the index changed by ``index_change(index)``."""
-    members = members_of(good)
-    index = orjson.loads(members[INDEX])
-    if index_change:
-        index_change(index)
-    members[INDEX] = orjson.dumps(index)
-    chosen = [
-        regular(name, change(name, data) if change else data)
-        for name, data in members.items()
-        if name not in drop
-    ]
-    return write_archive(tmp_path / "bad.backup.tar.gz", chosen + list(extra))
-
-
-def resign(index: dict, member: str, data: bytes) -> None:
-    """Make the index agree with a changed member, so that only the content check can fail."""
-    entry = next(t for t in index["tables"] if t["member"] == member)
-    entry["size"] = len(data)
-    entry["sha256"] = hashlib.sha256(data).hexdigest()
+def rebuilt(good: Path, tmp_path: Path, change=None, extra=(), drop=(), index_change=None):
+    return hostile.rebuilt(good, tmp_path / "bad.backup.tar.gz", change, extra, drop, index_change)
 
 
 def with_member(good: Path, tmp_path: Path, member: str, data: bytes) -> Path:
-    """``good`` with ``member`` holding ``data`` and the index agreeing with it."""
-    return rebuilt(
-        good,
-        tmp_path,
-        change=lambda name, old: data if name == member else old,
-        index_change=lambda index: resign(index, member, data),
-    )
+    return hostile.with_member(good, tmp_path / "bad.backup.tar.gz", member, data)
 
 
 def flip_byte(data: bytes, position: int) -> bytes:
@@ -172,13 +137,13 @@ def test_missing_member(good, tmp_path):
 
 
 def test_extra_member(good, tmp_path):
-    bad = rebuilt(good, tmp_path, extra=[regular("tables/099-extra.jsonl", b"{}\n")])
+    bad = rebuilt(good, tmp_path, extra=[Part("tables/099-extra.jsonl", b"{}\n")])
 
     expect_refusal(bad, "Member 'tables/099-extra.jsonl' is not listed in index.json")
 
 
 def test_path_traversal_member(good, tmp_path):
-    bad = rebuilt(good, tmp_path, extra=[regular("../evil", b"boo\n")])
+    bad = rebuilt(good, tmp_path, extra=[Part("../evil", b"boo\n")])
 
     expect_refusal(bad, r"Unsafe member name '\.\./evil'")
 
@@ -191,11 +156,9 @@ def test_path_traversal_in_the_index(good, tmp_path):
 
 
 def test_symlink_member(good, tmp_path):
-    link = tarfile.TarInfo("tables/013-content.Link.jsonl")
-    link.type = tarfile.SYMTYPE
-    link.linkname = "/etc/passwd"
+    link = Part("tables/013-content.Link.jsonl", type=tarfile.SYMTYPE, linkname="/etc/passwd")
 
-    bad = rebuilt(good, tmp_path, extra=[(link, None)])
+    bad = rebuilt(good, tmp_path, extra=[link])
 
     expect_refusal(bad, "Member 'tables/013-content.Link.jsonl' is not a regular file")
 
@@ -219,17 +182,15 @@ def test_not_an_archive_of_ours(good, tmp_path):
 
 def test_index_not_first(good, tmp_path):
     members = members_of(good)
-    reordered = [regular(n, d) for n, d in members.items() if n != INDEX]
-    bad = write_archive(
-        tmp_path / "late.backup.tar.gz", [*reordered, regular(INDEX, members[INDEX])]
-    )
+    reordered = [Part(n, d) for n, d in members.items() if n != INDEX]
+    bad = write_tar(tmp_path / "late.backup.tar.gz", [*reordered, Part(INDEX, members[INDEX])])
 
     expect_refusal(bad, "the first member is not index.json")
 
 
 def test_duplicate_member(good, tmp_path):
     again = members_of(good)[STATUS]
-    bad = rebuilt(good, tmp_path, extra=[regular(STATUS, again)])
+    bad = rebuilt(good, tmp_path, extra=[Part(STATUS, again)])
 
     expect_refusal(bad, f"Member '{STATUS}' appears twice")
 
@@ -307,3 +268,255 @@ def test_the_real_command_exits_non_zero_on_a_corrupt_file(tmp_path):
     assert done.returncode == 1
     assert f"CommandError: {bad}: corrupt.backup.tar.gz is corrupt or truncated" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# -- hostile archives: refused by syncverify and by syncimport, before any write ----------------
+
+
+@pytest.fixture
+def exported(good) -> Path:
+    """``good``, and a database an import of it would change (unless refused)."""
+    Tag.objects.update(description="changed since the export")
+    return good
+
+
+def refused_by_both(archive: Path, expected: str, **import_options) -> None:
+    """syncverify and syncimport refuse ``archive`` with one line holding ``expected`` and no
+    traceback; the database is as it was and no import is left 'running'."""
+    assert_refused(str(archive), expected=expected, command="syncverify")
+    assert_refused(
+        str(archive), expected=expected, command="syncimport", no_input=True, **import_options
+    )
+    assert not ImportRun.objects.filter(status=ImportRun.Status.RUNNING).exists()
+
+
+def first_table(change: dict):
+    return lambda index: index["tables"][0].update(change)
+
+
+@pytest.mark.parametrize(
+    ("index_change", "expected"),
+    [
+        (
+            lambda i: i.update(backup_id="not-a-uuid"),
+            "'backup_id' must be a UUID, not \"not-a-uuid\"",
+        ),
+        (lambda i: i.update(backup_id=17), "'backup_id' must be a UUID, not 17"),
+        (lambda i: i.pop("backup_id"), "'backup_id' must be a UUID, not missing"),
+        (
+            first_table({"member": 5}),
+            "table 1 (content.Status): 'member' must be a member name, not 5",
+        ),
+        (
+            first_table({"member": "index.json"}),
+            "'member' must be a member name, not \"index.json\"",
+        ),
+        (first_table({"model": ["content.Status"]}), "table 1: 'model' must be a model label"),
+        (first_table({"model": "Status"}), "'model' must be a model label such as"),
+        (first_table({"count": "63"}), "'count' must be a non-negative integer, not \"63\""),
+        (first_table({"count": True}), "'count' must be a non-negative integer, not true"),
+        (first_table({"count": -1}), "'count' must be a non-negative integer, not -1"),
+        (first_table({"size": 20.5}), "'size' must be a non-negative integer, not 20.5"),
+        (first_table({"sha256": "abc"}), "'sha256' must be 64 hex digits, not \"abc\""),
+        (first_table({"sha256": None}), "'sha256' must be 64 hex digits, not null"),
+        (first_table({"key_fields": "name"}), "'key_fields' must be a non-empty list of field"),
+        (first_table({"key_fields": [1]}), "'key_fields' must be a non-empty list of field"),
+        (first_table({"key_fields": []}), "'key_fields' must be a non-empty list of field"),
+        (first_table({"key_fields": ["nope"]}), "key field 'nope' is not in 'fields'"),
+        (first_table({"fields": ["name"]}), "'fields' must be an object of field names and types"),
+        (first_table({"fields": {"name": 1}}), "'fields' must be an object of field names and"),
+        (first_table({"references": []}), "'references' must be an object of field names and"),
+        (first_table({"references": {"x": 1}}), "'references' must be an object of field names"),
+        (first_table({"db_table": 5}), "'db_table' must be a text, not 5"),
+        (lambda i: i["tables"].insert(0, "content.Status"), "index.json: table 1 is not an object"),
+        (lambda i: i.update(tables={}), "index.json has no table list"),
+        (
+            lambda i: i["tables"][1].update(model=i["tables"][0]["model"]),
+            "index.json lists the model 'content.Status' twice",
+        ),
+        (lambda i: i.update(source="sqlite"), "'source' must be an object, not \"sqlite\""),
+        (lambda i: i.update(include_secrets="no"), "'include_secrets' must be true or false"),
+        (lambda i: i.update(total_records="73"), "'total_records' must be a non-negative integer"),
+        (lambda i: i.update(format_version=True), "Archive format version true is not supported"),
+        (lambda i: b"[]", "index.json does not describe a crearis-sync-archive archive"),
+        (lambda i: b"{", "index.json is not valid JSON"),
+    ],
+)
+def test_a_malformed_index_is_refused(exported, tmp_path, index_change, expected):
+    refused_by_both(rebuilt(exported, tmp_path, index_change=index_change), expected)
+
+
+def test_a_line_over_the_line_limit_is_refused(exported, settings):
+    settings.SYNC_MAX_LINE_SIZE = 200  # the status lines are longer
+
+    refused_by_both(
+        exported, f"{STATUS}, line 1: longer than 200 bytes, the limit for a record (SYNC_MAX_"
+    )
+
+
+def tar_bytes(parts: list[Part]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for part in parts:
+            tar.addfile(part.info(), part.stream())
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("trailer", [bytes(2 * 1024 * 1024), b"hidden"], ids=["zeros", "data"])
+def test_data_after_the_end_of_the_tar_is_refused(exported, tmp_path, trailer):
+    """Beyond the end-of-archive blocks only the padding of the last record may follow: more
+    is not an archive of ours, and reading it could take as long as its maker wanted."""
+    members = members_of(exported)
+    data = tar_bytes([Part(name, content) for name, content in members.items()])
+    bad = tmp_path / "trailer.backup.tar.gz"
+    bad.write_bytes(gzip.compress(data + trailer))
+
+    refused_by_both(bad, "trailer.backup.tar.gz has data after the end of its tar archive")
+
+
+def test_an_oversized_extended_header_is_refused(exported, tmp_path):
+    """tarfile reads a pax header whole into memory: it may be at most 1 MiB."""
+    huge = Part("tables/099-x.jsonl", b"", pax={"comment": "x" * (2 * 1024 * 1024)})
+
+    bad = rebuilt(exported, tmp_path, extra=[huge])
+
+    refused_by_both(bad, "A tar extended header is 2097")
+
+
+@pytest.mark.parametrize(
+    "part",
+    [
+        Part(STATUS, type=tarfile.GNUTYPE_SPARSE, size=0),
+        Part(
+            STATUS,
+            pax={"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.realsize": "9"},
+        ),
+        Part(STATUS, type=tarfile.CONTTYPE),
+    ],
+    ids=["gnu-sparse", "pax-sparse", "contiguous"],
+)
+def test_members_that_are_not_plain_files_are_refused(exported, tmp_path, part):
+    """A sparse member's map is read for as long as it goes on; an export never writes one."""
+    bad = rebuilt(exported, tmp_path, drop=[STATUS], extra=[part])
+
+    refused_by_both(bad, f"Member '{STATUS}' is not a regular file")
+
+
+@contextmanager
+def deadline(seconds: int):
+    """Fail a test that would hang (a FIFO's opening waits for a writer, forever)."""
+
+    def expire(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize(
+    ("make", "kind"),
+    [
+        (os.mkfifo, "a FIFO (named pipe)"),
+        (os.mkdir, "a directory"),
+        (lambda path: os.symlink("/dev/zero", path), "a character device"),
+    ],
+    ids=["fifo", "directory", "dev-zero"],
+)
+def test_an_archive_path_that_is_not_a_regular_file_is_refused_at_once(
+    exported, tmp_path, make, kind
+):
+    path = tmp_path / "odd.backup.tar.gz"
+    make(path)
+
+    with deadline(20):
+        refused_by_both(path, f"odd.backup.tar.gz is {kind}, not an archive file")
+
+
+# -- bounded work: in a process of its own, as users run it ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def child_env(tmp_path_factory) -> dict[str, str]:
+    """The environment of a manage.py child with a migrated SQLite database of its own."""
+    database = tmp_path_factory.mktemp("child") / "db.sqlite3"
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{database}",
+        "DJANGO_SETTINGS_MODULE": "crearis.settings",
+    }
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--no-input", "-v0"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        timeout=300,
+    )
+    return env
+
+
+def run_measured(args: list[str], env: dict[str, str], tmp_path: Path) -> tuple[int, str, int]:
+    """(exit status, stderr, peak RSS in KiB) of ``manage.py ARGS``, the checker process it
+    starts included (``wait4`` reports the largest of a process and the children it waited
+    for)."""
+    errors = tmp_path / "stderr.txt"
+    with open(errors, "wb") as stderr:
+        child = subprocess.Popen(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+        timer = threading.Timer(120, child.kill)
+        timer.start()
+        _, status, usage = os.wait4(child.pid, 0)
+        timer.cancel()
+        child.returncode = os.waitstatus_to_exitcode(status)
+    return child.returncode, errors.read_text(), usage.ru_maxrss
+
+
+BOMB_SIZE = 256 * 1024 * 1024
+
+
+@pytest.mark.parametrize("command", ["syncverify", "syncimport"])
+def test_a_compressed_bomb_is_refused_with_flat_memory(good, tmp_path, child_env, command):
+    """256 MiB of zeros without a newline, a quarter of a megabyte compressed: read without a
+    bound, its one line alone takes 256 MiB. With a 1 MiB line limit it is refused after
+    reading 1 MiB, in the memory a small archive takes."""
+    bomb = hostile.with_bomb(good, tmp_path / "bomb.backup.tar.gz", TAG, BOMB_SIZE)
+    assert bomb.stat().st_size < BOMB_SIZE / 500
+    env = {**child_env, "SYNC_MAX_LINE_SIZE": str(1024 * 1024)}
+    args = [command, "--no-input"] if command == "syncimport" else [command]
+
+    status, errors, small_peak = run_measured([*args, str(good)], env, tmp_path)
+    assert status == 0, errors
+    started = time.monotonic()
+    status, errors, bomb_peak = run_measured([*args, str(bomb)], env, tmp_path)
+    seconds = time.monotonic() - started
+
+    assert status == 1
+    assert "Traceback" not in errors
+    assert f"{TAG}, line 1: longer than 1048576 bytes" in errors
+    assert bomb_peak < small_peak + 32 * 1024, (bomb_peak, small_peak)  # KiB
+    assert seconds < 30
+
+
+def test_a_long_line_is_refused_in_the_memory_of_its_limit(good, tmp_path, child_env):
+    """A 200 MB record line was taken whole (665 MB resident); over the limit, it is refused
+    before it is all read."""
+    line = b'{"name":"' + b"x" * (200 * 1000 * 1000) + b'"}\n'
+    long_line = hostile.with_member(good, tmp_path / "long.backup.tar.gz", TAG, line)
+    del line
+    env = {**child_env, "SYNC_MAX_LINE_SIZE": str(4 * 1024 * 1024)}
+
+    status, errors, small_peak = run_measured(["syncverify", str(good)], env, tmp_path)
+    status, errors, peak = run_measured(["syncverify", str(long_line)], env, tmp_path)
+
+    assert status == 1
+    assert f"{TAG}, line 1: longer than 4194304 bytes" in errors
+    assert peak < small_peak + 32 * 1024, (peak, small_peak)

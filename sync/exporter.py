@@ -30,7 +30,7 @@ from sync.archive import (
 )
 from sync.columns import read_columns, reads_datetimes_as_text, utc_datetime_texts
 from sync.models import BackupRecord, SyncState, process_alive
-from sync.records import RecordEncoder, dumps_line, json_key
+from sync.records import RecordEncoder, UnwritableValue, dumps_line, json_key
 from sync.schema import (
     SchemaError,
     SyncModel,
@@ -232,10 +232,7 @@ def write_table(plan: SyncModel, spool: MemberSpool, using: str, progress: Progr
             for f in plan.m2m_fields:
                 values.append(sorted_related_keys(m2m_keys(f, pks, using), pks))
         count = len(columns[0])
-        write_lines(
-            spool,
-            [dumps_line(dict(zip(names, row, strict=True))) for row in zip(*values, strict=True)],
-        )
+        write_lines(spool, encode_lines(plan, names, values))
         if progress:
             progress(count)
 
@@ -256,6 +253,33 @@ def datetimes_read_as_text(plan: SyncModel, encoder: RecordEncoder, connection) 
         and f.get_internal_type() == "DateTimeField"
         and not hasattr(f, "from_db_value")
     }
+
+
+def encode_lines(plan: SyncModel, names: list[str], values: list[list]) -> list[bytes]:
+    """The JSON lines of a chunk's records (``values``: one list per field), or an
+    ExportError naming the first record an import would refuse: a value that cannot be
+    written exactly, or a line over ``SYNC_MAX_LINE_SIZE``."""
+    limit = settings.SYNC_MAX_LINE_SIZE
+    rows = list(zip(*values, strict=True))
+    try:
+        lines = [dumps_line(dict(zip(names, row, strict=True))) for row in rows]
+    except UnwritableValue:
+        lines = []
+    if len(lines) == len(rows) and max(map(len, lines), default=0) <= limit:
+        return lines
+    for row in rows:  # name the record (a rare, slow path)
+        record = dict(zip(names, row, strict=True))
+        try:
+            size = len(dumps_line(record))
+        except UnwritableValue as exc:
+            problem = str(exc)
+        else:
+            if size <= limit:
+                continue
+            problem = f"its line is {size} bytes, over SYNC_MAX_LINE_SIZE ({limit})"
+        key = json_key(plan.key_of(record))
+        raise ExportError(f"Cannot export {plan.label} {key!r}: {problem}.")
+    raise AssertionError("no record of the chunk is unwritable")
 
 
 def write_lines(spool: MemberSpool, lines: list[bytes]) -> None:

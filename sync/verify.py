@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +16,13 @@ import orjson
 from sync.archive import ArchiveError, ArchiveIndex, ArchiveReader, ReadLimits
 from sync.fieldtypes import INTEGER_FIELDS
 
+# The deepest a JSON field's value may nest ([] and {} are one level). Deep enough for any real
+# document; shallow enough that the standard library's recursive JSON code (Django's
+# JSONField, and the fallbacks of sync.records) handles it well within Python's recursion
+# limit, and below orjson's parser limit of 1024. The export refuses deeper values, so it
+# never writes what this check refuses.
+JSON_MAX_DEPTH = 500
+
 # JSON types an archive may hold for a field, by Django's internal type (None: anything).
 _STRING = (str,)
 _JSON_TYPES: dict[str, tuple[type, ...] | None] = {
@@ -23,24 +31,72 @@ _JSON_TYPES: dict[str, tuple[type, ...] | None] = {
     "FloatField": (int, float),
     "DecimalField": (str, int),
     "JSONField": None,
-    "ForeignKey": None,
-    "OneToOneField": None,
-    "ManyToManyField": (list,),
+    "ForeignKey": _STRING,  # most sync keys; other ones are checked by _is_sync_key
+    "OneToOneField": _STRING,
+    "ManyToManyField": (list,),  # of sync keys
 }
+_REFERENCES = frozenset({"ForeignKey", "OneToOneField"})
+# What a sync key of one part may be, and a part of a longer one (exact types: orjson gives
+# no subclasses).
+_KEY_PARTS = frozenset({str, int, float, bool})
+_KEY_PARTS_OR_NULL = _KEY_PARTS | {type(None)}
 
 
 def json_types_for(internal_type: str) -> tuple[type, ...] | None:
     return _JSON_TYPES.get(internal_type, _STRING)
 
 
-def record_checker(fields: dict[str, str]) -> Callable[[Any], str | None]:
-    """A function telling why a record does not match a table's field list (None: it does)."""
+def _is_sync_key(value: Any) -> bool:
+    """A flattened sync key as a record holds it: a scalar, or a list of two or more scalars
+    (or nulls)."""
+    kind = type(value)
+    if kind in _KEY_PARTS:
+        return True
+    return kind is list and len(value) > 1 and _KEY_PARTS_OR_NULL.issuperset(map(type, value))
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", type(None): "null"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def nesting_depth(value: Any) -> int:
+    """How deep a JSON value nests (a scalar 0, ``[]`` 1, ``[{}]`` 2), without recursion."""
+    depth = 0
+    level = [value]
+    while level:
+        containers = [v for v in level if type(v) is list or type(v) is dict]
+        if not containers:
+            break
+        depth += 1
+        level = [item for v in containers for item in (v.values() if type(v) is dict else v)]
+    return depth
+
+
+def _brackets(line: bytes) -> int:
+    """At least how deep anything in ``line`` nests (brackets in strings count too)."""
+    return line.count(b"[") + line.count(b"{")
+
+
+def line_checker(fields: dict[str, str]) -> Callable[[bytes, Any], str | None]:
+    """A function telling why a line, parsed as ``record``, is not a record of a table with
+    these fields (None: it is): its fields and their JSON types, sync keys where references
+    belong, JSON values nested at most ``JSON_MAX_DEPTH`` deep, no name twice in an object.
+
+    This runs for every line of an archive: the common case costs one dict comparison, a type
+    test per field, and orjson writing the record back; only long lines with many brackets
+    are measured for depth.
+    """
     typed = [(name, json_types_for(t), t) for name, t in fields.items()]
     typed = [(name, allowed, t) for name, allowed, t in typed if allowed is not None]
+    m2m = [name for name, t in fields.items() if t == "ManyToManyField"]
+    json_fields = [name for name, t in fields.items() if t == "JSONField"]
     names = fields.keys()
+    dumps, option = orjson.dumps, orjson.OPT_APPEND_NEWLINE
 
-    def check(record: Any) -> str | None:
-        if not isinstance(record, dict):
+    def check(line: bytes, record: Any) -> str | None:
+        if type(record) is not dict:
             return "a record is not a JSON object"
         if record.keys() != names:
             extra = sorted(record.keys() - names)
@@ -48,15 +104,53 @@ def record_checker(fields: dict[str, str]) -> Callable[[Any], str | None]:
             return f"fields differ from the index (extra {extra}, missing {missing})"
         for name, allowed, internal_type in typed:
             value = record[name]
-            if value is None:
+            if value is None or type(value) in allowed:
                 continue
-            if type(value) not in allowed and (
-                not isinstance(value, allowed) or isinstance(value, bool)
-            ):
+            if internal_type not in _REFERENCES:
                 return f"field {name!r} holds {type(value).__name__}, expected {internal_type}"
-        return None
+            if not _is_sync_key(value):
+                return f"field {name!r} holds {_kind(value)}, expected a sync key or null"
+        for name in m2m:
+            for item in record[name] or ():
+                if type(item) is not str and not _is_sync_key(item):
+                    return f"field {name!r} holds {_kind(item)} in its list, expected sync keys"
+        if json_fields and len(line) > 2 * JSON_MAX_DEPTH and _brackets(line) > JSON_MAX_DEPTH:
+            for name in json_fields:
+                depth = nesting_depth(record[name])
+                if depth > JSON_MAX_DEPTH:
+                    return f"field {name!r} is nested {depth} levels deep, over {JSON_MAX_DEPTH}"
+        try:
+            if dumps(record, option=option) == line:
+                return None  # orjson writes no name twice
+        except orjson.JSONEncodeError:  # nested deeper than orjson writes
+            pass
+        name = repeated_name(line)
+        return None if name is None else f"{name!r} appears twice in one JSON object"
 
     return check
+
+
+class _Repeated(Exception):
+    pass
+
+
+def _refuse_repeated_names(pairs: list[tuple[str, Any]]) -> None:
+    seen: set[str] = set()
+    for name, _ in pairs:
+        if name in seen:
+            raise _Repeated(name)
+        seen.add(name)
+
+
+def repeated_name(line: bytes) -> str | None:
+    """A name given twice in one JSON object of ``line`` (a parser keeps one of its values
+    silently, and a reader of the raw line may see the other), or None. Slow: the caller asks
+    only about lines that orjson would not write as they are."""
+    try:
+        json.loads(line, object_pairs_hook=_refuse_repeated_names)
+    except _Repeated as exc:
+        return exc.args[0]
+    return None
 
 
 @dataclass
@@ -75,32 +169,36 @@ def verify_archive(path: Path | str, limits: ReadLimits | None = None) -> Verify
 
     Checks: format and version, the index's fields, every listed member present once and
     nothing else, member types and names (no links, no absolute or '..' paths), sizes and
-    sha256, line lengths, every line a JSON record with the index's fields and JSON types, and
-    the record counts.
+    sha256, line lengths, every line a JSON record with the index's fields and JSON types, no
+    name twice in one object, JSON values nested at most ``JSON_MAX_DEPTH`` deep, and the
+    record counts.
     """
     path = Path(path)
     with ArchiveReader(path, limits) as reader:
         report = VerifyReport(path, reader.index)
         for entry, lines in reader.tables():
-            count = 0
-            check_record_shape = record_checker(entry.fields)
-            for number, line in enumerate(lines, start=1):
-                try:
-                    record = orjson.loads(line)
-                except orjson.JSONDecodeError as exc:
-                    raise ArchiveError(
-                        f"{entry.member}, line {number}: not valid JSON ({exc})."
-                    ) from exc
-                problem = check_record_shape(record)
-                if problem:
-                    raise ArchiveError(f"{entry.member}, line {number}: {problem}.")
-                count += 1
+            count = verify_lines(entry.member, entry.fields, lines)
             if count != entry.count:
                 raise ArchiveError(
                     f"{entry.member} holds {count} records, the index says {entry.count}."
                 )
             report.counts[entry.label] = count
     return report
+
+
+def verify_lines(member: str, fields: dict[str, str], lines) -> int:
+    """Check a member's lines against its table's fields; return how many there are."""
+    check = line_checker(fields)
+    loads = orjson.loads
+    count = 0
+    for count, line in enumerate(lines, start=1):
+        try:
+            problem = check(line, loads(line))
+        except orjson.JSONDecodeError as exc:
+            raise ArchiveError(f"{member}, line {count}: not valid JSON ({exc}).") from exc
+        if problem:
+            raise ArchiveError(f"{member}, line {count}: {problem}.")
+    return count
 
 
 class VerifyProcess:

@@ -1,5 +1,6 @@
-"""Exports that could lose or break an archive: two that pick one name. The same tests run in
-the SQLite and in the PostgreSQL pass."""
+"""Export of what an import could refuse: values nested deeper than orjson writes, lines over
+SYNC_MAX_LINE_SIZE, and two exports that pick one name. The same tests run in the SQLite and in
+the PostgreSQL pass."""
 
 import hashlib
 import threading
@@ -8,12 +9,72 @@ import time
 import pytest
 from django.db import connections
 
-from crearis.content.models import Tag
+from crearis.content.models import SystemConfig, Tag
 from sync.exporter import export
 from sync.models import BackupRecord
-from sync.verify import verify_archive
+from sync.verify import JSON_MAX_DEPTH, verify_archive
+from tests.cli import assert_refused, cli
 
 pytestmark = pytest.mark.django_db
+
+
+def nested(depth: int, inner=0):
+    """A JSON value ``depth`` levels deep, lists and objects in turn."""
+    value = inner
+    for level in range(depth):
+        value = [value] if level % 2 else {"v": value}
+    return value
+
+
+@pytest.mark.parametrize("depth", [300, JSON_MAX_DEPTH])
+def test_a_deeply_nested_json_value_round_trips_exactly(db, tmp_path, depth):
+    """orjson writes at most 254 levels: deeper values are written by the standard library,
+    with integers beyond 64 bits kept exact, and read back as they were."""
+    value = nested(depth - 1, inner=[2**70, -(2**65), 1.5, "ü"])
+    SystemConfig.objects.create(key="deep", value=value)
+    archive = export(tables=["content.SystemConfig"], output_dir=tmp_path).path
+    assert verify_archive(archive).total == 1
+    SystemConfig.objects.filter(key="deep").update(value={})
+
+    assert cli("syncimport", str(archive), no_input=True).status == 0
+
+    assert SystemConfig.objects.get(key="deep").value == value
+
+
+def test_a_value_nested_deeper_than_an_import_reads_is_refused_by_name(db, tmp_path):
+    SystemConfig.objects.create(key="shallow", value={"a": 1})
+    SystemConfig.objects.create(key="too-deep", value=nested(JSON_MAX_DEPTH + 1))
+
+    outcome = assert_refused(
+        command="syncexport",
+        output=str(tmp_path),
+        quiet=True,
+        expected=(
+            "Cannot export content.SystemConfig 'too-deep': field 'value' is nested "
+            f"{JSON_MAX_DEPTH + 1} levels deep, over {JSON_MAX_DEPTH}."
+        ),
+    )
+
+    assert outcome.error.startswith("Export failed: ")
+    assert not list(tmp_path.iterdir())  # no archive, no partial file
+    assert BackupRecord.objects.get().status == BackupRecord.Status.FAILED
+
+
+def test_a_line_over_the_limit_is_refused_by_name(db, tmp_path, settings):
+    settings.SYNC_MAX_LINE_SIZE = 1000
+    Tag.objects.create(name="small", description="x" * 500)
+    Tag.objects.create(name="large", description="x" * 1000)
+
+    assert_refused(
+        command="syncexport",
+        tables=["content.Tag"],
+        output=str(tmp_path),
+        quiet=True,
+        expected="Cannot export content.Tag 'large': its line is 1",
+    )
+    settings.SYNC_MAX_LINE_SIZE = 2000
+
+    assert verify_archive(export(tables=["content.Tag"], output_dir=tmp_path).path).total == 2
 
 
 def exports_in_one_second(output_dir) -> list:

@@ -10,19 +10,22 @@ import sys
 import tarfile
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 import pytest
 from django.core.management import CommandError
 
-from crearis.content.models import Tag
+from crearis.content.models import Event, Tag
 from sync.archive import COMPRESSIONS, ArchiveError
 from sync.exporter import export
 from sync.models import ImportRun
-from sync.verify import verify_archive
+from sync.verify import verify_archive, verify_lines
 from tests import hostile
+from tests.archive_tools import rewrite_archive
 from tests.cli import assert_refused
 from tests.conftest import run_command
 from tests.hostile import Part, members_of, write_tar
@@ -344,6 +347,118 @@ def first_table(change: dict):
 )
 def test_a_malformed_index_is_refused(exported, tmp_path, index_change, expected):
     refused_by_both(rebuilt(exported, tmp_path, index_change=index_change), expected)
+
+
+@pytest.fixture
+def demo_exported(demo, tmp_path) -> Path:
+    """An export of the demo data, and a database an import of it would change."""
+    path = export(output_dir=tmp_path / "demo").path
+    Tag.objects.update(description="changed since the export")
+    return path
+
+
+def first_event_with(field: str, value) -> Callable:
+    def edit(label: str, records: list[dict]) -> list[dict]:
+        if label == "content.Event":
+            records[0][field] = value
+        return records
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("project", {"domaincode": "proj00000"}, "'project' holds an object, expected a sync key"),
+        ("project", [], "'project' holds a list, expected a sync key or null"),
+        ("status", [["released", "events"]], "'status' holds a list, expected a sync key or null"),
+        ("status", [{"name": "released"}, "events"], "'status' holds a list, expected a sync key"),
+        ("status", ["released"], "'status' holds a list, expected a sync key or null"),
+        ("tags", [{"name": "teen"}], "'tags' holds an object in its list, expected sync keys"),
+        ("tags", [["teen", ["adult", "x"]]], "'tags' holds a list in its list, expected sync keys"),
+        ("tags", [None], "'tags' holds null in its list, expected sync keys"),
+        ("tags", {"teen": 1}, "'tags' holds dict, expected ManyToManyField"),
+    ],
+    ids=lambda v: orjson.dumps(v).decode() if not isinstance(v, str) else v[:20],
+)
+def test_a_record_of_a_hostile_shape_is_refused(demo_exported, tmp_path, field, value, expected):
+    bad = rewrite_archive(
+        demo_exported, tmp_path / "bad.backup.tar.gz", first_event_with(field, value)
+    )
+
+    refused_by_both(bad, f"tables/009-content.Event.jsonl, line 1: field {expected}")
+
+
+def with_first_event_line(exported: Path, tmp_path: Path, change: Callable) -> Path:
+    """``exported`` with the first line of its event table changed by ``change(line)``."""
+
+    def edit_bytes(label: str, data: bytes) -> bytes:
+        if label != "content.Event":
+            return data
+        first, rest = data.split(b"\n", 1)
+        return change(first) + b"\n" + rest
+
+    return rewrite_archive(exported, tmp_path / "bad.backup.tar.gz", edit_bytes=edit_bytes)
+
+
+@pytest.mark.parametrize("mode", ["update", "replace"])
+def test_a_field_given_twice_is_refused(demo_exported, tmp_path, mode):
+    """A parser keeps one of the two values, the update's fast path reads the other: the
+    import matched the event by its first xmlid and wrote the second, renaming it."""
+    first = Event.objects.order_by("pk").first()
+    Event.objects.filter(pk=first.pk).update(updated_at=datetime(2000, 1, 1, tzinfo=UTC))
+    bad = with_first_event_line(
+        demo_exported, tmp_path, lambda line: line[:-1] + b',"xmlid":"renamed"}'
+    )
+
+    refused_by_both(bad, "line 1: 'xmlid' appears twice in one JSON object", mode=mode)
+
+
+def test_a_name_given_twice_inside_a_json_value_is_refused():
+    lines = [b'{"key":"a","value":{"x":1}}\n', b'{"key":"b","value":{"x":1,"x":2}}\n']
+
+    with pytest.raises(ArchiveError, match=r"m\.jsonl, line 2: 'x' appears twice in one JSON"):
+        verify_lines("m.jsonl", {"key": "CharField", "value": "JSONField"}, lines)
+
+
+def test_lines_written_in_another_json_style_pass(demo_exported, tmp_path):
+    """Spaces and escapes do not round-trip through orjson: such lines are checked the slow
+    way, and pass when no name is repeated."""
+    spaced = with_first_event_line(
+        demo_exported,
+        tmp_path,
+        lambda line: orjson.dumps(orjson.loads(line), option=orjson.OPT_INDENT_2).replace(
+            b"\n", b" "
+        ),
+    )
+
+    assert verify_archive(spaced).total == verify_archive(demo_exported).total
+
+
+def test_a_json_value_nested_too_deep_is_refused(exported, tmp_path):
+    """orjson parses up to 1024 levels; the import's code handles what verification lets
+    through, at most JSON_MAX_DEPTH (a record nested 1,000 deep crashed the import)."""
+    deep = b"[" * 1000 + b"0" + b"]" * 1000
+
+    def edit_bytes(label: str, data: bytes) -> bytes:
+        if label != "content.SystemConfig":
+            return data
+        first, rest = data.split(b"\n", 1)
+        record = orjson.loads(first)
+        record["value"] = "DEEP"
+        return orjson.dumps(record).replace(b'"DEEP"', deep) + b"\n" + rest
+
+    bad = rewrite_archive(exported, tmp_path / "bad.backup.tar.gz", edit_bytes=edit_bytes)
+
+    refused_by_both(bad, "line 1: field 'value' is nested 1000 levels deep, over 500")
+
+
+def test_a_json_value_nested_deeper_than_the_parser_reads_is_refused(exported, tmp_path):
+    too_deep = b"[" * 1100 + b"]" * 1100
+
+    bad = with_member(exported, tmp_path, TAG, too_deep + b"\n")
+
+    refused_by_both(bad, f"{TAG}, line 1: not valid JSON (depth limit exceeded")
 
 
 def test_a_line_over_the_line_limit_is_refused(exported, settings):

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -206,7 +207,9 @@ class VerifyProcess:
     and raises ArchiveError if the archive is not sound.
 
     A plain subprocess (``python -m sync.verify``), not multiprocessing: it needs no pickling,
-    never re-imports the caller's main module, and works inside daemonic Celery workers.
+    never re-imports the caller's main module, and works inside daemonic Celery workers. It
+    ends with its parent, however the parent ends: the parent holds the child's stdin open and
+    never writes to it, so the child sees the end of its input only when the parent is gone.
     """
 
     def __init__(self, path: Path | str, max_member_size: int | None = None):
@@ -221,14 +224,16 @@ class VerifyProcess:
                 str(path),
                 str(limits.max_member_size),
                 str(limits.max_line_size),
+                EXIT_WITH_PARENT,
             ],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env,
         )
 
     def result(self) -> None:
-        out, err = self.process.communicate()
+        out, err = self._wait()
         if self.process.returncode == 0:
             return
         message = out.decode(errors="replace").strip()
@@ -240,10 +245,37 @@ class VerifyProcess:
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
-        self.process.communicate()
+        self._wait()
+
+    def _wait(self) -> tuple[bytes, bytes]:
+        """The child's output once it has ended. Its stdin is closed only then (``communicate``
+        would close it first, which tells the child its parent is gone)."""
+        stdin, self.process.stdin = self.process.stdin, None
+        try:
+            return self.process.communicate()
+        finally:
+            if stdin is not None:
+                stdin.close()
+
+
+EXIT_WITH_PARENT = "--exit-with-parent"
+
+
+def _exit_at_end_of_input() -> None:
+    def watch() -> None:
+        # The file descriptor, not sys.stdin: a daemon thread blocked inside a buffered
+        # reader's lock makes the interpreter's own shutdown fail.
+        while os.read(0, 4096):
+            pass
+        os._exit(2)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def main(argv: list[str]) -> int:
+    if argv[-1:] == [EXIT_WITH_PARENT]:
+        _exit_at_end_of_input()
+        argv = argv[:-1]
     path, max_member_size, max_line_size = argv
     try:
         verify_archive(path, ReadLimits(int(max_member_size), int(max_line_size)))

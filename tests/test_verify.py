@@ -2,6 +2,7 @@
 Python's tarfile from the members of a good export, changed in one way."""
 
 import gzip
+import hashlib
 import io
 import os
 import signal
@@ -635,3 +636,101 @@ def test_a_long_line_is_refused_in_the_memory_of_its_limit(good, tmp_path, child
     assert status == 1
     assert f"{TAG}, line 1: longer than 4194304 bytes" in errors
     assert peak < small_peak + 32 * 1024, (peak, small_peak)
+
+
+def slow_archive(path: Path, lines: int) -> Path:
+    """A valid archive whose check takes seconds: a million tags written with spaces, each line
+    checked the slow way (see sync.verify.repeated_name)."""
+    record = {
+        "name": "NAME",
+        "created_at": "2026-01-01T00:00:00+00:00",
+        "updated_at": "2026-01-01T00:00:00+00:00",
+        "description": "",
+        "name_i18n": {},
+        "desc_i18n": {},
+    }
+    spaced = orjson.dumps(record, option=orjson.OPT_INDENT_2).replace(b"\n", b" ")
+    prefix, suffix = spaced.split(b"NAME")
+    data = b"".join(b"%st%d%s\n" % (prefix, n, suffix) for n in range(lines))
+    fields = dict.fromkeys(record, "JSONField") | {"name": "CharField", "description": "TextField"}
+    fields |= {"created_at": "DateTimeField", "updated_at": "DateTimeField"}
+    table = {
+        "model": "content.Tag",
+        "member": "tables/001-content.Tag.jsonl",
+        "count": lines,
+        "size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "key_fields": ["name"],
+        "fields": fields,
+    }
+    index = {
+        "format": "crearis-sync-archive",
+        "format_version": 1,
+        "backup_id": "00000000-0000-4000-8000-000000000001",
+        "tables": [table],
+    }
+    return write_tar(path, [hostile.index_part(index), Part(table["member"], data)], level=1)
+
+
+def children_of(pid: int) -> dict[int, bytes]:
+    """Process id → command line of the processes whose parent is ``pid``."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found[int(entry.name)] = cmdline
+    return found
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie (whoever reaps it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_for(condition: Callable[[], object], seconds: float) -> object:
+    end = time.monotonic() + seconds
+    while not (result := condition()) and time.monotonic() < end:
+        time.sleep(0.05)
+    return result
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_the_archive_checker_ends_with_a_killed_import(tmp_path, child_env):
+    archive = slow_archive(tmp_path / "slow.backup.tar.gz", 1_500_000)  # ≈ 10 s to check
+    importer = subprocess.Popen(
+        [sys.executable, "manage.py", "syncimport", str(archive), "--no-input"],
+        cwd=ROOT,
+        env=child_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    checker = None
+    try:
+        checkers = wait_for(
+            lambda: [p for p, cmd in children_of(importer.pid).items() if b"sync.verify" in cmd],
+            60,
+        )
+        assert checkers, "the import started no checker"
+        checker = checkers[0]
+        time.sleep(1)  # reading the archive
+        assert running(checker)
+
+        importer.send_signal(signal.SIGKILL)
+        importer.wait()
+
+        assert wait_for(lambda: not running(checker), 3), "the checker outlived its import"
+    finally:
+        importer.kill()
+        importer.wait()
+        if checker is not None and running(checker):
+            os.kill(checker, signal.SIGKILL)

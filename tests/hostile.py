@@ -115,13 +115,16 @@ def with_member(good: Path, target: Path, member: str, data: bytes) -> Path:
     )
 
 
-def with_bomb(good: Path, target: Path, member: str, size: int, level: int = 9) -> Path:
+def with_bomb(
+    good: Path, target: Path, member: str, size: int, declared: int | None = None, level: int = 9
+) -> Path:
     """``good`` with ``member`` replaced by ``size`` zero bytes (no newline: one endless line),
-    its index entry declaring that size; it compresses to about a thousandth of it."""
+    its index entry declaring ``declared`` bytes (default: that size); it compresses to about
+    a thousandth of it."""
     members = members_of(good)
     index = orjson.loads(members.pop(INDEX_NAME))
     entry = next(t for t in index["tables"] if t["member"] == member)
-    entry["size"] = size
+    entry["size"] = size if declared is None else declared
     parts = [
         Part(name, Zeros(size), size=size) if name == member else Part(name, data)
         for name, data in members.items()

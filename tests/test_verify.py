@@ -490,6 +490,12 @@ def test_data_after_the_end_of_the_tar_is_refused(exported, tmp_path, trailer):
     refused_by_both(bad, "trailer.backup.tar.gz has data after the end of its tar archive")
 
 
+def test_a_member_larger_than_its_index_says_is_refused_before_it_is_read(exported, tmp_path):
+    bomb = hostile.with_bomb(exported, tmp_path / "bomb.backup.tar.gz", TAG, 64 * 1024**2, 1034)
+
+    refused_by_both(bomb, f"Member '{TAG}' is 67108864 bytes, the index says 1034")
+
+
 def test_an_oversized_extended_header_is_refused(exported, tmp_path):
     """tarfile reads a pax header whole into memory: it may be at most 1 MiB."""
     huge = Part("tables/099-x.jsonl", b"", pax={"comment": "x" * (2 * 1024 * 1024)})
@@ -596,13 +602,13 @@ def run_measured(args: list[str], env: dict[str, str], tmp_path: Path) -> tuple[
     return child.returncode, errors.read_text(), usage.ru_maxrss
 
 
-BOMB_SIZE = 256 * 1024 * 1024
+BOMB_SIZE = 128 * 1024 * 1024
 
 
 @pytest.mark.parametrize("command", ["syncverify", "syncimport"])
 def test_a_compressed_bomb_is_refused_with_flat_memory(good, tmp_path, child_env, command):
-    """256 MiB of zeros without a newline, a quarter of a megabyte compressed: read without a
-    bound, its one line alone takes 256 MiB. With a 1 MiB line limit it is refused after
+    """128 MiB of zeros without a newline, an eighth of a megabyte compressed: read without a
+    bound, its one line alone takes 128 MiB. With a 1 MiB line limit it is refused after
     reading 1 MiB, in the memory a small archive takes."""
     bomb = hostile.with_bomb(good, tmp_path / "bomb.backup.tar.gz", TAG, BOMB_SIZE)
     assert bomb.stat().st_size < BOMB_SIZE / 500
@@ -623,9 +629,9 @@ def test_a_compressed_bomb_is_refused_with_flat_memory(good, tmp_path, child_env
 
 
 def test_a_long_line_is_refused_in_the_memory_of_its_limit(good, tmp_path, child_env):
-    """A 200 MB record line was taken whole (665 MB resident); over the limit, it is refused
-    before it is all read."""
-    line = b'{"name":"' + b"x" * (200 * 1000 * 1000) + b'"}\n'
+    """A 200 MB record line was taken whole (665 MB resident); over the limit, a line (here
+    100 MB) is refused before it is all read."""
+    line = b'{"name":"' + b"x" * (100 * 1000 * 1000) + b'"}\n'
     long_line = hostile.with_member(good, tmp_path / "long.backup.tar.gz", TAG, line)
     del line
     env = {**child_env, "SYNC_MAX_LINE_SIZE": str(4 * 1024 * 1024)}

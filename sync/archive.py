@@ -442,6 +442,7 @@ _TABLE_FIELDS = (
 _TABLE_OPTIONAL = (
     ("db_table", _is_text, "a text"),
     ("references", lambda v: _is_text_map(v, _is_label), "an object of field names and labels"),
+    ("generic_references", lambda v: type(v) is dict, "an object"),  # see check_generic
 )
 
 
@@ -466,6 +467,8 @@ class TableEntry:
     key_fields: list[str]
     fields: dict[str, str]
     raw: dict
+    # Generic references (see sync.generic): id field → its content type field
+    generic: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_index(cls, entry: Any, position: int) -> TableEntry:
@@ -482,7 +485,7 @@ class TableEntry:
         absent = [name for name in entry["key_fields"] if name not in entry["fields"]]
         if absent:
             raise ArchiveError(f"index.json: {where}: key field {absent[0]!r} is not in 'fields'.")
-        return cls(
+        table = cls(
             label=label,
             member=entry["member"],
             count=entry["count"],
@@ -491,7 +494,20 @@ class TableEntry:
             key_fields=entry["key_fields"],
             fields=entry["fields"],
             raw=entry,
+            generic=entry.get("generic_references", {}),
         )
+        table.check_generic()
+        return table
+
+    def check_generic(self) -> None:
+        """Each generic reference pairs two different fields of the table."""
+        for name, ct_field in self.generic.items():
+            paired = isinstance(ct_field, str) and ct_field in self.fields and ct_field != name
+            if not (paired and name in self.fields):
+                raise ArchiveError(
+                    f"index.json: table {self.label!r}: generic reference {name!r} → "
+                    f"{ct_field!r} does not pair two of its fields."
+                )
 
 
 @dataclass

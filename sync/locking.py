@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -61,7 +62,10 @@ def import_lock(using: str) -> Iterator[None]:
 
 def _sqlite_lock_path(using: str) -> Path:
     name = str(connections[using].settings_dict["NAME"])
-    if name == ":memory:" or name.startswith("file:"):
+    if connections[using].is_in_memory_db():
+        # Each process has its own in-memory database (a test run's): so it has its own lock.
+        name = f"{name} in process {os.getpid()}"
+    if name.startswith((":memory:", "file:")):
         digest = hashlib.sha256(name.encode()).hexdigest()[:16]
         return Path(tempfile.gettempdir()) / f"{LOCK_NAME}-{digest}.lock"
     return Path(f"{name}.sync-lock")

@@ -50,6 +50,7 @@ def run_import(
     collect_changes: bool = False,
     started_by: str = "",
     progress: Progress | None = None,
+    drop_unresolved: bool = False,
 ) -> tuple[ImportResult, ImportRun]:
     """Verify ``archive`` completely, then import it; raise ImportFailed with a clear message.
 
@@ -79,6 +80,7 @@ def run_import(
                 collect_changes=collect_changes,
                 progress=progress,
                 verdict=verdict,
+                drop_unresolved=drop_unresolved,
             )
     except LockBusy as exc:
         other = running_import(using, exclude=run.pk)

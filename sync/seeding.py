@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sync.importer import ImportResult, import_records
+from sync.importer import ImportFailed, ImportResult, import_records
+from sync.locking import LockBusy, import_lock
 from sync.sources import DataFileSource
 
 SYSTEM_DATA_FILE = Path(__file__).resolve().parent.parent / "crearis/content/data/system.json"
@@ -18,5 +19,14 @@ SYSTEM_DATA_FILE = Path(__file__).resolve().parent.parent / "crearis/content/dat
 def seed_system_data(
     update: bool = False, using: str = "default", path: Path = SYSTEM_DATA_FILE
 ) -> ImportResult:
-    """Insert the system rows that are missing; with ``update``, overwrite changed ones too."""
-    return import_records(DataFileSource(path), mode="update" if update else "append", using=using)
+    """Insert the system rows that are missing; with ``update``, overwrite changed ones too.
+
+    Seeding is an import: it takes the same lock, so it never runs beside one."""
+    try:
+        with import_lock(using):
+            mode = "update" if update else "append"
+            return import_records(DataFileSource(path), mode=mode, using=using)
+    except LockBusy as exc:
+        raise ImportFailed(
+            f"Refused: an import is running on database {using!r}; seed when it ends."
+        ) from exc

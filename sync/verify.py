@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,9 +38,12 @@ _JSON_TYPES: dict[str, tuple[type, ...] | None] = {
 }
 _REFERENCES = frozenset({"ForeignKey", "OneToOneField"})
 # What a sync key of one part may be, and a part of a longer one (exact types: orjson gives
-# no subclasses).
+# no subclasses). A part may also be a list: the key of the row a generic reference in the key
+# names (see sync.generic), nested at most _KEY_MAX_NESTING lists deep (generic references
+# nest at most 8 deep in a key).
 _KEY_PARTS = frozenset({str, int, float, bool})
 _KEY_PARTS_OR_NULL = _KEY_PARTS | {type(None)}
+_KEY_MAX_NESTING = 16
 
 
 def json_types_for(internal_type: str) -> tuple[type, ...] | None:
@@ -48,18 +51,39 @@ def json_types_for(internal_type: str) -> tuple[type, ...] | None:
 
 
 def _is_sync_key(value: Any) -> bool:
-    """A flattened sync key as a record holds it: a scalar, or a list of two or more scalars
-    (or nulls)."""
+    """A flattened sync key as a foreign key or many-to-many list holds it: a scalar, or a
+    list of two or more parts."""
     kind = type(value)
     if kind in _KEY_PARTS:
         return True
-    return kind is list and len(value) > 1 and _KEY_PARTS_OR_NULL.issuperset(map(type, value))
+    return kind is list and len(value) > 1 and _are_key_parts(value)
+
+
+def _is_generic_key(value: Any) -> bool:
+    """What a generic reference's id field holds: the key of the row it names, always a list
+    (even of one part)."""
+    return type(value) is list and len(value) > 0 and _are_key_parts(value)
+
+
+def _are_key_parts(parts: list, nesting: int = 0) -> bool:
+    """Whether every part is a scalar, null, or a generic reference's key (a list of parts)."""
+    if _KEY_PARTS_OR_NULL.issuperset(map(type, parts)):
+        return True
+    return nesting < _KEY_MAX_NESTING and all(
+        type(part) in _KEY_PARTS_OR_NULL
+        or (type(part) is list and len(part) > 0 and _are_key_parts(part, nesting + 1))
+        for part in parts
+    )
 
 
 def _kind(value: Any) -> str:
-    return {dict: "an object", list: "a list", type(None): "null"}.get(
-        type(value), type(value).__name__
-    )
+    """What a value that is not a key is, for a message."""
+    if type(value) is list:
+        odd = [part for part in value if type(part) not in _KEY_PARTS_OR_NULL]
+        if odd and type(odd[0]) is not list:
+            return f"a list with {_kind(odd[0])} in it"
+        return "a list"
+    return {dict: "an object", type(None): "null"}.get(type(value), type(value).__name__)
 
 
 def nesting_depth(value: Any) -> int:
@@ -80,16 +104,21 @@ def _brackets(line: bytes) -> int:
     return line.count(b"[") + line.count(b"{")
 
 
-def line_checker(fields: dict[str, str]) -> Callable[[bytes, Any], str | None]:
+def line_checker(
+    fields: dict[str, str], generic: Iterable[str] = ()
+) -> Callable[[bytes, Any], str | None]:
     """A function telling why a line, parsed as ``record``, is not a record of a table with
     these fields (None: it is): its fields and their JSON types, sync keys where references
     belong, JSON values nested at most ``JSON_MAX_DEPTH`` deep, no name twice in an object.
+    ``generic``: fields holding generic references, written as the referenced row's key (a
+    list), whatever the field's own type.
 
     This runs for every line of an archive: the common case costs one dict comparison, a type
     test per field, and orjson writing the record back; only long lines with many brackets
     are measured for depth.
     """
-    typed = [(name, json_types_for(t), t) for name, t in fields.items()]
+    generic = list(generic)
+    typed = [(name, json_types_for(t), t) for name, t in fields.items() if name not in generic]
     typed = [(name, allowed, t) for name, allowed, t in typed if allowed is not None]
     m2m = [name for name, t in fields.items() if t == "ManyToManyField"]
     json_fields = [name for name, t in fields.items() if t == "JSONField"]
@@ -114,7 +143,11 @@ def line_checker(fields: dict[str, str]) -> Callable[[bytes, Any], str | None]:
         for name in m2m:
             for item in record[name] or ():
                 if type(item) is not str and not _is_sync_key(item):
-                    return f"field {name!r} holds {_kind(item)} in its list, expected sync keys"
+                    return f"field {name!r}: an item of its list is {_kind(item)}, not a sync key"
+        for name in generic:
+            value = record[name]
+            if value is not None and not _is_generic_key(value):
+                return f"field {name!r} holds {_kind(value)}, expected a key (a list) or null"
         if json_fields and len(line) > 2 * JSON_MAX_DEPTH and _brackets(line) > JSON_MAX_DEPTH:
             for name in json_fields:
                 depth = nesting_depth(record[name])
@@ -178,7 +211,7 @@ def verify_archive(path: Path | str, limits: ReadLimits | None = None) -> Verify
     with ArchiveReader(path, limits) as reader:
         report = VerifyReport(path, reader.index)
         for entry, lines in reader.tables():
-            count = verify_lines(entry.member, entry.fields, lines)
+            count = verify_lines(entry.member, entry.fields, lines, entry.generic)
             if count != entry.count:
                 raise ArchiveError(
                     f"{entry.member} holds {count} records, the index says {entry.count}."
@@ -187,9 +220,11 @@ def verify_archive(path: Path | str, limits: ReadLimits | None = None) -> Verify
     return report
 
 
-def verify_lines(member: str, fields: dict[str, str], lines) -> int:
+def verify_lines(
+    member: str, fields: dict[str, str], lines: Iterable[bytes], generic: Iterable[str] = ()
+) -> int:
     """Check a member's lines against its table's fields; return how many there are."""
-    check = line_checker(fields)
+    check = line_checker(fields, generic)
     loads = orjson.loads
     count = 0
     for count, line in enumerate(lines, start=1):

@@ -24,3 +24,9 @@ def test_backup_records_are_listed_read_only(admin_client, demo, tmp_path):
         reverse("admin:sync_backuprecord_change", args=[result.backup.pk]), {"file_name": "x"}
     )
     assert change.status_code == 403
+
+
+def test_admin_pages_use_the_projects_base_template(admin_client):
+    response = admin_client.get(reverse("admin:index"))
+    assert "admin/base_site.html" in [t.name for t in response.templates]
+    assert "Crearis administration" in response.content.decode()

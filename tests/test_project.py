@@ -60,3 +60,15 @@ def test_compose_file_validates():
         text=True,
     ).stdout.split()
     assert set(services) == {"postgres", "redis", "web", "worker", "beat"}
+
+
+def test_every_dockerfile_copy_source_exists():
+    """The image builds only if what it copies is in the build context (the repository)."""
+    sources = []
+    for line in (ROOT / "docker" / "Dockerfile").read_text().splitlines():
+        words = line.split()
+        if words and words[0] == "COPY" and not any(w.startswith("--from") for w in words):
+            sources += [w for w in words[1:-1] if not w.startswith("--")]
+    assert "templates" in sources
+    missing = [source for source in sources if not (ROOT / source).exists()]
+    assert missing == []

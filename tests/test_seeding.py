@@ -3,6 +3,7 @@ import pytest
 
 from crearis.content.models import Status, SystemConfig, Tag
 from sync.seeding import SYSTEM_DATA_FILE
+from tests.cli import cli
 from tests.conftest import run_command
 
 pytestmark = pytest.mark.django_db
@@ -53,3 +54,15 @@ def test_deleted_system_row_comes_back():
     out = run_command("syncseed")
     assert "1 created" in out
     assert Tag.objects.filter(name="teen").exists()
+
+
+def test_seeding_is_refused_while_an_import_holds_the_lock(db):
+    from tests.test_importer import lock_held_elsewhere
+
+    with lock_held_elsewhere():
+        outcome = cli("syncseed")
+    assert outcome.status == 1
+    assert "an import is running" in outcome.error
+    assert not Tag.objects.exists()
+    assert cli("syncseed").status == 0
+    assert Tag.objects.exists()

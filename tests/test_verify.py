@@ -358,6 +358,13 @@ def demo_exported(demo, tmp_path) -> Path:
     return path
 
 
+def deep_list(depth: int) -> list:
+    value = ["x"]
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
 def first_event_with(field: str, value) -> Callable:
     def edit(label: str, records: list[dict]) -> list[dict]:
         if label == "content.Event":
@@ -373,11 +380,12 @@ def first_event_with(field: str, value) -> Callable:
         ("project", {"domaincode": "proj00000"}, "'project' holds an object, expected a sync key"),
         ("project", [], "'project' holds a list, expected a sync key or null"),
         ("status", [["released", "events"]], "'status' holds a list, expected a sync key or null"),
-        ("status", [{"name": "released"}, "events"], "'status' holds a list, expected a sync key"),
+        ("status", [{"name": "released"}, "events"], "'status' holds a list with an object in it"),
         ("status", ["released"], "'status' holds a list, expected a sync key or null"),
-        ("tags", [{"name": "teen"}], "'tags' holds an object in its list, expected sync keys"),
-        ("tags", [["teen", ["adult", "x"]]], "'tags' holds a list in its list, expected sync keys"),
-        ("tags", [None], "'tags' holds null in its list, expected sync keys"),
+        ("tags", [{"name": "teen"}], "'tags': an item of its list is an object, not a sync key"),
+        ("tags", [["teen", {"x": 1}]], "'tags': an item of its list is a list with an object"),
+        ("tags", [["teen", deep_list(17)]], "'tags': an item of its list is a list, not a sync"),
+        ("tags", [None], "'tags': an item of its list is null, not a sync key"),
         ("tags", {"teen": 1}, "'tags' holds dict, expected ManyToManyField"),
     ],
     ids=lambda v: orjson.dumps(v).decode() if not isinstance(v, str) else v[:20],

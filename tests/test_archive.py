@@ -9,6 +9,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from django.core.checks import run_checks
 
 from sync.archive import (
     COMPRESSIONS,
@@ -221,3 +222,14 @@ def test_leftovers_of_dead_writers_go_and_those_of_live_ones_stay(tmp_path):
 
     assert removed == [dead]
     assert live.exists()
+
+
+@pytest.mark.parametrize("value", [0, -1, "64M"])
+def test_a_read_limit_that_is_not_a_positive_size_is_a_system_check_error(settings, value):
+    settings.SYNC_MAX_LINE_SIZE = value
+
+    errors = [e for e in run_checks() if e.id == "sync.E002"]
+
+    assert [e.msg for e in errors] == [
+        f"SYNC_MAX_LINE_SIZE must be a positive number of bytes, not {value!r}."
+    ]

@@ -28,13 +28,14 @@ from sync.archive import (
     MemberSpool,
     archive_suffix,
     check_compression,
+    numbered,
     remove_leftovers,
 )
 from sync.columns import read_columns, reads_datetimes_as_text, utc_datetime_texts
 from sync.generic import DanglingCheck, DanglingReference, GenericPart, NulledReferences
 from sync.locking import write_transaction
 from sync.models import BackupRecord, SyncState, mark_stale, process_alive
-from sync.records import RecordEncoder, dumps_line, json_key
+from sync.records import RecordEncoder, UnwritableValue, dumps_line, json_key
 from sync.schema import (
     SchemaError,
     SyncModel,
@@ -122,13 +123,13 @@ def start_snapshot(connection) -> None:
 
 
 def archive_path(output_dir: Path, kind: str, compression: str, now: datetime) -> Path:
-    stem = f"{now.strftime('%Y%m%dT%H%M%SZ')}-{kind}"
-    path = output_dir / f"{stem}{archive_suffix(compression)}"
-    counter = 1
-    while path.exists():
-        counter += 1
-        path = output_dir / f"{stem}-{counter}{archive_suffix(compression)}"
-    return path
+    """The archive's name, the first free one for this second. Only a first choice: another
+    export may take it before this one is done (``ArchiveWriter.finish`` claims the name)."""
+    first = output_dir / f"{now.strftime('%Y%m%dT%H%M%SZ')}-{kind}{archive_suffix(compression)}"
+    number = 1
+    while numbered(first, number).exists():
+        number += 1
+    return numbered(first, number)
 
 
 def mark_stale_backups(using: str) -> int:
@@ -195,7 +196,7 @@ def export(
                     nulled[plan.label] = write_table(plan, spool, using, progress)
                     entries.append(table_entry(plan, spool))
             index = build_index(backup, entries, using, now, compression, include_secrets)
-            size, sha256 = writer.finish(index)
+            written = writer.finish(index)
     except BaseException as exc:
         BackupRecord.objects.using(using).filter(pk=backup.pk).update(
             status=BackupRecord.Status.FAILED,
@@ -205,7 +206,8 @@ def export(
         raise
     backup.counts = {entry["model"]: entry["count"] for entry in entries}
     backup.total_records = sum(backup.counts.values())
-    backup.size, backup.sha256 = size, sha256
+    backup.file_name, backup.storage_path = written.path.name, str(written.path.resolve())
+    backup.size, backup.sha256 = written.size, written.sha256
     backup.status = BackupRecord.Status.SUCCEEDED
     backup.finished_at = timezone.now()
     backup.save(using=using)
@@ -214,7 +216,7 @@ def export(
             database=using, defaults={"last_export_at": backup.finished_at}
         )
     nulled = {label: found for label, found in nulled.items() if found.count}
-    return ExportResult(path, backup, backup.counts, nulled)
+    return ExportResult(written.path, backup, backup.counts, nulled)
 
 
 def write_table(
@@ -263,10 +265,7 @@ def write_table(
                     f"its table out (--exclude {plan.label})."
                 ) from exc
         count = len(columns[0])
-        write_lines(
-            spool,
-            [dumps_line(dict(zip(names, row, strict=True))) for row in zip(*values, strict=True)],
-        )
+        write_lines(spool, encode_lines(plan, names, values))
         if progress:
             progress(count)
     return nulled
@@ -329,6 +328,33 @@ def lookup_field(model: type[models.Model], lookup: str) -> models.Field:
     for relation in relations:
         model = model._meta.get_field(relation).related_model
     return model._meta.get_field(name)
+
+
+def encode_lines(plan: SyncModel, names: list[str], values: list[list]) -> list[bytes]:
+    """The JSON lines of a chunk's records (``values``: one list per field), or an
+    ExportError naming the first record an import would refuse: a value that cannot be
+    written exactly, or a line over ``SYNC_MAX_LINE_SIZE``."""
+    limit = settings.SYNC_MAX_LINE_SIZE
+    rows = list(zip(*values, strict=True))
+    try:
+        lines = [dumps_line(dict(zip(names, row, strict=True))) for row in rows]
+    except UnwritableValue:
+        lines = []
+    if len(lines) == len(rows) and max(map(len, lines), default=0) <= limit:
+        return lines
+    for row in rows:  # name the record (a rare, slow path)
+        record = dict(zip(names, row, strict=True))
+        try:
+            size = len(dumps_line(record))
+        except UnwritableValue as exc:
+            problem = str(exc)
+        else:
+            if size <= limit:
+                continue
+            problem = f"its line is {size} bytes, over SYNC_MAX_LINE_SIZE ({limit})"
+        key = json_key(plan.key_of(record))
+        raise ExportError(f"{plan.label} {key!r}: {problem}.")
+    raise AssertionError("no record of the chunk is unwritable")
 
 
 def write_lines(spool: MemberSpool, lines: list[bytes]) -> None:

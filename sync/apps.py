@@ -5,3 +5,6 @@ class SyncConfig(AppConfig):
     name = "sync"
     verbose_name = "Crearis Sync"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from sync import checks  # noqa: F401 - registers the system checks

@@ -1,14 +1,14 @@
-"""Export: read the chosen tables in one consistent snapshot and write an archive."""
+"""Export: read the chosen tables in one consistent snapshot and write an archive.
+
+This is the engine; export jobs (records, stale marking, leftover cleanup) are
+``sync.jobs.exports``."""
 
 from __future__ import annotations
 
-import os
-import socket
-import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,7 +16,6 @@ import django
 from django.conf import settings
 from django.db import connections, models, transaction
 from django.db.models.functions import Cast
-from django.utils import timezone
 
 from sync.archive import (
     FORMAT_NAME,
@@ -24,11 +23,10 @@ from sync.archive import (
     ArchiveWriter,
     MemberSpool,
     archive_suffix,
-    check_compression,
-    remove_leftovers,
 )
 from sync.columns import read_columns, reads_datetimes_as_text, utc_datetime_texts
-from sync.models import BackupRecord, SyncState, process_alive
+from sync.jobs.reporter import JobReporter
+from sync.models import BackupRecord
 from sync.records import RecordEncoder, dumps_line, json_key
 from sync.schema import (
     SchemaError,
@@ -43,22 +41,9 @@ from sync.schema import (
 CHUNK = 2000
 PRODUCER_VERSION = "0.1.0"
 
-Progress = Callable[[int], None]
-
 
 class ExportError(Exception):
     """An export that cannot run; the message says why."""
-
-
-@dataclass
-class ExportResult:
-    path: Path
-    backup: BackupRecord
-    counts: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
 
 
 def select_models(
@@ -110,26 +95,6 @@ def archive_path(output_dir: Path, kind: str, compression: str, now: datetime) -
     return path
 
 
-def mark_stale_backups(using: str) -> int:
-    """Mark as failed the backups left 'running' by a process on this host that is gone."""
-    stale = [
-        b.pk
-        for b in BackupRecord.objects.using(using).filter(
-            status=BackupRecord.Status.RUNNING, hostname=socket.gethostname()
-        )
-        if b.is_stale
-    ]
-    return (
-        BackupRecord.objects.using(using)
-        .filter(pk__in=stale)
-        .update(
-            status=BackupRecord.Status.FAILED,
-            error="Interrupted: the exporting process ended before the archive was complete.",
-            finished_at=timezone.now(),
-        )
-    )
-
-
 def database_version(using: str) -> str:
     connection = connections[using]
     try:
@@ -138,74 +103,45 @@ def database_version(using: str) -> str:
         return ""
 
 
-def export(
-    tables: Iterable[str] | None = None,
-    exclude: Iterable[str] | None = None,
-    with_dependencies: bool = False,
-    compression: str = "gz",
-    level: int | None = None,
-    output_dir: Path | str | None = None,
-    using: str = "default",
-    include_secrets: bool = False,
-    progress: Progress | None = None,
-    on_start: Callable[[int], None] | None = None,
-) -> ExportResult:
-    """Write a full archive of the chosen tables; return its path and BackupRecord.
+@dataclass
+class WrittenExport:
+    """What ``write_archive`` wrote: the index's table entries and the file's size and hash."""
 
-    ``on_start`` is told the number of records to write (for a progress bar), ``progress`` the
-    number written so far in steps.
-    """
-    check_compression(compression, level)
-    plans = plan_models(select_models(tables, exclude, with_dependencies), include_secrets)
-    output_dir = Path(output_dir or settings.BACKUP_DIR)
-    now = datetime.now(UTC).replace(microsecond=0)
-    path = archive_path(output_dir, "full", compression, now)
-    mark_stale_backups(using)
-    remove_leftovers(output_dir, alive=lambda pid: process_alive(socket.gethostname(), pid))
-    backup = BackupRecord.objects.using(using).create(
-        file_name=path.name,
-        storage_path=str(path.resolve()),
-        backup_id=uuid.uuid4(),
-        kind="full",
-        tables=[p.label for p in plans],
-        compression=compression,
-        format_version=FORMAT_VERSION,
-        database=using,
-        pid=os.getpid(),
-        hostname=socket.gethostname(),
-    )
-    try:
-        with ArchiveWriter(path, compression, level) as writer:
-            with read_snapshot(using):
-                if on_start:
-                    on_start(sum(p.model._default_manager.using(using).count() for p in plans))
-                entries = []
-                for plan in plans:
-                    spool = writer.add_table(plan.label)
-                    write_table(plan, spool, using, progress)
-                    entries.append(table_entry(plan, spool))
-            index = build_index(backup, entries, using, now, compression, include_secrets)
-            size, sha256 = writer.finish(index)
-    except BaseException as exc:
-        BackupRecord.objects.using(using).filter(pk=backup.pk).update(
-            status=BackupRecord.Status.FAILED,
-            error=str(exc) or type(exc).__name__,
-            finished_at=timezone.now(),
-        )
-        raise
-    backup.counts = {entry["model"]: entry["count"] for entry in entries}
-    backup.total_records = sum(backup.counts.values())
-    backup.size, backup.sha256 = size, sha256
-    backup.status = BackupRecord.Status.SUCCEEDED
-    backup.finished_at = timezone.now()
-    backup.save(using=using)
-    SyncState.objects.using(using).update_or_create(
-        database=using, defaults={"last_export_at": backup.finished_at}
-    )
-    return ExportResult(path, backup, backup.counts)
+    entries: list[dict]
+    size: int
+    sha256: str
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {entry["model"]: entry["count"] for entry in self.entries}
 
 
-def write_table(plan: SyncModel, spool: MemberSpool, using: str, progress: Progress | None):
+def write_archive(backup: BackupRecord, path: Path, reporter: JobReporter) -> WrittenExport:
+    """Write the archive ``backup`` describes (tables, compression, secrets) to ``path``.
+
+    Every table is read in one snapshot of ``backup.database``; nothing appears under
+    ``path`` unless the archive is complete (a failure or a cancel leaves no file)."""
+    using = backup.database
+    plans = plan_models(resolve_tables(backup.tables), backup.include_secrets)
+    with ArchiveWriter(path, backup.compression, backup.level) as writer:
+        reporter.keep_fresh(writer.working_paths)
+        with read_snapshot(using):
+            total = sum(p.model._default_manager.using(using).count() for p in plans)
+            reporter.phase("reading", total=total)
+            entries = []
+            for plan in plans:
+                reporter.table(plan.label)
+                spool = writer.add_table(plan.label)
+                write_table(plan, spool, using, reporter)
+                entries.append(table_entry(plan, spool))
+        index = build_index(backup, entries, using, backup.compression, backup.include_secrets)
+        reporter.table("")
+        reporter.phase("writing" if backup.compression == "none" else "compressing")
+        size, sha256 = writer.finish(index, check=reporter.check_cancelled)
+    return WrittenExport(entries, size, sha256)
+
+
+def write_table(plan: SyncModel, spool: MemberSpool, using: str, reporter: JobReporter):
     """Write every row of ``plan``'s table to ``spool``, one JSON line per record.
 
     This is the hot loop of an export, so it works a chunk at a time and column by column:
@@ -234,8 +170,7 @@ def write_table(plan: SyncModel, spool: MemberSpool, using: str, progress: Progr
             spool,
             [dumps_line(dict(zip(names, row, strict=True))) for row in zip(*values, strict=True)],
         )
-        if progress:
-            progress(count)
+        reporter.advance(count)
 
 
 def datetimes_read_as_text(plan: SyncModel, encoder: RecordEncoder, connection) -> set[int]:
@@ -328,7 +263,6 @@ def build_index(
     backup: BackupRecord,
     entries: list[dict],
     using: str,
-    now: datetime,
     compression: str,
     include_secrets: bool,
 ) -> dict:
@@ -337,7 +271,7 @@ def build_index(
         "format_version": FORMAT_VERSION,
         "backup_id": str(backup.backup_id),
         "kind": backup.kind,
-        "created_at": now.isoformat(),
+        "created_at": backup.started_at.astimezone(UTC).replace(microsecond=0).isoformat(),
         "source": {
             "vendor": connections[using].vendor,
             "version": database_version(using),

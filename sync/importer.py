@@ -41,6 +41,7 @@ from django.db.models.deletion import Collector, ProtectedError, RestrictedError
 from django.db.models.functions import Cast
 
 from sync.columns import UTC_TEXT, read_columns, reads_datetimes_as_text, utc_datetime_texts
+from sync.jobs.reporter import JobCancelled, JobReporter
 from sync.keys import (
     CHUNK,
     KeyIndex,
@@ -66,8 +67,6 @@ from sync.writer import RowWriter, Verdict, WriteGate, db_value_preparer
 
 MODES = ("replace", "update", "append")
 SHOW_CHARS = 60
-
-Progress = Callable[[int], None]
 
 
 class ImportFailed(Exception):
@@ -318,7 +317,7 @@ class TableLoader:
         pk = self.maps[model].get(target_key(raw))
         return self.importer.resolve(model, raw, self, key, f) if pk is None else pk
 
-    def load(self, records: Iterable[dict | bytes], progress: Progress | None) -> None:
+    def load(self, records: Iterable[dict | bytes], reporter: JobReporter) -> None:
         """Load the table chunk by chunk.
 
         A small table's keys (and, in update mode, timestamps) are read once and held. A
@@ -355,8 +354,7 @@ class TableLoader:
             self.maps = {model: self.importer.key_index(model).map for model in self.references}
             decoded = [(key, pk, *self.decode(key, record)) for key, pk, record in rows]
             self.load_chunk(decoded)
-            if progress:
-                progress(len(chunk))
+            reporter.advance(len(chunk))
         self.release()
 
     def check_unique(self, keys: list[tuple]) -> None:
@@ -642,7 +640,7 @@ class Importer:
         dry_run: bool = False,
         tables: Iterable[str] | None = None,
         collect_changes: bool = False,
-        progress: Progress | None = None,
+        reporter: JobReporter | None = None,
         verdict: Verdict | None = None,
     ):
         if mode not in MODES:
@@ -652,12 +650,12 @@ class Importer:
         self.using = using
         self.dry_run = dry_run
         self.collect_changes = collect_changes
-        self.progress = progress
+        self.reporter = reporter or JobReporter()
         self.connection = connections[using]
         self.indexes: dict[type[models.Model], KeyIndex] = {}
         self.loaders: dict[str, TableLoader] = {}
         self.writer = RowWriter(self.connection)
-        self.gate = WriteGate(verdict)
+        self.gate = WriteGate(verdict, self.reporter)
         self.datetimes_as_text = reads_datetimes_as_text(self.connection)
         self.source_tables = {t.label: t for t in source.table_list()}
         self.plans = self.check_schema(tables)
@@ -770,6 +768,8 @@ class Importer:
         try:
             try:
                 return self.load_all()
+            except JobCancelled:
+                raise  # at once: not after the archive's verification has finished
             except BaseException:
                 self.gate.raise_if_unverified()  # a damaged archive is reported as such
                 raise
@@ -783,6 +783,8 @@ class Importer:
     def load_all(self) -> ImportResult:
         result = ImportResult(self.mode, self.dry_run, backup_id=self.source.backup_id)
         plans = {p.label: p for p in self.plans}
+        total = sum(self.source_tables[label].count for label in plans)
+        self.reporter.phase("reading", total=total)
         with transaction.atomic(using=self.using):
             for table, records in self.source.records():
                 plan = plans.get(table.label)
@@ -790,16 +792,21 @@ class Importer:
                     for _ in records:  # not chosen: read through it (checksums still count)
                         pass
                     continue
+                self.reporter.table(plan.label)
                 loader = TableLoader(self, plan, table)
                 self.loaders[plan.label] = loader
                 result.tables[plan.label] = loader.diff
-                loader.load(records, self.progress)
+                loader.load(records, self.reporter)
+            self.reporter.table("")
             self.gate.flush()
+            self.reporter.phase("resolving references")
             self.resolve_deferred()
             if self.mode == "replace":
+                self.reporter.phase("deleting")
                 self.delete_missing(result)
             if not self.dry_run:
                 self.writer.reset_sequences()
+                self.reporter.phase("committing")
         self.gate.flush()  # a dry run writes nothing, but still waits for the verdict
         return result
 
@@ -808,6 +815,7 @@ class Importer:
         for loader in self.loaders.values():
             promoted: set = set()  # keys counted as updated by this pass
             for chunk in chunked(loader.deferred, CHUNK):
+                self.reporter.check_cancelled()
                 self.resolve_deferred_chunk(loader, chunk, promoted)
             loader.deferred = []
 
@@ -854,6 +862,7 @@ class Importer:
             stale_by_model[loader.model] = stale
             manager = loader.model._base_manager.using(self.using)
             for chunk in chunked(sorted(stale), CHUNK):
+                self.reporter.check_cancelled()
                 collector.collect(list(manager.filter(pk__in=chunk)))
             if self.collect_changes:
                 loader.diff.changes += [
@@ -895,5 +904,6 @@ def rare_collections(young: int = 50_000) -> Iterator[None]:
 
 
 def import_records(source: RecordSource, **options: Any) -> ImportResult:
-    """Import ``source`` (options: see Importer); no locking or run records — see sync.runs."""
+    """Import ``source`` (options: see Importer); no locking or job records — see
+    sync.jobs.imports."""
     return Importer(source, **options).run()

@@ -102,6 +102,9 @@ def verify_archive(path: Path | str, max_member_size: int | None = None) -> Veri
     return report
 
 
+POLL_SECONDS = 0.2
+
+
 class VerifyProcess:
     """``verify_archive`` in a separate Python process, started at once; ``result()`` waits
     and raises ArchiveError if the archive is not sound.
@@ -120,8 +123,15 @@ class VerifyProcess:
             env=env,
         )
 
-    def result(self) -> None:
-        out, err = self.process.communicate()
+    def result(self, waiting: Callable[[], None] | None = None) -> None:
+        """Wait for the verdict; ``waiting`` is called every ``POLL_SECONDS`` meanwhile and
+        may raise to stop waiting (a cancelled job; ``stop()`` then ends the checker)."""
+        while True:
+            try:
+                out, err = self.process.communicate(timeout=waiting and POLL_SECONDS)
+                break
+            except subprocess.TimeoutExpired:
+                waiting()
         if self.process.returncode == 0:
             return
         message = out.decode(errors="replace").strip()

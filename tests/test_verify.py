@@ -15,7 +15,7 @@ import pytest
 from django.core.management import CommandError
 
 from sync.archive import COMPRESSIONS, ArchiveError
-from sync.exporter import export
+from sync.jobs.exports import export
 from sync.verify import verify_archive
 from tests.conftest import run_command
 

@@ -1,12 +1,12 @@
 import getpass
-import sys
 
 import orjson
 from django.core.management.base import BaseCommand, CommandError
-from tqdm import tqdm
 
 from sync.importer import MODES, ImportFailed, ImportResult
-from sync.runs import run_import
+from sync.jobs.imports import run_import
+from sync.jobs.reporter import JobCancelled, JobReporter
+from sync.management.progress import ProgressBar
 
 
 class Command(BaseCommand):
@@ -57,8 +57,8 @@ class Command(BaseCommand):
             )
 
     def run(self, options, dry_run: bool, details: bool, quiet: bool) -> ImportResult:
-        show_bar = not quiet and not options["json"] and sys.stderr.isatty()
-        with tqdm(unit="rec", disable=not show_bar, desc="dry run" if dry_run else "import") as bar:
+        title = "dry run" if dry_run else "import"
+        with ProgressBar(title, enabled=not quiet and not options["json"]) as bar:
             try:
                 result, _ = run_import(
                     options["archive"],
@@ -68,9 +68,11 @@ class Command(BaseCommand):
                     tables=options["tables"],
                     collect_changes=details,
                     started_by=f"syncimport ({getpass.getuser()})",
-                    progress=bar.update,
+                    reporter=JobReporter(bar),
                 )
             except ImportFailed as exc:
+                raise CommandError(str(exc)) from exc
+            except JobCancelled as exc:
                 raise CommandError(str(exc)) from exc
         return result
 

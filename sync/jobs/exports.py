@@ -1,0 +1,137 @@
+"""Export jobs: created (``start_export``), then executed (``execute_export``) inline or by a
+worker — recorded to their end, stale jobs marked, leftovers of dead writers removed.
+
+Commands, Celery tasks and admin views go through here; ``sync.exporter`` writes the archive.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.conf import settings
+
+from sync.archive import FORMAT_VERSION, check_compression, remove_leftovers
+from sync.exporter import archive_path, select_models, write_archive
+from sync.jobs.lifecycle import channel_of, claim, finish, load_job, mark_stale_jobs
+from sync.jobs.reporter import JobCancelled, JobReporter
+from sync.models import BackupRecord, Job, SyncState
+from sync.schema import plan_models
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    backup: BackupRecord
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def start_export(
+    tables: Iterable[str] | None = None,
+    exclude: Iterable[str] | None = None,
+    with_dependencies: bool = False,
+    compression: str = "gz",
+    level: int | None = None,
+    output_dir: Path | str | None = None,
+    using: str = "default",
+    include_secrets: bool = False,
+    started_by: str = "",
+    user=None,
+    task_id: str = "",
+) -> BackupRecord:
+    """Record an export to be done (queued), with the tables resolved: everything
+    ``execute_export`` needs is on the row. Bad options are refused before any row exists."""
+    check_compression(compression, level)
+    chosen = select_models(tables, exclude, with_dependencies)
+    plans = plan_models(chosen, include_secrets)  # refuses a model that cannot be keyed
+    mark_stale_jobs(using)
+    return BackupRecord.objects.using(using).create(
+        tables=[plan.label for plan in plans],
+        compression=compression,
+        level=level,
+        output_dir=str(output_dir or ""),
+        include_secrets=include_secrets,
+        format_version=FORMAT_VERSION,
+        database=using,
+        started_by=started_by,
+        user=user,
+        task_id=task_id,
+    )
+
+
+def execute_export(
+    backup_id: int, using: str = "default", reporter: JobReporter | None = None
+) -> ExportResult:
+    """Write the archive of the queued export ``backup_id`` of database ``using``.
+
+    On any failure, or a cancel (JobCancelled), no archive appears under its final name and
+    the record says why."""
+    backup = load_job(BackupRecord, backup_id, using)
+    reporter = reporter or JobReporter()
+    claim(backup)
+    output_dir = Path(backup.output_dir or settings.BACKUP_DIR)
+    remove_leftovers(output_dir, older_than=settings.SYNC_JOB_STALE_AFTER)
+    path = archive_path(output_dir, backup.kind, backup.compression, backup.started_at)
+    backup.file_name, backup.storage_path = path.name, str(path.resolve())
+    backup.backup_id = uuid.uuid4()
+    backup.save(using=using, update_fields=["file_name", "storage_path", "backup_id"])
+    try:
+        with reporter.attached(channel_of(backup)):
+            written = write_archive(backup, path, reporter)
+    except (JobCancelled, KeyboardInterrupt) as exc:
+        why = "on request" if isinstance(exc, JobCancelled) else "by an interrupt"
+        message = f"Cancelled {why}: no archive was written."
+        finish(backup, Job.Status.CANCELLED, message, {"reason": "cancelled"}, reporter.snapshot())
+        if isinstance(exc, JobCancelled):
+            raise JobCancelled(f"{backup.label} {message[0].lower()}{message[1:]}") from exc
+        raise
+    except BaseException as exc:
+        error = str(exc) or type(exc).__name__
+        finish(backup, Job.Status.FAILED, error, progress=reporter.snapshot())
+        raise
+    finish(
+        backup,
+        Job.Status.SUCCEEDED,
+        progress=reporter.snapshot(),
+        counts=written.counts,
+        total_records=sum(written.counts.values()),
+        size=written.size,
+        sha256=written.sha256,
+    )
+    SyncState.objects.using(using).update_or_create(
+        database=using, defaults={"last_export_at": backup.finished_at}
+    )
+    return ExportResult(path, backup, backup.counts)
+
+
+def export(
+    tables: Iterable[str] | None = None,
+    exclude: Iterable[str] | None = None,
+    with_dependencies: bool = False,
+    compression: str = "gz",
+    level: int | None = None,
+    output_dir: Path | str | None = None,
+    using: str = "default",
+    include_secrets: bool = False,
+    started_by: str = "",
+    reporter: JobReporter | None = None,
+) -> ExportResult:
+    """Create and execute an export at once, as the commands do."""
+    backup = start_export(
+        tables,
+        exclude,
+        with_dependencies,
+        compression,
+        level,
+        output_dir,
+        using,
+        include_secrets,
+        started_by=started_by,
+    )
+    return execute_export(backup.pk, using, reporter)

@@ -14,6 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from crearis.content.models import Tag
+from sync.importer import ImportFailed
 from sync.jobs.channel import JobChannel, Progress
 from sync.jobs.exports import execute_export, export, start_export
 from sync.jobs.imports import execute_import, run_import, start_import
@@ -68,6 +69,14 @@ def cancel_on_first_step(job_model: type[Job]):
             time.sleep(HEARTBEAT_SECONDS * 1.5)
 
     return reporter_calling(on_advance)
+
+
+def failed_import(tmp_path) -> ImportRun:
+    broken = tmp_path / "broken.backup.tar.gz"
+    broken.write_bytes(b"not an archive")
+    with pytest.raises(ImportFailed, match="broken"):
+        run_import(broken)
+    return ImportRun.objects.latest("pk")
 
 
 # -- the lifecycle -----------------------------------------------------------------------------
@@ -259,11 +268,7 @@ def test_job_finished_is_sent_once_per_job_with_its_final_status(
 ):
     with finished_jobs() as seen, django_capture_on_commit_callbacks(execute=True):
         _, ok = run_import(tags_archive, dry_run=True)
-        broken = tmp_path / "broken.backup.tar.gz"
-        broken.write_bytes(b"not an archive")
-        with pytest.raises(Exception, match="broken"):
-            run_import(broken)
-        failed = ImportRun.objects.latest("pk")
+        failed = failed_import(tmp_path)
         queued = start_import(tags_archive)
         request_cancel(queued)
         exported = export(tables=["content.Tag"], output_dir=tmp_path).backup
@@ -382,11 +387,7 @@ def test_syncjobs_refuses_to_cancel_an_ended_job(tags_archive):
 
 def test_syncjobs_watch_of_one_job_ends_with_its_status(tags_archive, tmp_path):
     _, ok = run_import(tags_archive, dry_run=True)
-    broken = tmp_path / "broken.backup.tar.gz"
-    broken.write_bytes(b"not an archive")
-    with pytest.raises(Exception, match="broken"):
-        run_import(broken)
-    failed = ImportRun.objects.latest("pk")
+    failed = failed_import(tmp_path)
 
     done = cli("syncjobs", "--watch", ok.label)
     refused = cli("syncjobs", "--watch", failed.label)

@@ -10,13 +10,14 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 
 from sync.archive import FORMAT_VERSION, check_compression, remove_leftovers
 from sync.exporter import archive_path, select_models, write_archive
-from sync.jobs.lifecycle import channel_of, claim, finish, load_job, mark_stale_jobs
-from sync.jobs.reporter import JobCancelled, JobReporter
+from sync.jobs.lifecycle import claim, executing, finish, load_job, mark_stale_jobs
+from sync.jobs.reporter import JobReporter
 from sync.models import BackupRecord, Job, SyncState
 from sync.schema import plan_models
 
@@ -75,26 +76,14 @@ def execute_export(
     backup = load_job(BackupRecord, backup_id, using)
     reporter = reporter or JobReporter()
     claim(backup)
-    output_dir = Path(backup.output_dir or settings.BACKUP_DIR)
-    remove_leftovers(output_dir, older_than=settings.SYNC_JOB_STALE_AFTER)
-    path = archive_path(output_dir, backup.kind, backup.compression, backup.started_at)
-    backup.file_name, backup.storage_path = path.name, str(path.resolve())
-    backup.backup_id = uuid.uuid4()
-    backup.save(using=using, update_fields=["file_name", "storage_path", "backup_id"])
-    try:
-        with reporter.attached(channel_of(backup)):
-            written = write_archive(backup, path, reporter)
-    except (JobCancelled, KeyboardInterrupt) as exc:
-        why = "on request" if isinstance(exc, JobCancelled) else "by an interrupt"
-        message = f"Cancelled {why}: no archive was written."
-        finish(backup, Job.Status.CANCELLED, message, {"reason": "cancelled"}, reporter.snapshot())
-        if isinstance(exc, JobCancelled):
-            raise JobCancelled(f"{backup.label} {message[0].lower()}{message[1:]}") from exc
-        raise
-    except BaseException as exc:
-        error = str(exc) or type(exc).__name__
-        finish(backup, Job.Status.FAILED, error, progress=reporter.snapshot())
-        raise
+    with executing(backup, reporter, "no archive was written"):
+        output_dir = Path(backup.output_dir or settings.BACKUP_DIR)
+        remove_leftovers(output_dir, older_than=settings.SYNC_JOB_STALE_AFTER)
+        path = archive_path(output_dir, backup.kind, backup.compression, backup.started_at)
+        backup.file_name, backup.storage_path = path.name, str(path.resolve())
+        backup.backup_id = uuid.uuid4()
+        backup.save(using=using, update_fields=["file_name", "storage_path", "backup_id"])
+        written = write_archive(backup, path, reporter)
     finish(
         backup,
         Job.Status.SUCCEEDED,
@@ -110,28 +99,8 @@ def execute_export(
     return ExportResult(path, backup, backup.counts)
 
 
-def export(
-    tables: Iterable[str] | None = None,
-    exclude: Iterable[str] | None = None,
-    with_dependencies: bool = False,
-    compression: str = "gz",
-    level: int | None = None,
-    output_dir: Path | str | None = None,
-    using: str = "default",
-    include_secrets: bool = False,
-    started_by: str = "",
-    reporter: JobReporter | None = None,
-) -> ExportResult:
-    """Create and execute an export at once, as the commands do."""
-    backup = start_export(
-        tables,
-        exclude,
-        with_dependencies,
-        compression,
-        level,
-        output_dir,
-        using,
-        include_secrets,
-        started_by=started_by,
-    )
-    return execute_export(backup.pk, using, reporter)
+def export(*, reporter: JobReporter | None = None, **options: Any) -> ExportResult:
+    """Create and execute an export at once, as the commands do (options: see
+    ``start_export``)."""
+    backup = start_export(**options)
+    return execute_export(backup.pk, backup.database, reporter)

@@ -10,14 +10,15 @@ import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
 
 from sync.archive import ArchiveError
 from sync.importer import MODES, ImportFailed, ImportResult, import_records
-from sync.jobs.lifecycle import channel_of, claim, finish, is_stale, load_job, mark_stale_jobs
-from sync.jobs.reporter import JobCancelled, JobReporter
+from sync.jobs.lifecycle import claim, executing, finish, is_stale, load_job, mark_stale_jobs
+from sync.jobs.reporter import JobReporter
 from sync.locking import LockBusy, import_lock
 from sync.models import ImportRun, Job, SyncState
 from sync.sources import ArchiveSource
@@ -81,25 +82,18 @@ def execute_import(
 
 
 def run_import(
-    archive: Path | str,
-    mode: str = "replace",
-    using: str = "default",
-    dry_run: bool = False,
-    tables: Iterable[str] | None = None,
-    collect_changes: bool = False,
-    started_by: str = "",
-    reporter: JobReporter | None = None,
+    archive: Path | str, *, reporter: JobReporter | None = None, **options: Any
 ) -> tuple[ImportResult, ImportRun]:
-    """Create and execute an import at once, as the commands do.
+    """Create and execute an import at once, as the commands do (options: see
+    ``start_import``).
 
     The import lock is taken before the job's row is written: a second import is refused at
     once and leaves no row (on SQLite it could not write one while the first holds the
     database)."""
+    using = options.get("using", "default")
     try:
         with import_lock(using):
-            run = start_import(
-                archive, mode, using, dry_run, tables, collect_changes, started_by=started_by
-            )
+            run = start_import(archive, **options)
             result = execute_locked(run, reporter or JobReporter())
     except LockBusy as exc:
         raise ImportFailed(refusal(using)) from exc
@@ -112,7 +106,10 @@ def execute_locked(run: ImportRun, reporter: JobReporter) -> ImportResult:
     using = run.database
     archive = Path(run.archive)
     try:
-        with reporter.attached(channel_of(run)), verification(archive) as verdict:
+        with (
+            executing(run, reporter, "nothing was imported (rolled back)"),
+            verification(archive) as verdict,
+        ):
             source = ArchiveSource(archive)
             result = import_records(
                 source,
@@ -124,24 +121,9 @@ def execute_locked(run: ImportRun, reporter: JobReporter) -> ImportResult:
                 reporter=reporter,
                 verdict=verdict,
             )
-    except (JobCancelled, KeyboardInterrupt) as exc:
-        why = "on request" if isinstance(exc, JobCancelled) else "by an interrupt"
-        message = f"Cancelled {why}: nothing was imported (rolled back)."
-        finish(run, Job.Status.CANCELLED, message, {"reason": "cancelled"}, reporter.snapshot())
-        if isinstance(exc, JobCancelled):
-            raise JobCancelled(f"{run.label} {message[0].lower()}{message[1:]}") from exc
-        raise
-    except ImportFailed as exc:
-        finish(run, Job.Status.FAILED, str(exc), progress=reporter.snapshot())
-        raise
     except ArchiveError as exc:
-        finish(run, Job.Status.FAILED, str(exc), progress=reporter.snapshot())
         message = str(exc) if archive.name in str(exc) else f"{archive.name}: {exc}"
         raise ImportFailed(message) from exc
-    except BaseException as exc:
-        error = str(exc) or type(exc).__name__
-        finish(run, Job.Status.FAILED, error, progress=reporter.snapshot())
-        raise
     backup_id = uuid.UUID(source.backup_id) if source.backup_id else None
     finish(
         run,

@@ -15,6 +15,8 @@ import os
 import re
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +26,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from sync.jobs.channel import JobChannel, Progress
+from sync.jobs.reporter import JobCancelled, JobReporter
 from sync.models import FINISHED, BackupRecord, ImportRun, Job
 from sync.signals import job_finished
 
@@ -95,6 +98,28 @@ def finish(
     job.save(using=using)
     channel_of(job).clear()
     announce(job)
+
+
+@contextmanager
+def executing(job: Job, reporter: JobReporter, when_cancelled: str) -> Iterator[None]:
+    """Do the block as ``job``'s work: its progress published, its cancel flag heeded, and
+    any end but success recorded (``when_cancelled`` says what a cancel left: "nothing was
+    imported"). A cancel is raised again as JobCancelled naming the job."""
+    try:
+        with reporter.attached(channel_of(job)):
+            yield
+    except (JobCancelled, KeyboardInterrupt) as exc:
+        why = "on request" if isinstance(exc, JobCancelled) else "by an interrupt"
+        detail = {"reason": "cancelled"}
+        finish(job, Job.Status.CANCELLED, f"Cancelled {why}: {when_cancelled}.", detail,
+               reporter.snapshot())  # fmt: skip
+        if isinstance(exc, JobCancelled):
+            raise JobCancelled(f"{job.label} cancelled {why}: {when_cancelled}.") from exc
+        raise
+    except BaseException as exc:
+        error = str(exc) or type(exc).__name__
+        finish(job, Job.Status.FAILED, error, progress=reporter.snapshot())
+        raise
 
 
 def announce(job: Job) -> None:

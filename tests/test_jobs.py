@@ -26,7 +26,7 @@ from sync.jobs.lifecycle import (
     mark_stale_jobs,
     request_cancel,
 )
-from sync.jobs.reporter import HEARTBEAT_SECONDS, JobCancelled
+from sync.jobs.reporter import HEARTBEAT_SECONDS, JobCancelled, JobReporter
 from sync.models import BackupRecord, ImportRun, Job
 from sync.signals import job_finished
 from tests.cli import assert_refused, cli
@@ -56,19 +56,26 @@ def tags_archive(seeded, tmp_path):
     return export(tables=["content.Tag"], output_dir=tmp_path / "archives").path
 
 
-def cancel_on_first_step(job_model: type[Job]):
-    """A reporter that asks the job it reports for to stop at the engine's first step, and
-    waits there until the heartbeat has read the request (as a request from another process
-    would be read)."""
+def cancelling(job_model: type[Job], when: str = "advance", phase: str = "") -> JobReporter:
+    """A reporter that asks the running job it reports for to stop — at the engine's first
+    step (``when="advance"``) or when ``phase`` begins — and waits there until its heartbeat
+    has read the request, as it reads one from another process."""
     asked = []
 
-    def on_advance(count: int) -> None:
-        if not asked:
-            request_cancel(job_model.objects.get(status=Job.Status.RUNNING))
-            asked.append(True)
-            time.sleep(HEARTBEAT_SECONDS * 1.5)
+    def ask(*args) -> None:
+        if asked or (when == "phase" and args[0] != phase):
+            return
+        asked.append(request_cancel(job_model.objects.get(status=Job.Status.RUNNING)))
+        deadline = time.monotonic() + 20 * HEARTBEAT_SECONDS
+        while time.monotonic() < deadline:
+            try:
+                reporter.check_cancelled()
+            except JobCancelled:
+                return  # the engine raises it at its own next check
+            time.sleep(0.05)
 
-    return reporter_calling(on_advance)
+    reporter = reporter_calling(**{f"on_{when}": ask})
+    return reporter
 
 
 def failed_import(tmp_path) -> ImportRun:
@@ -158,7 +165,7 @@ def test_a_cancelled_import_rolls_back_completely(tags_archive):
     before = fingerprint()
 
     with pytest.raises(JobCancelled, match=r"import-\d+ cancelled on request: nothing was"):
-        run_import(tags_archive, reporter=cancel_on_first_step(ImportRun))
+        run_import(tags_archive, reporter=cancelling(ImportRun))
 
     assert fingerprint() == before
     run = ImportRun.objects.get()
@@ -169,7 +176,7 @@ def test_a_cancelled_import_rolls_back_completely(tags_archive):
 
 def test_a_cancelled_export_leaves_no_archive(demo, tmp_path):
     with pytest.raises(JobCancelled, match=r"export-\d+ cancelled on request"):
-        export(output_dir=tmp_path, reporter=cancel_on_first_step(BackupRecord))
+        export(output_dir=tmp_path, reporter=cancelling(BackupRecord))
 
     assert list(tmp_path.iterdir()) == []  # no archive, no partial file, no spool
     backup = BackupRecord.objects.get()
@@ -177,16 +184,11 @@ def test_a_cancelled_export_leaves_no_archive(demo, tmp_path):
 
 
 def test_an_export_is_cancelled_while_compressing(demo, tmp_path):
-    def cancel_when_compressing(phase: str) -> None:
-        if phase == "compressing":
-            request_cancel(BackupRecord.objects.get())
-            time.sleep(HEARTBEAT_SECONDS * 1.5)
-
     with pytest.raises(JobCancelled):
         export(
             output_dir=tmp_path,
             compression="xz",
-            reporter=reporter_calling(on_phase=cancel_when_compressing),
+            reporter=cancelling(BackupRecord, when="phase", phase="compressing"),
         )
 
     assert list(tmp_path.iterdir()) == []

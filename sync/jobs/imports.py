@@ -97,7 +97,6 @@ def run_import(
             result = execute_locked(run, reporter or JobReporter())
     except LockBusy as exc:
         raise ImportFailed(refusal(using)) from exc
-    run.refresh_from_db(using=using)
     return result, run
 
 

@@ -138,10 +138,13 @@ def last_heartbeat(job: Job, progress: Progress | None = None) -> float:
     return (job.started_at or job.created_at).timestamp()
 
 
-def is_stale(job: Job, progress: Progress | None = None) -> bool:
-    if job.status != Job.Status.RUNNING:
-        return False
-    progress = progress or channel_of(job).read()
+def is_stale(job: Job) -> bool:
+    return job.status == Job.Status.RUNNING and silent_too_long(job, channel_of(job).read())
+
+
+def silent_too_long(job: Job, progress: Progress | None) -> bool:
+    """Whether the heartbeat in ``progress`` (read from the cache) is too old for a job that
+    runs; ``None``: the cache has none."""
     return time.time() - last_heartbeat(job, progress) > settings.SYNC_JOB_STALE_AFTER
 
 
@@ -151,7 +154,7 @@ def mark_stale_jobs(using: str) -> list[Job]:
     for model in KINDS.values():
         for job in model.objects.using(using).filter(status=Job.Status.RUNNING):
             progress = channel_of(job).read()
-            if not is_stale(job, progress):
+            if not silent_too_long(job, progress):
                 continue
             seen = datetime.fromtimestamp(last_heartbeat(job, progress), tz=UTC)
             error = (
@@ -255,12 +258,13 @@ class JobState:
 
     @classmethod
     def of(cls, job: Job) -> JobState:
-        live = channel_of(job).read() if job.status == Job.Status.RUNNING else None
+        running = job.status == Job.Status.RUNNING
+        live = channel_of(job).read() if running else None
         progress = live or Progress.from_dict(job.progress) or Progress()
         return cls(
             name=job.label,
             kind=job.KIND,
-            status="stale" if is_stale(job, live) else job.status,
+            status="stale" if running and silent_too_long(job, live) else job.status,
             phase=progress.phase,
             table=progress.table,
             done=progress.done,

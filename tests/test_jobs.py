@@ -367,6 +367,16 @@ def test_syncjobs_cancel_of_a_running_job_asks_it_to_stop(settings):
     assert run.status == Job.Status.RUNNING  # until it reads the request
 
 
+def test_syncjobs_cancel_of_a_stale_job_says_there_is_nothing_to_stop(settings):
+    settings.SYNC_JOB_STALE_AFTER = 60
+    run = running_job("worker-container", heartbeat_age=120)
+
+    outcome = cli("syncjobs", "--cancel", run.label)
+
+    assert outcome.status == 0
+    assert f"{run.label} is stale: its process is gone, nothing is left to stop" in outcome.out
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [

@@ -116,6 +116,12 @@ class Command(BaseCommand):
 
     def cancel(self, name: str, using: str) -> None:
         job = request_cancel(find_job(name, using))
+        if job.is_stale:
+            self.stdout.write(
+                f"{job.label} is stale: its process is gone, nothing is left to stop (it is "
+                "marked failed when the next job starts)."
+            )
+            return
         if job.status == Job.Status.CANCELLED:
             self.stdout.write(f"{job.label} was {Job.Status.QUEUED}: cancelled.")
             return

@@ -110,9 +110,8 @@ def executing(job: Job, reporter: JobReporter, when_cancelled: str) -> Iterator[
             yield
     except (JobCancelled, KeyboardInterrupt) as exc:
         why = "on request" if isinstance(exc, JobCancelled) else "by an interrupt"
-        detail = {"reason": "cancelled"}
-        finish(job, Job.Status.CANCELLED, f"Cancelled {why}: {when_cancelled}.", detail,
-               reporter.snapshot())  # fmt: skip
+        message = f"Cancelled {why}: {when_cancelled}."
+        finish(job, Job.Status.CANCELLED, message, {"reason": "cancelled"}, reporter.snapshot())
         if isinstance(exc, JobCancelled):
             raise JobCancelled(f"{job.label} cancelled {why}: {when_cancelled}.") from exc
         raise

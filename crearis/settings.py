@@ -75,9 +75,12 @@ for alias_url in env.list("SYNC_EXTRA_DATABASES", default=[]):
     DATABASES[alias.strip()] = env.db_url_config(url.strip())
 # Lets two test runs share one server: TEST_DB_SUFFIX=_a gives test_crearis_a.
 TEST_DB_SUFFIX = env.str("TEST_DB_SUFFIX", default="")
-for config in DATABASES.values():
+for alias, config in DATABASES.items():
     if TEST_DB_SUFFIX and "sqlite" not in config["ENGINE"]:
         config.setdefault("TEST", {})["NAME"] = f"test_{config['NAME']}{TEST_DB_SUFFIX}"
+    elif TEST_DB_SUFFIX:  # in memory, named apart: SQLite's import lock file is named after it
+        memory = f"file:memorydb_{alias}{TEST_DB_SUFFIX}?mode=memory&cache=shared"
+        config.setdefault("TEST", {})["NAME"] = memory
     if config["ENGINE"] == "django.db.backends.mysql":
         # utf8mb4 so that any Unicode text (emoji included) survives a round trip.
         config.setdefault("OPTIONS", {}).setdefault("charset", "utf8mb4")
@@ -115,6 +118,9 @@ BACKUP_DIR = Path(env.str("BACKUP_DIR", default=str(VAR_DIR / "backups")))
 SYNC_DEFAULT_APPS = env.list("SYNC_DEFAULT_APPS", default=["content"])
 # Fields left out of archives unless --include-secrets ("app_label.Model.field", fnmatch).
 SYNC_SENSITIVE_FIELDS = env.list("SYNC_SENSITIVE_FIELDS", default=["*.password"])
+# Generic references that no GenericForeignKey declares: (model label, content type field, id
+# field). Their ids are written as the referenced record's sync key, like a GenericForeignKey's.
+SYNC_GENERIC_RELATIONS = [("admin.LogEntry", "content_type", "object_id")]
 # Largest archive member syncverify / syncimport will read, in bytes (a guard against bombs).
 SYNC_MAX_MEMBER_SIZE = env.int("SYNC_MAX_MEMBER_SIZE", default=20 * 1024**3)
 

@@ -342,11 +342,13 @@ class TableEntry:
     key_fields: list[str]
     fields: dict[str, str]
     raw: dict
+    # Generic references (see sync.generic): id field → its content type field
+    generic: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_index(cls, entry: dict) -> TableEntry:
         try:
-            return cls(
+            table = cls(
                 label=entry["model"],
                 member=entry["member"],
                 count=int(entry["count"]),
@@ -355,9 +357,22 @@ class TableEntry:
                 key_fields=list(entry["key_fields"]),
                 fields=dict(entry["fields"]),
                 raw=entry,
+                generic=dict(entry.get("generic_references", {})),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ArchiveError(f"index.json: a table entry is malformed ({exc!r}).") from exc
+        table.check_generic()
+        return table
+
+    def check_generic(self) -> None:
+        """Each generic reference pairs two different fields of the table."""
+        for name, ct_field in self.generic.items():
+            paired = isinstance(ct_field, str) and ct_field in self.fields and ct_field != name
+            if not (paired and name in self.fields):
+                raise ArchiveError(
+                    f"index.json: table {self.label!r}: generic reference {name!r} → "
+                    f"{ct_field!r} does not pair two of its fields."
+                )
 
 
 @dataclass

@@ -1,14 +1,23 @@
-"""System checks of the sync app's job settings (``python manage.py check``)."""
+"""System checks for the app's settings (``manage.py check``)."""
 
 from __future__ import annotations
 
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 
+from sync.generic import setting_problems
 from sync.jobs.channel import CACHE_ALIAS
 from sync.jobs.reporter import HEARTBEAT_SECONDS
 
 PROCESS_LOCAL_CACHES = ("LocMemCache", "DummyCache")
+
+
+@register()
+def check_generic_relations(app_configs, **kwargs) -> list[Error]:
+    return [
+        Error(f"SYNC_GENERIC_RELATIONS: {problem}", id="sync.E001")
+        for problem in setting_problems()
+    ]
 
 
 @register(Tags.caches)

@@ -5,18 +5,21 @@ This is the engine; export jobs (records, stale marking, leftover cleanup) are
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import django
 from django.conf import settings
 from django.db import connections, models, transaction
+from django.db.models.constants import LOOKUP_SEP
 from django.db.models.functions import Cast
 
+from sync import generic
 from sync.archive import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -25,6 +28,7 @@ from sync.archive import (
     archive_suffix,
 )
 from sync.columns import read_columns, reads_datetimes_as_text, utc_datetime_texts
+from sync.generic import DanglingCheck, DanglingReference, GenericPart, NulledReferences
 from sync.jobs.reporter import JobReporter
 from sync.models import BackupRecord
 from sync.records import RecordEncoder, dumps_line, json_key
@@ -105,11 +109,13 @@ def database_version(using: str) -> str:
 
 @dataclass
 class WrittenExport:
-    """What ``write_archive`` wrote: the index's table entries and the file's size and hash."""
+    """What ``write_archive`` wrote: the index's table entries, the file's size and hash, and
+    per table the generic references that named no row, written as null (see sync.generic)."""
 
     entries: list[dict]
     size: int
     sha256: str
+    nulled: dict[str, NulledReferences] = field(default_factory=dict)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -126,23 +132,28 @@ def write_archive(backup: BackupRecord, path: Path, reporter: JobReporter) -> Wr
     with ArchiveWriter(path, backup.compression, backup.level) as writer:
         reporter.keep_fresh(writer.working_paths)
         with read_snapshot(using):
-            total = sum(p.model._default_manager.using(using).count() for p in plans)
+            total = sum(p.model._base_manager.using(using).count() for p in plans)
             reporter.phase("reading", total=total)
             entries = []
+            nulled = {}
             for plan in plans:
                 reporter.table(plan.label)
                 spool = writer.add_table(plan.label)
-                write_table(plan, spool, using, reporter)
+                nulled[plan.label] = write_table(plan, spool, using, reporter)
                 entries.append(table_entry(plan, spool))
         index = build_index(backup, entries, using, backup.compression, backup.include_secrets)
         reporter.table("")
         reporter.phase("writing" if backup.compression == "none" else "compressing")
         size, sha256 = writer.finish(index, check=reporter.check_cancelled)
-    return WrittenExport(entries, size, sha256)
+    nulled = {label: found for label, found in nulled.items() if found.count}
+    return WrittenExport(entries, size, sha256, nulled)
 
 
-def write_table(plan: SyncModel, spool: MemberSpool, using: str, reporter: JobReporter):
-    """Write every row of ``plan``'s table to ``spool``, one JSON line per record.
+def write_table(
+    plan: SyncModel, spool: MemberSpool, using: str, reporter: JobReporter
+) -> NulledReferences:
+    """Write every row of ``plan``'s table to ``spool``, one JSON line per record; return the
+    generic references that named no row, written as null (others are refused).
 
     This is the hot loop of an export, so it works a chunk at a time and column by column:
     Django's SQL and converters, without Django's per-row machinery (see ``read_columns``).
@@ -150,27 +161,46 @@ def write_table(plan: SyncModel, spool: MemberSpool, using: str, reporter: JobRe
     encoder = RecordEncoder(plan)
     connection = connections[using]
     text_datetimes = datetimes_read_as_text(plan, encoder, connection)
+    times = columns_of_type(plan.model, encoder.lookups, "TimeField")
+    floats = columns_of_type(plan.model, encoder.lookups, "FloatField")
     lookups: list = [
         Cast(lookup, models.TextField()) if position in text_datetimes else lookup
         for position, lookup in enumerate(encoder.lookups)
     ]
     lookups += ["pk"] if plan.m2m_fields else []
-    queryset = plan.model._default_manager.using(using).order_by("pk").values_list(*lookups)
+    queryset = plan.model._base_manager.using(using).order_by("pk")
+    queryset = queryset.values_list(*generic.lookups(lookups))
     names = encoder.names + [f.name for f in plan.m2m_fields]
+    dangling = DanglingCheck.of(plan, names)
+    nulled = NulledReferences()
     for columns in read_columns(queryset, CHUNK):
+        columns = generic.fold(lookups, columns, using)
         for position in text_datetimes:
             columns[position] = utc_datetime_texts(columns[position], connection)
+        for position in times:
+            columns[position] = time_texts(columns[position])
+        for position in floats:
+            refuse_non_finite(plan, encoder, columns, position)
         values = encoder.field_columns(columns)
         if plan.m2m_fields:
             pks = columns[-1]
             for f in plan.m2m_fields:
                 values.append(sorted_related_keys(m2m_keys(f, pks, using), pks))
+        if dangling is not None:
+            try:
+                dangling.apply(values, nulled)
+            except DanglingReference as exc:
+                raise ExportError(
+                    f"{exc}: a dangling generic reference. Delete or mend that row, or leave "
+                    f"its table out (--exclude {plan.label})."
+                ) from exc
         count = len(columns[0])
         write_lines(
             spool,
             [dumps_line(dict(zip(names, row, strict=True))) for row in zip(*values, strict=True)],
         )
         reporter.advance(count)
+    return nulled
 
 
 def datetimes_read_as_text(plan: SyncModel, encoder: RecordEncoder, connection) -> set[int]:
@@ -191,6 +221,47 @@ def datetimes_read_as_text(plan: SyncModel, encoder: RecordEncoder, connection) 
     }
 
 
+def columns_of_type(model: type[models.Model], lookups: list, internal_type: str) -> list:
+    """Positions of the columns read with ``lookups`` whose field is of ``internal_type`` (a
+    generic reference's column holds keys: of none)."""
+    return [
+        position
+        for position, lookup in enumerate(lookups)
+        if type(lookup) is not GenericPart
+        and lookup_field(model, lookup).get_internal_type() == internal_type
+    ]
+
+
+def time_texts(column: list) -> list:
+    """Times of day as ``isoformat`` text: orjson (3.13) writes microseconds 10000 to 99999
+    with five digits, so 0.012 s past the second would read back as 0.12 s."""
+    return [None if t is None else t.isoformat() for t in column]
+
+
+def refuse_non_finite(
+    plan: SyncModel, encoder: RecordEncoder, columns: list, position: int
+) -> None:
+    """Refuse a NaN or an infinity: JSON has neither (orjson writes ``null``), so the archive
+    would lose the value."""
+    for row, value in enumerate(columns[position]):
+        if value is not None and not math.isfinite(value):
+            values = encoder.field_columns(columns)
+            record = {name: column[row] for name, column in zip(encoder.names, values, strict=True)}
+            name = next(name for name, start, end in encoder.slots if start <= position < end)
+            raise ExportError(
+                f"{plan.label} {json_key(plan.key_of(record))!r}: field {name!r} holds {value}, "
+                "which an archive cannot hold (JSON has no NaN or infinity)."
+            )
+
+
+def lookup_field(model: type[models.Model], lookup: str) -> models.Field:
+    """The field an ORM lookup such as ``event__project__domaincode`` ends at."""
+    *relations, name = lookup.split(LOOKUP_SEP)
+    for relation in relations:
+        model = model._meta.get_field(relation).related_model
+    return model._meta.get_field(name)
+
+
 def write_lines(spool: MemberSpool, lines: list[bytes]) -> None:
     """Write a chunk's lines with one write and one hash update instead of one per line."""
     if not lines:
@@ -208,19 +279,22 @@ def m2m_keys(f: models.ManyToManyField, pks: list, using: str) -> dict:
     """
     through = f.remote_field.through
     source, target = f.m2m_field_name(), f.m2m_reverse_field_name()
-    paths = [f"{target}__{p}" for p in key_paths(f.related_model)]
+    paths = key_paths(f.related_model, f"{target}__")
     result: dict = defaultdict(list)
     if not pks:
         return result
-    rows = through._default_manager.using(using).filter(
+    rows = through._base_manager.using(using).filter(
         **{f"{source}_id__gte": min(pks), f"{source}_id__lte": max(pks)}
     )
     if len(paths) == 1:
         for source_pk, key in rows.values_list(f"{source}_id", *paths).iterator(CHUNK):
             result[source_pk].append(key)
-    else:
-        for source_pk, *parts in rows.values_list(f"{source}_id", *paths).iterator(CHUNK):
-            result[source_pk].append(json_key(tuple(parts)))
+        return result
+    read = rows.values_list(f"{source}_id", *generic.lookups(paths))
+    for source_pks, *parts in read_columns(read, CHUNK):
+        keys = zip(*generic.fold(paths, parts, using), strict=True)
+        for source_pk, key in zip(source_pks, keys, strict=True):
+            result[source_pk].append(json_key(key))
     return result
 
 
@@ -252,6 +326,7 @@ def table_entry(plan: SyncModel, spool: MemberSpool) -> dict:
         "fields": plan.field_types(),
         "references": {name: ref.target._meta.label for name, ref in plan.references.items()}
         | {f.name: f.related_model._meta.label for f in plan.m2m_fields},
+        **generic.index_entry(plan),
         "count": spool.count,
         "member": spool.name,
         "size": spool.size,

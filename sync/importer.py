@@ -40,7 +40,10 @@ from django.db import DatabaseError, IntegrityError, connections, models, transa
 from django.db.models.deletion import Collector, ProtectedError, RestrictedError
 from django.db.models.functions import Cast
 
+from sync import generic
 from sync.columns import UTC_TEXT, read_columns, reads_datetimes_as_text, utc_datetime_texts
+from sync.deletions import DryRunCollector, MovedReferences, deleted_ids
+from sync.generic import GenericColumns, GenericImport
 from sync.jobs.reporter import JobCancelled, JobReporter
 from sync.keys import (
     CHUNK,
@@ -51,18 +54,21 @@ from sync.keys import (
     filter_in,
     ids_of_keys,
     keyed_ids,
+    prefilter,
     target_key,
 )
-from sync.records import column_keys, field_decoder, json_key, normalise_key
+from sync.records import NUL_REFUSED, column_keys, field_decoder, json_key, normalise_key
 from sync.schema import (
     SchemaError,
     SyncModel,
+    is_sensitive,
     key_paths,
     plan_models,
     resolve_tables,
     sync_key_fields,
 )
 from sync.sources import RecordSource, SourceTable
+from sync.uniques import UniqueValues, key_lookup, unique_groups
 from sync.writer import RowWriter, Verdict, WriteGate, db_value_preparer
 
 MODES = ("replace", "update", "append")
@@ -79,15 +85,16 @@ class ImportFailed(Exception):
 @dataclass
 class RecordChange:
     key: Any
-    action: str  # new | updated | deleted
+    action: str  # new | updated | deleted | dropped
     fields: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    reason: str = ""  # why a record was dropped
 
     def as_dict(self) -> dict:
         return {
             "key": self.key,
             "action": self.action,
             "fields": {name: {"old": old, "new": new} for name, (old, new) in self.fields.items()},
-        }
+        } | ({"reason": self.reason} if self.reason else {})
 
 
 @dataclass
@@ -99,11 +106,18 @@ class TableDiff:
     unchanged: int = 0
     skipped: int = 0
     deleted: int = 0
+    dropped: int = 0  # left out by --drop-unresolved (see sync.generic)
     changes: list[RecordChange] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # e.g. fields the archive lacks
 
     @property
     def total_changes(self) -> int:
         return self.new + self.updated + self.deleted
+
+    def drop(self, key: tuple, reason: str, detail: bool) -> None:
+        self.dropped += 1
+        if detail:
+            self.changes.append(RecordChange(json_key(key), "dropped", reason=reason))
 
     def as_dict(self) -> dict:
         return {
@@ -113,7 +127,9 @@ class TableDiff:
             "unchanged": self.unchanged,
             "skipped": self.skipped,
             "deleted": self.deleted,
+            "dropped": self.dropped,
             "changes": [c.as_dict() for c in self.changes],
+            "notes": self.notes,
         }
 
 
@@ -148,6 +164,11 @@ class ImportResult:
 # -- the engine ----------------------------------------------------------------------------------
 
 
+# What the diff shows in place of a secret's values (see TableLoader.show).
+SECRET = "(secret)"
+CHANGED = "(changed)"
+
+
 def _short(value: Any) -> Any:
     if isinstance(value, str) and len(value) > SHOW_CHARS:
         return value[: SHOW_CHARS - 1] + "…"
@@ -172,6 +193,79 @@ class Peeked:
 
     line: bytes
     stamp: str
+
+
+@dataclass(frozen=True)
+class AbsentField:
+    """A field the archive lacks, and what the rows the import adds get in its place (rows it
+    overwrites keep theirs: only the archive's fields are written)."""
+
+    field: models.Field
+    fill: str  # one of the FILL_* below
+
+    FILL_NOW = "now"  # auto_now / auto_now_add: the time of the import
+    FILL_DEFAULT = "default"  # the model's default, else NULL
+    FILL_DATABASE = "database"  # the column's db_default: left to the database
+    FILL_EMPTY = "empty"  # a secret the export left out: the field's empty value
+
+    @property
+    def note(self) -> str:
+        f = self.field
+        given = {
+            self.FILL_NOW: "the time of the import used",
+            self.FILL_DEFAULT: "default used" if f.has_default() else "default used (NULL)",
+            self.FILL_DATABASE: "the database's default used",
+            self.FILL_EMPTY: "a secret the export left out: new rows get an empty value",
+        }[self.fill]
+        return f"field {f.name!r} not in archive, {given}"
+
+
+def unwritable(model: type[models.Model], f: models.Field) -> str | None:
+    """Why the import cannot write field ``f`` of ``model`` from its records (None: it can).
+    Such a field is refused, not skipped: its values would be lost behind a report that says
+    nothing changed."""
+    if f.many_to_many and f in model._meta.local_many_to_many:
+        if f in SyncModel(model, ()).m2m_fields:
+            return None
+        through = f.remote_field.through._meta.label
+        return (
+            f"it is a many-to-many relation through {through}, a table of its own that holds "
+            f"these links (import that table's records)"
+        )
+    if getattr(f, "generated", False):
+        return "the database computes it"
+    if not f.concrete:
+        if f.auto_created:  # ForeignObjectRel
+            return "it is a reverse relation, held by the rows that point here"
+        return "it is not a column of this table"
+    return None
+
+
+def absent_fields(model: type[models.Model], names: Iterable[str]) -> list[AbsentField]:
+    """The fields of ``model`` that ``names`` (an archive's) lack, with what new rows get; a
+    field that has no default, does not allow NULL and is no secret is refused, naming it."""
+    names = set(names)
+    absent = []
+    for f in model._meta.concrete_fields:
+        if f.name in names or f.generated or isinstance(f, models.fields.AutoFieldMixin):
+            continue
+        if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False):
+            fill = AbsentField.FILL_NOW
+        elif f.has_default():
+            fill = AbsentField.FILL_DEFAULT
+        elif f.has_db_default():
+            fill = AbsentField.FILL_DATABASE
+        elif f.null:
+            fill = AbsentField.FILL_DEFAULT  # NULL: what get_default() gives such a field
+        elif is_sensitive(model, f.name) and f.empty_strings_allowed:
+            fill = AbsentField.FILL_EMPTY
+        else:
+            raise ImportFailed(
+                f"{model._meta.label}: field {f.name!r} is not in the archive, and the model "
+                f"here has no default for it and does not allow NULL."
+            )
+        absent.append(AbsentField(f, fill))
+    return absent
 
 
 # A JSON value that is neither a container nor a string with escapes.
@@ -208,6 +302,7 @@ class TableLoader:
         opts = self.model._meta
         self.columns: list[Column] = []
         self.m2m: list[models.ManyToManyField] = []
+        self.stores_nul = self.connection.vendor != "postgresql"
         for name in source.fields:
             f = opts.get_field(name)
             if f.many_to_many:
@@ -216,7 +311,7 @@ class TableLoader:
             self.columns.append(
                 Column(
                     f,
-                    field_decoder(f),
+                    field_decoder(f, self.connection.vendor),
                     f.related_model if f.is_relation else None,
                     name in plan.deferred,
                 )
@@ -226,16 +321,18 @@ class TableLoader:
         self.deferred_attnames = {f.attname for f in self.deferred_fields}
         self.by_attname = {f.attname: f for f in opts.concrete_fields}
         self.prep = {f.attname: db_value_preparer(f, self.connection) for f in opts.concrete_fields}
-        self.missing = [
-            f
-            for f in opts.concrete_fields
-            if f.name not in present and not f.primary_key and not f.generated
-        ]
+        self.missing = absent_fields(self.model, present)
+        self.diff.notes = [absent.note for absent in self.missing]
+        # Fields whose values the diff and messages never show (SYNC_SENSITIVE_FIELDS).
+        self.secrets = {f.attname for f in opts.concrete_fields if is_sensitive(self.model, f.name)}
         self.has_updated_at = "updated_at" in present and isinstance(
             opts.get_field("updated_at"), models.DateTimeField
         )
         self.keys_seen = SeenKeys(settings.SYNC_KEY_MAP_LIMIT)
         self.stale: dict[Any, tuple] = {}
+        # Replace mode: target rows of this table that its own records refer to (id → the
+        # first referring key and field), checked against ``stale`` once the table has loaded.
+        self.own_references: dict[Any, tuple[tuple, str]] = {}
         self.matched = 0  # archive keys found in the target
         self.rows_before = 0
         self.by_chunk = False  # look keys up per chunk instead of holding a whole map
@@ -268,8 +365,10 @@ class TableLoader:
         self.key_paths = key_paths(self.model)
         self.source = source
         self.peek = None
+        self.uniques = self.unique_values()
         if importer.mode == "update" and self.has_updated_at and self.simple_key is not None:
             self.peek = stamp_peek(source.fields, self.simple_key)
+        self.generic = GenericColumns.of(self)  # None: the table has no generic references
 
     # -- reading ---------------------------------------------------------------------------
     def fail(self, key: tuple, message: str) -> ImportFailed:
@@ -296,13 +395,13 @@ class TableLoader:
             try:
                 value = column.decode(raw)
             except (ValidationError, ValueError, TypeError) as exc:
-                message = exc.messages[0] if isinstance(exc, ValidationError) else str(exc)
-                raise self.fail(
-                    key, f"field {f.name!r}: bad value {_short(raw)!r} ({message})"
-                ) from exc
+                shown = self.bad(f, raw, exc)
+                raise self.fail(key, f"field {f.name!r}: bad value {shown}") from exc
             if value is None and not f.null:
                 raise self.fail(key, f"field {f.name!r} may not be empty")
             values[f.attname] = value
+        if self.generic is not None:
+            self.generic.apply(record, values, deferred)
         m2m = {}
         for f in self.m2m:
             raw = record.get(f.name) or []
@@ -310,6 +409,20 @@ class TableLoader:
                 raise self.fail(key, f"field {f.name!r} must be a list of keys")
             m2m[f.name] = {self.resolve(f.related_model, k, key, f) for k in raw}
         return values, deferred, m2m
+
+    def bad(self, f: models.Field, raw: Any, exc: Exception) -> str:
+        """A refused value and why, as a message shows them: a secret's not at all (the
+        reason may quote the value)."""
+        if f.attname in self.secrets:
+            return "(a secret: not shown)"
+        message = exc.messages[0] if isinstance(exc, ValidationError) else str(exc)
+        return f"{_short(raw)!r} ({message})"
+
+    def show(self, attname: str, value: Any, marker: str = SECRET) -> Any:
+        """A value as the diff shows it: a secret as ``marker``."""
+        if attname in self.secrets and value is not None:
+            return marker
+        return _short(value)
 
     def resolve(self, model: type[models.Model], raw: Any, key: tuple, f: models.Field) -> Any:
         """The target id a reference names: from the chunk's maps (see ``load``), else as the
@@ -326,7 +439,7 @@ class TableLoader:
         (``KeyIndex``), so memory stays flat however large it is.
         """
         update = self.importer.mode == "update"
-        manager = self.model._default_manager.using(self.using)
+        manager = self.model._base_manager.using(self.using)
         self.rows_before = manager.count()
         # The keys of both sides mostly overlap: the larger side is what a whole map holds.
         self.by_chunk = max(self.rows_before, self.source.count) > settings.SYNC_KEY_MAP_LIMIT
@@ -340,9 +453,8 @@ class TableLoader:
         for chunk in chunked(records, CHUNK):
             keys, chunk = self.read_chunk(chunk)
             if self.by_chunk:
-                found, stamps = self.target_rows(
-                    filter_in(manager.all(), self.key_paths[0], {key[0] for key in keys})
-                )
+                self.refuse_nul_keys(keys)
+                found, stamps = self.target_rows(prefilter(manager.all(), self.key_paths, keys))
             self.check_unique(keys)
             pks = [found.get(key) for key in keys]
             self.matched += len(pks) - pks.count(None)
@@ -351,11 +463,74 @@ class TableLoader:
                 rows = self.newer_only(rows, stamps)
             rows = [(key, pk, self.parsed(record)) for key, pk, record in rows]
             self.importer.prefetch(self, [record for _, _, record in rows])
+            if self.generic is not None:
+                rows = self.generic.prepare(rows)
             self.maps = {model: self.importer.key_index(model).map for model in self.references}
             decoded = [(key, pk, *self.decode(key, record)) for key, pk, record in rows]
+            if self.importer.mode == "replace":
+                self.check_references_kept(decoded)
             self.load_chunk(decoded)
             reporter.advance(len(chunk))
         self.release()
+
+    def refuse_nul_keys(self, keys: list[tuple]) -> None:
+        """Keys PostgreSQL cannot hold, refused before they are looked up there (the query
+        would fail unnamed; ``decode`` refuses them too, but later)."""
+        if self.stores_nul:
+            return
+        for key in keys:
+            if any(type(part) is str and "\x00" in part for part in key):
+                fields = ", ".join(self.plan.key_fields)
+                raise self.fail(key, f"the key ({fields}) {NUL_REFUSED}")
+
+    def unique_values(self) -> UniqueValues | None:
+        """The unique values besides the key this table writes, checked and made room
+        for (``sync.uniques``); None when it has none."""
+        present = {c.field.name for c in self.columns if not c.deferred}
+        groups = unique_groups(self.model, present, self.plan.key_fields)
+        if not groups:
+            return None
+        key_of = key_lookup(self.model, self.using, self.key_paths)
+        return UniqueValues(
+            self.model, self.using, groups, key_of, self.fail, settings.SYNC_KEY_MAP_LIMIT
+        )
+
+    def check_references_kept(self, decoded: list) -> None:
+        """Replace mode: no record may refer to a row that the import deletes (a target row
+        the archive lacks), or the result would not be the archive: the row would go, and its
+        ``on_delete`` could take the record with it. The tables a table refers to have loaded
+        before it, so their deleted rows are known; references into the table itself are
+        checked when it has loaded (``release``), second-pass ones in ``resolve_deferred``."""
+        for model, (names, m2m_names) in self.references.items():
+            for name, pks in self.referenced_ids(decoded, names, m2m_names):
+                if model is self.model:
+                    for pk, key in pks:
+                        if pk is not None and type(pk) is not PlaceholderPk:
+                            self.own_references.setdefault(pk, (key, name))
+                    continue
+                deleted = self.importer.deleted_rows(model)
+                for pk, key in pks if deleted else ():
+                    if pk in deleted:
+                        raise self.refers_to_deleted(key, name, model, deleted[pk])
+
+    def referenced_ids(
+        self, decoded: list, names: list[str], m2m_names: list[str]
+    ) -> Iterator[tuple[str, Iterator[tuple[Any, tuple]]]]:
+        """(field name, (target id, referring key) pairs) of a chunk's references."""
+        for name in names:
+            attname = self.model._meta.get_field(name).attname
+            yield name, ((values[attname], key) for key, _, values, _, _ in decoded)
+        for name in m2m_names:
+            yield name, ((pk, key) for key, _, _, _, m2m in decoded for pk in m2m[name])
+
+    def refers_to_deleted(
+        self, key: tuple, name: str, model: type[models.Model], target: tuple
+    ) -> ImportFailed:
+        return self.fail(
+            key,
+            f"field {name!r} refers to {model._meta.label} {json_key(target)!r}, which is not "
+            f"in the archive: replace mode would delete it (the archive is inconsistent)",
+        )
 
     def check_unique(self, keys: list[tuple]) -> None:
         """Remember these keys; a key read before is an error."""
@@ -416,7 +591,7 @@ class TableLoader:
         archive's own text (``utc_datetime_texts``), so most records compare unparsed.
         """
         stamped = self.importer.mode == "update" and self.has_updated_at
-        lookups = ["pk", *self.key_paths]
+        lookups = ["pk", *generic.lookups(self.key_paths)]
         if stamped:
             lookups.append(Cast("updated_at", models.TextField()))
         found, stamps = {}, {}
@@ -428,6 +603,7 @@ class TableLoader:
                 else:
                     texts = [self.aware(text) for text in texts]
                 stamps.update(zip(pks, texts, strict=True))
+            parts = generic.fold(self.key_paths, parts, self.using)
             found.update(zip(column_keys(parts), pks, strict=True))
         return found, stamps
 
@@ -435,7 +611,7 @@ class TableLoader:
         """(key, id) of every target row: the kept map, or a stream from the database."""
         if not self.by_chunk:
             return iter(self.found.items())
-        return keyed_ids(self.model._default_manager.using(self.using), self.key_paths)
+        return keyed_ids(self.model._base_manager.using(self.using), self.key_paths)
 
     def release(self) -> None:
         """Done with this table: keep only what later steps need, so memory does not add up
@@ -446,6 +622,12 @@ class TableLoader:
             # The target's rows that the archive lacks (id → key): deleted at the end. (When
             # every row the table had was matched, there are none: no need to look.)
             self.stale = {pk: key for key, pk in self.keys_seen.absent(self.target_keys())}
+            for pk in self.own_references.keys() & self.stale.keys():
+                key, name = self.own_references[pk]
+                raise self.refers_to_deleted(key, name, self.model, self.stale[pk])
+            self.own_references = {}
+        if self.uniques is not None:
+            self.uniques.check_table(self.stale)
         self.found = {}
         if not self.needs_ids:
             # (else kept: references to rows the archive adds are told by these)
@@ -462,7 +644,7 @@ class TableLoader:
             if pk is None:
                 self.diff.new += 1
                 if self.importer.collect_changes:
-                    shown = {n: (None, _short(v)) for n, v in values.items()}
+                    shown = {self.name_of(a): (None, self.show(a, v)) for a, v in values.items()}
                     self.diff.changes.append(RecordChange(json_key(key), "new", shown))
                 inserts.append(values)
                 new_m2m.append((key, m2m))
@@ -499,7 +681,10 @@ class TableLoader:
                 continue
             self.diff.updated += 1
             if self.importer.collect_changes:
-                shown = {self.name_of(a): (_short(o), _short(n)) for a, (o, n) in changed.items()}
+                shown = {
+                    self.name_of(a): (self.show(a, o), self.show(a, n, CHANGED))
+                    for a, (o, n) in changed.items()
+                }
                 shown |= {
                     n: (sorted(map(repr, o)), sorted(map(repr, v)))
                     for n, (o, v) in m2m_changes.items()
@@ -509,21 +694,44 @@ class TableLoader:
                 updates.append(
                     (pk, {a: values[a] for a in values if a not in self.deferred_attnames})
                 )
+            if self.importer.moved is not None:
+                self.note_moves(pk, changed, m2m_changes)
             for name, (old_ids, new_ids) in m2m_changes.items():
                 m2m_writes[name].append((pk, old_ids, new_ids))
+        if self.uniques is not None:
+            keys = {pk: key for key, pk, *_ in decoded if pk is not None}
+            self.uniques.check_chunk(
+                [
+                    (key, None, values, None)
+                    for (key, _), values in zip(new_m2m, inserts, strict=True)
+                ]
+                + [(keys[pk], pk, values, current[pk]) for pk, values in updates]
+            )
         if not self.importer.dry_run and (inserts or updates or m2m_writes):
             self.importer.gate.submit(
                 lambda: self.write_chunk(inserts, updates, m2m_writes, new_m2m),
                 len(inserts) + len(updates),
             )
 
+    def note_moves(self, pk: Any, changed: dict, m2m_changes: dict) -> None:
+        """Dry run in replace mode: the references this row's update moves (see
+        ``sync.deletions``)."""
+        moved = self.importer.moved
+        for attname, (old, _) in changed.items():
+            if attname in self.reference_attnames:
+                moved.note(self.model, self.by_attname[attname], old, pk)
+        for name, (old_ids, new_ids) in m2m_changes.items():
+            moved.note_links(self.model._meta.get_field(name), pk, old_ids - new_ids)
+
     def write_chunk(self, inserts: list, updates: list, m2m_writes: dict, new_m2m: list) -> None:
         """Write a chunk; new rows' ids are read back when something needs them (a whole
         index holds them; their M2M sets are written with them)."""
         self.realise_rows(inserts + [values for _, values in updates])
+        if self.uniques is not None:
+            self.uniques.make_room([(None, values) for values in inserts] + updates)
         self.importer.writer.insert_rows(self, inserts)
         if inserts and self.needs_ids and (self.m2m or not self.by_chunk):
-            ids = ids_of_keys(self.model._default_manager.using(self.using), self.key_paths,
+            ids = ids_of_keys(self.model._base_manager.using(self.using), self.key_paths,
                               [key for key, _ in new_m2m])  # fmt: skip
             self.importer.key_index(self.model).fill(ids)
             for f in self.m2m:
@@ -543,6 +751,8 @@ class TableLoader:
                 for row in rows:
                     if type(value := row.get(attname)) is PlaceholderPk:
                         row[attname] = ids[value.key]
+        if self.generic is not None:
+            self.generic.realise(rows)
 
     def realise_m2m(self, m2m_writes: dict[str, list]) -> None:
         """The same for the targets of M2M changes (pk, old ids, new ids)."""
@@ -614,8 +824,11 @@ class TableLoader:
         if not pks:
             return {}
         attnames = [c.field.attname for c in self.columns]
-        rows = filter_in(self.model._default_manager.using(self.using), "pk", pks)
-        return {row["pk"]: row for row in rows.values("pk", *attnames)}
+        rows = filter_in(self.model._base_manager.using(self.using), "pk", pks)
+        current = {row["pk"]: row for row in rows.values("pk", *attnames)}
+        if self.uniques is not None and self.uniques.parked:
+            self.uniques.as_before(current)
+        return current
 
     def current_m2m(self, pks: list) -> dict[str, dict[Any, set]]:
         result: dict[str, dict[Any, set]] = {}
@@ -624,7 +837,7 @@ class TableLoader:
             source, target = f.m2m_field_name(), f.m2m_reverse_field_name()
             sets: dict[Any, set] = defaultdict(set)
             if pks:
-                rows = through._default_manager.using(self.using).filter(**{f"{source}__in": pks})
+                rows = through._base_manager.using(self.using).filter(**{f"{source}__in": pks})
                 for source_pk, target_pk in rows.values_list(f"{source}_id", f"{target}_id"):
                     sets[source_pk].add(target_pk)
             result[f.name] = sets
@@ -642,6 +855,7 @@ class Importer:
         collect_changes: bool = False,
         reporter: JobReporter | None = None,
         verdict: Verdict | None = None,
+        drop_unresolved: bool = False,
     ):
         if mode not in MODES:
             raise ImportFailed(f"Unknown mode {mode!r}: use one of {', '.join(MODES)}.")
@@ -654,6 +868,9 @@ class Importer:
         self.connection = connections[using]
         self.indexes: dict[type[models.Model], KeyIndex] = {}
         self.loaders: dict[str, TableLoader] = {}
+        self.loading: TableLoader | None = None
+        replaces = mode == "replace" and dry_run
+        self.moved = MovedReferences(self.may_be_deleted) if replaces else None
         self.writer = RowWriter(self.connection)
         self.gate = WriteGate(verdict, self.reporter)
         self.datetimes_as_text = reads_datetimes_as_text(self.connection)
@@ -662,10 +879,14 @@ class Importer:
         self.needs_ids = {ref.target for p in self.plans for ref in p.references.values()}
         self.needs_ids |= {f.related_model for p in self.plans for f in p.m2m_fields}
         self.needs_ids |= {p.model for p in self.plans if p.m2m_fields or p.deferred}
+        self.generic = GenericImport(self, drop_unresolved)
+        self.needs_ids |= self.generic.referable
 
     # -- schema ---------------------------------------------------------------------------
     def check_schema(self, tables: Iterable[str] | None) -> list[SyncModel]:
-        """Every table and field of the source must exist here, with the same sync key."""
+        """Every table and field of the source must exist here, with the same sync key; each
+        field must be one the import writes, and each field it lacks must have a value for
+        new rows (see absent_fields)."""
         chosen = list(self.source_tables)
         if tables:
             try:
@@ -693,14 +914,18 @@ class Importer:
                         f"Unknown field {label}.{name} in the archive: the model here has no "
                         f"such field (is the schema migrated to the same version?)."
                     ) from exc
-                if not (f.concrete or f.many_to_many) or getattr(f, "generated", False):
-                    raise ImportFailed(f"Field {label}.{name} cannot be imported.")
+                reason = unwritable(model, f)
+                if reason is not None:
+                    raise ImportFailed(f"Field {label}.{name} cannot be imported: {reason}.")
+            absent_fields(model, table.fields)
             ours = list(sync_key_fields(model))
             if list(table.key_fields) != ours:
                 raise ImportFailed(
                     f"{label}: the archive identifies rows by {table.key_fields}, this database "
                     f"by {ours}."
                 )
+            if problem := generic.archive_mismatch(model, table):
+                raise ImportFailed(problem)
             found.append(model)
         try:
             plans = plan_models(found, include_secrets=True)
@@ -726,7 +951,7 @@ class Importer:
         if pk is None:
             loader = self.loaders.get(model._meta.label)
             if loader is not None and key in loader.keys_seen:
-                return PlaceholderPk(key)
+                return None if self.generic.is_dropped(model, key) else PlaceholderPk(key)
         return pk
 
     def ids_of_new_rows(self, model: type[models.Model], keys: set[tuple]) -> dict:
@@ -744,10 +969,28 @@ class Importer:
     def prefetch(self, loader: TableLoader, records: list[dict]) -> None:
         """Read the ids these records refer to in bounded indexes, before they are decoded
         (all of a model's at once: a second read could empty the cache of the first)."""
+        wanted: dict[type[models.Model], set] = defaultdict(set)
         for model, names, m2m_names in loader.bounded_references():
-            keys = {target_key(r[n]) for r in records for n in names if r.get(n) is not None}
+            keys = wanted[model]
+            keys.update(target_key(r[n]) for r in records for n in names if r.get(n) is not None)
             keys.update(target_key(k) for r in records for n in m2m_names for k in r.get(n) or ())
+        if loader.generic is not None:
+            for model, keys in loader.generic.wanted(records).items():
+                wanted[model] |= keys
+        for model, keys in wanted.items():
             self.key_index(model).prefetch(keys)
+
+    def deleted_rows(self, model: type[models.Model]) -> dict[Any, tuple]:
+        """Replace mode: id → key of the rows of ``model`` that the import deletes (known
+        once its table has loaded; none for a table the import does not load)."""
+        loader = self.loaders.get(model._meta.label)
+        return {} if loader is None else loader.stale
+
+    def may_be_deleted(self, model: type[models.Model], pk: Any) -> bool:
+        """Whether replace mode may delete this row: one the archive lacks, or one of a
+        table that is not imported or not loaded yet (an ``on_delete`` may reach it)."""
+        loader = self.loaders.get(model._meta.label)
+        return loader is None or loader is self.loading or pk in loader.stale
 
     def resolve(self, target: type[models.Model], raw: Any, loader, key, f) -> Any:
         pk = self.id_of(target, target_key(raw))
@@ -796,7 +1039,9 @@ class Importer:
                 loader = TableLoader(self, plan, table)
                 self.loaders[plan.label] = loader
                 result.tables[plan.label] = loader.diff
+                self.loading = loader
                 loader.load(records, self.reporter)
+                self.loading = None
             self.reporter.table("")
             self.gate.flush()
             self.reporter.phase("resolving references")
@@ -805,6 +1050,9 @@ class Importer:
                 self.reporter.phase("deleting")
                 self.delete_missing(result)
             if not self.dry_run:
+                for loader in self.loaders.values():
+                    if loader.uniques is not None:
+                        loader.uniques.check_restored(loader.stale)
                 self.writer.reset_sequences()
                 self.reporter.phase("committing")
         self.gate.flush()  # a dry run writes nothing, but still waits for the verdict
@@ -814,17 +1062,25 @@ class Importer:
         """Second pass: references that closed a cycle or point into their own table."""
         for loader in self.loaders.values():
             promoted: set = set()  # keys counted as updated by this pass
+            # The changes recorded for the first pass, by key: this pass adds its fields.
+            recorded = {repr(c.key): c for c in loader.diff.changes} if self.collect_changes else {}
             for chunk in chunked(loader.deferred, CHUNK):
                 self.reporter.check_cancelled()
-                self.resolve_deferred_chunk(loader, chunk, promoted)
+                self.resolve_deferred_chunk(loader, chunk, promoted, recorded)
             loader.deferred = []
 
-    def resolve_deferred_chunk(self, loader: TableLoader, chunk: list, promoted: set) -> None:
-        self.key_index(loader.model).prefetch(key for key, *_ in chunk)
+    def resolve_deferred_chunk(
+        self, loader: TableLoader, chunk: list, promoted: set, recorded: dict
+    ) -> None:
         fields = {name: loader.model._meta.get_field(name) for _, _, name, _, _ in chunk}
-        for name, f in fields.items():
-            targets = (target_key(t) for _, _, n, t, _ in chunk if n == name and t is not None)
-            self.key_index(f.related_model).prefetch(targets)
+        targets: dict[type[models.Model], set] = defaultdict(set)
+        targets[loader.model].update(key for key, *_ in chunk)  # one read a model (see prefetch)
+        for _, _, name, target, _ in chunk:
+            if target is not None:
+                model, raw = generic.target_of(fields[name], target)
+                targets[model].add(target_key(raw))
+        for model, keys in targets.items():
+            self.key_index(model).prefetch(keys)
         pks = [self.id_of(loader.model, key) for key, *_ in chunk]
         current = loader.current_rows([pk for pk in pks if not isinstance(pk, PlaceholderPk)])
         updates: dict[Any, dict] = defaultdict(dict)
@@ -832,18 +1088,31 @@ class Importer:
             f = fields[name]
             wanted = None
             if target is not None:
-                wanted = self.resolve(f.related_model, target, loader, key, f)
+                model, raw = generic.target_of(f, target)
+                target_pk = self.resolve(model, raw, loader, key, f)
+                deleted = self.deleted_rows(model)
+                if target_pk in deleted:
+                    raise loader.refers_to_deleted(key, name, model, deleted[target_pk])
+                wanted = generic.stored(f, target_pk)
             old = None if state == "new" else current[pk][f.attname]
             if old == wanted:
                 continue
+            if self.moved is not None and f.is_relation:  # (generic ones: see sync.generic)
+                self.moved.note(loader.model, f, old, pk)
             updates[pk][f.attname] = wanted
             if state == "same" and key not in promoted:
                 promoted.add(key)
                 loader.diff.unchanged -= 1
                 loader.diff.updated += 1
-                if self.collect_changes:
-                    change = {name: (_short(old), _short(wanted))}
-                    loader.diff.changes.append(RecordChange(json_key(key), "updated", change))
+            if self.collect_changes:
+                change = recorded.get(repr(json_key(key)))
+                if change is None:
+                    change = recorded[repr(json_key(key))] = RecordChange(json_key(key), "updated")
+                    loader.diff.changes.append(change)
+                change.fields[name] = (
+                    loader.show(f.attname, old),
+                    loader.show(f.attname, wanted, CHANGED),
+                )
         if not self.dry_run:
             self.writer.update_rows(loader, list(updates.items()))
 
@@ -851,40 +1120,46 @@ class Importer:
         """Replace mode: delete rows whose key is not in the archive, following on_delete.
 
         One Collector gathers every table's stale rows, so a row reached twice (stale itself and
-        by cascade) counts once, in a dry run as in a real run.
+        by cascade) counts once, in a dry run as in a real run (see ``sync.deletions``). A row
+        the archive holds must not go with them: that is refused.
         """
-        collector = Collector(using=self.using, origin=None)
-        stale_by_model: dict[type[models.Model], set] = {}
-        for loader in self.loaders.values():
-            if not loader.stale:
-                continue
-            stale = set(loader.stale)
-            stale_by_model[loader.model] = stale
+        if self.moved is None:
+            collector = Collector(using=self.using, origin=None)
+        else:
+            collector = DryRunCollector(self.using, self.moved)
+        stale_loaders = [loader for loader in self.loaders.values() if loader.stale]
+        for loader in stale_loaders:
             manager = loader.model._base_manager.using(self.using)
-            for chunk in chunked(sorted(stale), CHUNK):
+            for chunk in chunked(sorted(loader.stale), CHUNK):
                 self.reporter.check_cancelled()
                 collector.collect(list(manager.filter(pk__in=chunk)))
             if self.collect_changes:
                 loader.diff.changes += [
-                    RecordChange(json_key(loader.stale[pk]), "deleted") for pk in sorted(stale)
+                    RecordChange(json_key(loader.stale[pk]), "deleted")
+                    for pk in sorted(loader.stale)
                 ]
-        if not stale_by_model:
+        if not stale_loaders:
             return
-        removed: dict[type[models.Model], set] = defaultdict(set)
-        for model, instances in collector.data.items():
-            removed[model._meta.concrete_model] |= {obj.pk for obj in instances}
-        for qs in collector.fast_deletes:
-            removed[qs.model._meta.concrete_model] |= set(qs.values_list("pk", flat=True))
-        for model, pks in removed.items():
-            stale = stale_by_model.get(model, set())
+        for model, pks in deleted_ids(collector).items():
             loader = self.loaders.get(model._meta.label)
-            if loader is not None:
-                loader.diff.deleted = len(pks & stale)
-            extra = len(pks - stale)
-            if extra:
-                result.cascaded[str(model._meta.verbose_name_plural)] += extra
+            if loader is None:
+                result.cascaded[str(model._meta.verbose_name_plural)] += len(pks)
+                continue
+            kept = pks - loader.stale.keys()
+            if kept:
+                raise self.deletes_archived_row(loader, min(kept))
+            loader.diff.deleted = len(pks)
         if not self.dry_run:
             collector.delete()
+
+    def deletes_archived_row(self, loader: TableLoader, pk: Any) -> ImportFailed:
+        rows = loader.model._base_manager.using(self.using).filter(pk=pk)
+        key = next(keyed_ids(rows, loader.key_paths))[0]
+        return loader.fail(
+            key,
+            "is in the archive, but replace mode would delete it: an on_delete rule takes it "
+            "with a row that the import deletes (the archive is inconsistent)",
+        )
 
 
 @contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import pickle
 import sqlite3
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -12,6 +13,7 @@ from django.db import connections, models
 
 from sync.columns import read_columns
 from sync.fieldtypes import INTEGER_FIELDS, TEXT_FIELDS
+from sync.generic import GenericPart, fold, lookups
 from sync.records import column_keys, key_tuple, normalise_key
 from sync.schema import key_paths
 
@@ -47,7 +49,7 @@ class KeyIndex:
         return self.bounded
 
     def rows(self) -> models.QuerySet:
-        return self.model._default_manager.using(self.using)
+        return self.model._base_manager.using(self.using)
 
     def fill(self, found: dict[tuple, Any]) -> None:
         """Take ids the caller has read: a whole index keeps them; a bounded one reads the
@@ -75,12 +77,21 @@ class KeyIndex:
             cache.update(ids_of_keys(self.rows(), self.paths, chunk))
 
 
-def ids_of_keys(queryset: models.QuerySet, paths: list[str], keys: list[tuple]) -> dict:
+def ids_of_keys(queryset: models.QuerySet, paths: list, keys: list[tuple]) -> dict:
     """Key → id of the rows of ``queryset`` with these keys: the rows whose first key part
     matches, kept if the whole key does (one query, whatever the key's shape)."""
     wanted = set(keys)
-    rows = filter_in(queryset, paths[0], {key[0] for key in keys})
+    rows = prefilter(queryset, paths, keys)
     return {key: pk for key, pk in keyed_ids(rows, paths) if key in wanted}
+
+
+def prefilter(queryset: models.QuerySet, paths: list, keys: Iterable[tuple]) -> models.QuerySet:
+    """``queryset`` narrowed to the rows whose first key part is one of ``keys``' (the first
+    part an ORM lookup reads: a generic part is none)."""
+    for position, path in enumerate(paths):
+        if type(path) is not GenericPart:
+            return filter_in(queryset, path, {key[position] for key in keys})
+    return queryset
 
 
 # Columns whose values go to the driver unprepared when every value has the plain type.
@@ -110,92 +121,151 @@ def target_key(raw: Any) -> tuple:
     return (raw,) if type(raw) is str else normalise_key(key_tuple(raw))
 
 
-def keyed_ids(queryset: models.QuerySet, paths: list[str]) -> Iterator[tuple[tuple, Any]]:
-    """(sync key, id) of the rows of ``queryset``, read a column at a time."""
-    for pks, *parts in read_columns(queryset.values_list("pk", *paths), 10000):
-        yield from zip(column_keys(parts), pks, strict=True)
+def keyed_ids(
+    queryset: models.QuerySet, paths: list, depth: int = 0
+) -> Iterator[tuple[tuple, Any]]:
+    """(sync key, id) of the rows of ``queryset``, read a column at a time (``depth``: how
+    deep in generic references this key is, see sync.generic)."""
+    for pks, *parts in read_columns(queryset.values_list("pk", *lookups(paths)), 10000):
+        yield from zip(column_keys(fold(paths, parts, queryset.db, depth)), pks, strict=True)
 
 
 SPILL_CACHE_KIB = 4096
 
 
 class SeenKeys:
-    """The keys read from one table, as 64-bit hashes: to find a key given twice, the target
-    rows the archive lacks, and whether a referenced row is one the archive adds.
+    """A set of keys (tuples of JSON values), compared exactly: the keys read from one table
+    (to find a key given twice, the target rows the archive lacks, and whether a referenced row
+    is one the archive adds), or the values of a unique field that an import writes, each with
+    the key of the record that writes it (``owned``).
 
-    A Python set (≈60 bytes a key) until it holds ``spill_at`` keys; then a private,
+    A Python set (a dict when owned) until it holds ``spill_at`` keys; then a private,
     temporary SQLite database on disk with a page cache of at most ``SPILL_CACHE_KIB``, so
-    however many records a table has, its keys cost no more memory than that.
+    however many keys a table has, they cost no more memory than that. There each key is
+    stored whole beside its hash: the hash finds the candidates, the keys themselves decide
+    (two keys may share a hash: -1 and -2, 1 and 2**61). A key of one part is held as that
+    part, without its tuple.
     """
 
-    def __init__(self, spill_at: int):
+    def __init__(self, spill_at: int, owned: bool = False):
         self.spill_at = spill_at
-        self.hashes: set[int] = set()
+        self.owned = owned
+        self.held: set | dict = {} if owned else set()
         self.db: sqlite3.Connection | None = None
 
-    def add_new(self, keys: list[tuple]) -> tuple | None:
-        """Add these keys; return the first that was added before (or is here twice)."""
-        hashes = [hash(key) for key in keys]
-        chunk = set(hashes)
-        clash = not self.hashes.isdisjoint(chunk) if self.db is None else self.any_of(chunk)
-        if len(chunk) == len(hashes) and not clash:
-            if self.db is None:
-                self.hashes |= chunk
-                if len(self.hashes) > self.spill_at:
-                    self.spill()
+    def add_new(self, keys: list[tuple], owners: list | None = None) -> tuple | None:
+        """Add these keys (owned: with their owners); return the first that was added
+        before, or is here twice. Nothing is added then."""
+        items = [key[0] if len(key) == 1 else key for key in keys]
+        chunk = set(items)
+        if len(chunk) == len(items) and not self.any_held(chunk):
+            if self.db is not None:
+                self.insert(items, owners)
+            elif self.owned:
+                self.held.update(zip(items, owners, strict=True))
             else:
-                self.insert(hashes)
+                self.held |= chunk
+            if self.db is None and len(self.held) > self.spill_at:
+                self.spill()
             return None
-        before = self.any_of(chunk)
-        here: set[int] = set()
-        for key, h in zip(keys, hashes, strict=True):
-            if h in before or h in here:
+        before = self.held_of(chunk)
+        here: set = set()
+        for key, item in zip(keys, items, strict=True):
+            if item in before or item in here:
                 return key
-            here.add(h)
+            here.add(item)
         return None  # not reached: a repeat is either before or here
 
-    def any_of(self, hashes: set[int]) -> set[int]:
-        """Those of ``hashes`` held."""
+    def add_all(self, keys: list[tuple]) -> None:
+        """Add those of these keys not held yet (not owned)."""
+        items = {key[0] if len(key) == 1 else key for key in keys}
+        new = items - self.held_of(items)
+        if self.db is not None:
+            self.insert(list(new), None)
+            return
+        self.held |= new
+        if len(self.held) > self.spill_at:
+            self.spill()
+
+    def any_held(self, items: set) -> bool:
         if self.db is None:
-            return hashes & self.hashes
-        found: set[int] = set()
-        for part in chunked(hashes, CHUNK):
-            marks = ", ".join(["?"] * len(part))
-            rows = self.db.execute(f"SELECT h FROM seen WHERE h IN ({marks})", part)
-            found.update(h for (h,) in rows)
+            return (
+                not self.held.keys().isdisjoint(items)
+                if self.owned
+                else not self.held.isdisjoint(items)
+            )
+        return bool(self.held_of(items))
+
+    def held_of(self, items: set) -> set:
+        """Those of ``items`` (compact keys) held."""
+        if self.db is None:
+            return items & self.held.keys() if self.owned else items & self.held
+        found: set = set()
+        for part in chunked(items, CHUNK):
+            found |= {item for item, _ in self.stored(part)} & set(part)
         return found
 
+    def stored(self, items: list) -> Iterator[tuple[Any, Any]]:
+        """(key, owner) of the stored keys sharing a hash with one of ``items``."""
+        hashes = list({hash(item) for item in items})
+        marks = ", ".join(["?"] * len(hashes))
+        rows = self.db.execute(f"SELECT k, o FROM seen WHERE h IN ({marks})", hashes)
+        return ((pickle.loads(k), o if o is None else pickle.loads(o)) for k, o in rows)
+
     def __contains__(self, key: tuple) -> bool:
-        return bool(self.any_of({hash(key)}))
+        item = key[0] if len(key) == 1 else key
+        if self.db is None:
+            return item in self.held
+        return bool(self.held_of({item}))
+
+    def owner(self, key: tuple) -> Any:
+        """The owner given with ``key`` (owned; None if not held)."""
+        item = key[0] if len(key) == 1 else key
+        if self.db is None:
+            return self.held.get(item)
+        return next((o for k, o in self.stored([item]) if k == item), None)
 
     def absent(self, keys: Iterable[tuple[tuple, Any]]) -> Iterator[tuple[tuple, Any]]:
         """The (key, value) pairs whose key is not held, looked up a batch at a time."""
         for part in chunked(keys, CHUNK):
-            held = self.any_of({hash(key) for key, _ in part})
-            yield from ((key, value) for key, value in part if hash(key) not in held)
+            items = [key[0] if len(key) == 1 else key for key, _ in part]
+            held = self.held_of(set(items))
+            yield from (pair for pair, item in zip(part, items, strict=True) if item not in held)
 
     def spill(self) -> None:
         self.db = sqlite3.connect("", isolation_level=None)  # "": deleted when closed
         self.db.execute(f"PRAGMA cache_size = -{SPILL_CACHE_KIB}")
         self.db.execute("PRAGMA journal_mode = OFF")  # private and thrown away: no journal
-        self.db.execute("CREATE TABLE seen (h INTEGER PRIMARY KEY)")
-        self.insert(self.hashes)
-        self.hashes = set()
+        self.db.execute(
+            "CREATE TABLE seen (h INTEGER, k BLOB, o BLOB, PRIMARY KEY (h, k)) WITHOUT ROWID"
+        )
+        held, self.held = self.held, {} if self.owned else set()
+        if self.owned:
+            self.insert(list(held), list(held.values()))
+        else:
+            self.insert(list(held), None)
 
-    def insert(self, hashes: Iterable[int]) -> None:
+    def insert(self, items: list, owners: list | None) -> None:
+        dump = pickle.dumps
+        owners = [None] * len(items) if owners is None else [dump(o) for o in owners]
         self.db.execute("BEGIN")  # one transaction a batch, not one a row
-        self.db.executemany("INSERT INTO seen VALUES (?)", ((h,) for h in hashes))
+        self.db.executemany(
+            "INSERT INTO seen VALUES (?, ?, ?)",
+            ((hash(item), dump(item), owner) for item, owner in zip(items, owners, strict=True)),
+        )
         self.db.execute("COMMIT")
 
 
 class PlaceholderPk:
     """Stands for the id of a row the archive adds that is not written yet: a dry run never
-    writes it; a real run looks the id up when the rows referring to it are written."""
+    writes it; a real run looks the id up when the rows referring to it are written. (A
+    generic reference's model varies by record: ``model`` says which.)"""
 
-    __slots__ = ("key",)
+    __slots__ = ("key", "model")
 
-    def __init__(self, key):
+    def __init__(self, key, model: type[models.Model] | None = None):
         self.key = key
+        self.model = model
 
     def __repr__(self) -> str:
         return f"<new {self.key!r}>"

@@ -83,10 +83,11 @@ def _database_lock(using: str) -> Iterator[None]:
 
 def _sqlite_lock_path(using: str) -> Path:
     name = str(connections[using].settings_dict["NAME"])
-    if name == ":memory:" or name.startswith("file:"):
-        # An in-memory database lives in one process: so does its lock (the pid keeps apart
-        # the same name in other processes, e.g. test runs side by side).
-        digest = hashlib.sha256(f"{name}:{os.getpid()}".encode()).hexdigest()[:16]
+    if connections[using].is_in_memory_db():
+        # Each process has its own in-memory database (a test run's): so it has its own lock.
+        name = f"{name} in process {os.getpid()}"
+    if name.startswith((":memory:", "file:")):
+        digest = hashlib.sha256(name.encode()).hexdigest()[:16]
         return Path(tempfile.gettempdir()) / f"{LOCK_NAME}-{digest}.lock"
     return Path(f"{name}.sync-lock")
 

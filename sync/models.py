@@ -120,6 +120,9 @@ class ImportRun(Job):
     dry_run = models.BooleanField(default=False)
     tables = models.JSONField(default=list, blank=True)
     collect_changes = models.BooleanField(default=False, help_text="List each changed record.")
+    drop_unresolved = models.BooleanField(
+        default=False, help_text="Leave out records whose generic reference names no row."
+    )
     counts = models.JSONField(default=dict, blank=True, help_text="Per-table change counts.")
 
     class Meta(Job.Meta):

@@ -13,6 +13,7 @@ import base64
 import datetime
 import decimal
 import json
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -20,10 +21,12 @@ import orjson
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.backends.base.operations import BaseDatabaseOperations
 from django.utils.duration import duration_iso_string
 
-from sync.fieldtypes import TEXT_FIELDS
-from sync.schema import SyncModel
+from sync.fieldtypes import INTEGER_FIELDS, TEXT_FIELDS
+from sync.generic import GenericPart
+from sync.schema import SyncModel, key_paths
 
 JSON_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
 
@@ -96,8 +99,15 @@ _CONTAINERS_AND_FLOATS = (float, dict, list)
 
 
 def json_key(parts: tuple) -> Any:
-    """A flattened key as written in a record: a scalar for one part, else a list."""
-    return parts[0] if len(parts) == 1 else list(parts)
+    """A flattened key as written in a record: a scalar for one part, else a list (a part that
+    is a key itself, a generic reference's, a list too)."""
+    if len(parts) == 1:
+        return parts[0]
+    return [_as_list(part) if type(part) is tuple else part for part in parts]
+
+
+def _as_list(parts: tuple) -> list:
+    return [_as_list(part) if type(part) is tuple else part for part in parts]
 
 
 def key_tuple(value: Any) -> tuple:
@@ -107,13 +117,31 @@ def key_tuple(value: Any) -> tuple:
 
 def normalise_key(parts: tuple) -> tuple:
     """Key parts as they appear in JSON (so keys read from a database and from an archive
-    compare equal whatever the part's type)."""
+    compare equal whatever the part's type). A part that is itself a key (a generic
+    reference's, see sync.generic) is a tuple: an array in the archive."""
     for part in parts:  # a plain loop: this runs for every key of a table with a composite key
-        if part is not None and type(part) is not str and type(part) is not int:
+        if (
+            part is not None
+            and type(part) is not str
+            and type(part) is not int
+            and type(part) is not tuple
+        ):
             break
     else:
         return parts
-    return tuple(orjson.loads(orjson.dumps(list(parts), default=_default)))
+    return tuple(
+        part if isinstance(part, str | tuple) or type(part) is int else _json_part(part)
+        for part in parts
+    )
+
+
+def _json_part(value: Any) -> Any:
+    """A value as JSON gives it back; arrays as tuples (hashable, as a key part must be)."""
+    return _frozen(orjson.loads(orjson.dumps(value, default=_default)))
+
+
+def _frozen(value: Any) -> Any:
+    return tuple(_frozen(item) for item in value) if type(value) is list else value
 
 
 def column_keys(parts: list[list]) -> Iterable[tuple]:
@@ -124,26 +152,22 @@ def column_keys(parts: list[list]) -> Iterable[tuple]:
     return map(normalise_key, zip(*parts, strict=True))
 
 
-def field_decoder(f: models.Field) -> Callable[[Any], Any]:
-    """A function turning an archive value into the Python value of field ``f``."""
+def field_decoder(f: models.Field, vendor: str = "") -> Callable[[Any], Any]:
+    """A function turning an archive value into the Python value of field ``f``, refusing
+    (ValidationError) a value the field cannot hold exactly on any database: an integer out of
+    the field type's range, a decimal the column would round or cannot hold, a float that is
+    not finite. Some refusals depend on the target database (``vendor``), so that a dry run
+    finds them too (the database would only fail, or lose digits, on writing): PostgreSQL
+    cannot store a NUL character in text; SQLite keeps 15 significant digits of a decimal;
+    SQLite and MariaDB hold a duration in 64 bits of microseconds."""
+    stores_nul = vendor != "postgresql"
     if isinstance(f, models.JSONField):
-        return lambda value: value
+        return (lambda value: value) if stores_nul else _decode_json_without_nul
     internal = f.get_internal_type()
     if internal in TEXT_FIELDS:
-        max_length = f.max_length
-
-        def decode_text(value: Any) -> Any:
-            if value is None:
-                return None
-            if not isinstance(value, str):
-                raise ValidationError(f"expected text, got {type(value).__name__}")
-            if max_length is not None and len(value) > max_length:
-                raise ValidationError(
-                    f"{len(value)} characters, over the field's max_length of {max_length}"
-                )
-            return value
-
-        return decode_text
+        return _decode_text(f.max_length, stores_nul)
+    if internal in INTEGER_FIELDS:
+        return _decode_integer(f, internal)
     if isinstance(f, models.BooleanField):
 
         def decode_bool(value: Any) -> Any:
@@ -152,10 +176,179 @@ def field_decoder(f: models.Field) -> Callable[[Any], Any]:
             raise ValidationError(f"expected true or false, got {value!r}")
 
         return decode_bool
+    if isinstance(f, models.DecimalField):
+        return _decode_decimal(f, SQLITE_DECIMAL_DIGITS if vendor == "sqlite" else None)
+    if isinstance(f, models.DurationField) and vendor in ("sqlite", "mysql"):
+        return _decode_bigint_duration(f)
+    if isinstance(f, models.FloatField):
+        return _decode_float
     if isinstance(f, models.DateTimeField):
         return _decode_datetime(f)
     to_python = f.to_python
-    return lambda value: None if value is None else to_python(value)
+    if stores_nul:
+        return lambda value: None if value is None else to_python(value)
+
+    def decode_without_nul(value: Any) -> Any:  # file paths and other values held as text
+        value = None if value is None else to_python(value)
+        if type(value) is str and "\x00" in value:
+            raise ValidationError(NUL_REFUSED)
+        return value
+
+    return decode_without_nul
+
+
+NUL_REFUSED = "contains a NUL character, which PostgreSQL cannot store in text"
+
+
+def _decode_text(max_length: int | None, stores_nul: bool) -> Callable[[Any], Any]:
+    def decode_text(value: Any) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise ValidationError(f"expected text, got {type(value).__name__}")
+        if max_length is not None and len(value) > max_length:
+            raise ValidationError(
+                f"{len(value)} characters, over the field's max_length of {max_length}"
+            )
+        return value
+
+    if stores_nul:
+        return decode_text
+
+    def decode_text_without_nul(value: Any) -> Any:
+        value = decode_text(value)
+        if value is not None and "\x00" in value:
+            raise ValidationError(NUL_REFUSED)
+        return value
+
+    return decode_text_without_nul
+
+
+def _decode_json_without_nul(value: Any) -> Any:
+    """A JSON value for PostgreSQL, whose jsonb refuses a NUL character in any string."""
+    if not value:
+        return value
+    try:
+        # orjson writes NUL as \u0000: most values are cleared by one search of their text.
+        if b"\\u0000" not in orjson.dumps(value):
+            return value
+    except orjson.JSONEncodeError:
+        pass  # an integer beyond 64 bits: looked at item by item below
+    todo = [value]
+    while todo:  # a loop, not recursion: a value may be nested deeper than Python's stack
+        item = todo.pop()
+        kind = type(item)
+        if kind is str:
+            if "\x00" in item:
+                raise ValidationError(
+                    "holds a text with a NUL character (\\u0000), which PostgreSQL's jsonb "
+                    "cannot store"
+                )
+        elif kind is dict:
+            todo += item
+            todo += item.values()
+        elif kind is list:
+            todo += item
+    return value
+
+
+def _decode_integer(f: models.Field, internal: str) -> Callable[[Any], Any]:
+    """Integers within the range of the field's type as Django declares it for every database
+    (SQLite would store any 64-bit value in any integer column; the others refuse or clip)."""
+    low, high = BaseDatabaseOperations.integer_field_ranges[internal]
+    to_python = f.to_python
+
+    def decode_integer(value: Any) -> Any:
+        if type(value) is not int:
+            if value is None:
+                return None
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValidationError(f"expected an integer, got {type(value).__name__}")
+            value = to_python(value)
+        if low <= value <= high:
+            return value
+        raise ValidationError(f"out of range for a {internal} ({low} to {high})")
+
+    return decode_integer
+
+
+# Significant digits of a decimal that SQLite keeps: it stores one with a fraction as a double.
+SQLITE_DECIMAL_DIGITS = 15
+# A duration held as a signed 64-bit count of microseconds (SQLite, MariaDB).
+BIGINT_MICROSECONDS = datetime.timedelta(microseconds=2**63 - 1)
+
+
+def _decode_bigint_duration(f: models.DurationField) -> Callable[[Any], Any]:
+    to_python = f.to_python
+
+    def decode_duration(value: Any) -> Any:
+        value = None if value is None else to_python(value)
+        if value is not None and abs(value) > BIGINT_MICROSECONDS:
+            raise ValidationError(
+                "longer than this database holds (64 bits of microseconds, about 292,000 years)"
+            )
+        return value
+
+    return decode_duration
+
+
+def _decode_decimal(f: models.DecimalField, max_significant: int | None) -> Callable[[Any], Any]:
+    """Decimals the column holds exactly: PostgreSQL and MariaDB would round extra decimal
+    places and SQLite keeps them, so a value with more (other than zeros) is refused, as is one
+    with more digits before the point than the field has room for, or, where the database
+    keeps fewer (``max_significant``), more significant digits than it keeps."""
+    places = f.decimal_places
+    limit = decimal.Decimal(10) ** (f.max_digits - places)
+    quantum = decimal.Decimal(1).scaleb(-places)
+    to_python = f.to_python
+
+    def decode_decimal(value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, float):  # as written in the JSON, not rounded to max_digits
+            value = decimal.Decimal(repr(value))
+        number = to_python(value)
+        if not number.same_quantum(quantum):  # exactly ``places`` decimals (as exported)
+            _, digits, exponent = number.as_tuple()
+            if exponent < -places and any(digits[exponent + places :]):
+                raise ValidationError(
+                    f"more than {places} decimal places (a DecimalField({f.max_digits}, "
+                    f"{places}) would round it)"
+                )
+        if not -limit < number < limit:
+            raise ValidationError(
+                f"more than {f.max_digits - places} digits before the decimal point (a "
+                f"DecimalField({f.max_digits}, {places}) cannot hold it)"
+            )
+        if max_significant is not None and significant_digits(number) > max_significant:
+            raise ValidationError(
+                f"{significant_digits(number)} significant digits; this database keeps "
+                f"{max_significant} and would change the value"
+            )
+        return number
+
+    return decode_decimal
+
+
+def significant_digits(number: decimal.Decimal) -> int:
+    """Digits from the first non-zero one to the last non-zero one (0 for zero)."""
+    digits = number.as_tuple().digits
+    return len("".join(map(str, digits)).strip("0"))
+
+
+def _decode_float(value: Any) -> Any:
+    """Finite floats only: MariaDB cannot store NaN or infinities, SQLite turns NaN into NULL."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValidationError(f"expected a number, got {type(value).__name__}")
+    try:
+        number = float(value)
+    except (ValueError, OverflowError) as exc:
+        raise ValidationError(f"not a number a float can hold ({exc})") from exc
+    if not math.isfinite(number):
+        raise ValidationError("not a finite number")
+    return number
 
 
 def _decode_datetime(f: models.DateTimeField) -> Callable[[Any], Any]:
@@ -179,17 +372,19 @@ def _decode_datetime(f: models.DateTimeField) -> Callable[[Any], Any]:
 
 class RecordEncoder:
     """What to read for a table's records (``lookups``: a foreign key's target key parts in
-    place of its id) and how to fold what was read back into record fields."""
+    place of its id, a generic reference as a ``GenericPart``) and how to fold what was read
+    back into record fields."""
 
     def __init__(self, plan: SyncModel):
         self.plan = plan
-        self.lookups: list[str] = []
+        self.lookups: list[str | GenericPart] = []
         self.slots: list[tuple[str, int, int]] = []  # (name, first column, last column + 1)
         for f in plan.fields:
             start = len(self.lookups)
             if f.name in plan.references:
-                target_paths = plan.references[f.name].target_key_paths
-                self.lookups += [f"{f.name}__{path}" for path in target_paths]
+                self.lookups += key_paths(plan.references[f.name].target, f"{f.name}__")
+            elif f.name in plan.generic:
+                self.lookups.append(GenericPart(plan.generic[f.name].ct_field, f.name))
             else:
                 self.lookups.append(f.attname)
             self.slots.append((f.name, start, len(self.lookups)))

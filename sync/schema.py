@@ -28,6 +28,8 @@ from django.apps import apps
 from django.conf import settings
 from django.db import models
 
+from sync.generic import GenericPart, GenericRelation, generic_relations, load_after, waiting_fields
+
 
 class SchemaError(Exception):
     """A table, field or model that the engine cannot work with, named for the user."""
@@ -44,10 +46,6 @@ class Reference:
     def name(self) -> str:
         return self.field.name
 
-    @property
-    def target_key_paths(self) -> list[str]:
-        return key_paths(self.target)
-
 
 @dataclass
 class SyncModel:
@@ -56,7 +54,8 @@ class SyncModel:
     model: type[models.Model]
     key_fields: tuple[str, ...]
     include_secrets: bool = False
-    deferred: set[str] = field(default_factory=set)  # FKs loaded in a second pass (cycles)
+    # Fields filled in by a second pass: FKs that close a cycle, generic references that wait
+    deferred: set[str] = field(default_factory=set)
 
     @property
     def label(self) -> str:
@@ -101,8 +100,18 @@ class SyncModel:
         }
 
     @cached_property
-    def key_paths(self) -> list[str]:
-        """ORM lookups that give the flattened sync key of a row of this model."""
+    def generic(self) -> dict[str, GenericRelation]:
+        """Generic references written (see sync.generic), by the name of their id field."""
+        written = {f.name for f in self.fields}
+        return {
+            name: relation
+            for name, relation in generic_relations(self.model).items()
+            if name in written and relation.ct_field in written
+        }
+
+    @cached_property
+    def key_paths(self) -> list[str | GenericPart]:
+        """ORM lookups (and generic parts) that give the flattened sync key of a row."""
         return key_paths(self.model)
 
     def field_names(self) -> list[str]:
@@ -117,7 +126,7 @@ class SyncModel:
         """The flattened sync key of an archive record."""
         parts: list = []
         for name in self.key_fields:
-            value = record[name]
+            value = record[name]  # a generic reference's key is one part (see sync.generic)
             if name in self.references:
                 parts.extend(value if isinstance(value, list) else [value])
             else:
@@ -162,13 +171,17 @@ def sync_key_fields(model: type[models.Model]) -> tuple[str, ...]:
 
 
 def key_paths(model: type[models.Model], prefix: str = "", seen: frozenset = frozenset()) -> list:
-    """ORM lookups (``content_type__app_label``…) giving the flattened sync key of ``model``."""
+    """ORM lookups (``content_type__app_label``…) giving the flattened sync key of ``model``;
+    a generic reference in the key is a ``GenericPart`` (its key depends on the row)."""
     if model in seen:
         raise SchemaError(f"{model._meta.label}: its sync key refers back to itself.")
-    paths = []
+    paths: list = []
+    generic = generic_relations(model)
     for name in sync_key_fields(model):
         f = model._meta.get_field(name)
-        if f.is_relation:
+        if name in generic:
+            paths.append(GenericPart(f"{prefix}{generic[name].ct_field}", f"{prefix}{name}"))
+        elif f.is_relation:
             paths += key_paths(f.related_model, f"{prefix}{name}__", seen | {model})
         else:
             paths.append(f"{prefix}{name}")
@@ -247,7 +260,9 @@ def plan_models(
 
     Order is a topological sort on foreign keys between the chosen models. A cycle is broken by
     deferring nullable foreign keys: their rows load with the reference empty and a second pass
-    fills it in. A cycle of non-nullable keys cannot be loaded and is an error.
+    fills it in. A cycle of non-nullable keys cannot be loaded and is an error. Tables with
+    generic relations load last, and their references that can wait are deferred too (see
+    sync.generic.load_after).
     """
     plans = {m: SyncModel(m, sync_key_fields(m), include_secrets) for m in chosen}
     remaining: dict[type[models.Model], dict[str, models.Field]] = {}
@@ -264,6 +279,8 @@ def plan_models(
             if f.related_model in plans and f.related_model is not model:
                 deps[f.name] = f
         remaining[model] = deps
+        plan.deferred |= waiting_fields(plan)
+    load_after(plans, remaining)
 
     ordered: list[SyncModel] = []
     while remaining:
@@ -276,7 +293,9 @@ def plan_models(
                 labels = ", ".join(sorted(m._meta.label for m in remaining))
                 raise SchemaError(f"Cannot order tables: non-nullable reference cycle in {labels}.")
             model = min(breakable, key=lambda m: (len(remaining[m]), m._meta.label))
-            plans[model].deferred.update(remaining[model])
+            # Fields wait for the second pass; an order preference is just given up.
+            fields = [n for n, f in remaining[model].items() if isinstance(f, models.Field)]
+            plans[model].deferred.update(fields)
             remaining[model] = {}
             ready = [model]
         for model in ready:

@@ -26,6 +26,9 @@ class SourceTable:
     # that it can leave unparsed those an update skips (see TableLoader.read_chunk).
     loads: Callable[[bytes], dict] | None = None
     count: int = 0  # records, as far as the source knows before reading them
+    # Generic references (id field → content type field, see sync.generic); None: the source
+    # does not say (a data file written for this schema)
+    generic: dict[str, str] | None = None
 
 
 class RecordSource:
@@ -59,7 +62,9 @@ class ArchiveSource(RecordSource):
 
 def _source_table(entry: TableEntry) -> SourceTable:
     loads = line_loader([n for n, t in entry.fields.items() if t == "JSONField"])
-    return SourceTable(entry.label, entry.key_fields, list(entry.fields), loads, entry.count)
+    return SourceTable(
+        entry.label, entry.key_fields, list(entry.fields), loads, entry.count, entry.generic
+    )
 
 
 class DataFileSource(RecordSource):

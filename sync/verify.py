@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,9 +33,16 @@ def json_types_for(internal_type: str) -> tuple[type, ...] | None:
     return _JSON_TYPES.get(internal_type, _STRING)
 
 
-def record_checker(fields: dict[str, str]) -> Callable[[Any], str | None]:
-    """A function telling why a record does not match a table's field list (None: it does)."""
-    typed = [(name, json_types_for(t), t) for name, t in fields.items()]
+def record_checker(
+    fields: dict[str, str], generic: Iterable[str] = ()
+) -> Callable[[Any], str | None]:
+    """A function telling why a record does not match a table's field list (None: it does).
+    ``generic``: fields holding generic references, written as the referenced row's key (an
+    array), whatever the field's own type."""
+    typed = [
+        (name, (list,), "a key (array)") if name in generic else (name, json_types_for(t), t)
+        for name, t in fields.items()
+    ]
     typed = [(name, allowed, t) for name, allowed, t in typed if allowed is not None]
     names = fields.keys()
 
@@ -82,7 +89,7 @@ def verify_archive(path: Path | str, max_member_size: int | None = None) -> Veri
         report = VerifyReport(path, reader.index)
         for entry, lines in reader.tables():
             count = 0
-            check_record_shape = record_checker(entry.fields)
+            check_record_shape = record_checker(entry.fields, entry.generic)
             for number, line in enumerate(lines, start=1):
                 try:
                     record = orjson.loads(line)

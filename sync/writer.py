@@ -17,7 +17,7 @@ from sync.fieldtypes import INTEGER_FIELDS, TEXT_FIELDS
 from sync.jobs.reporter import JobReporter
 
 if TYPE_CHECKING:
-    from sync.importer import TableLoader
+    from sync.importer import AbsentField, TableLoader
 
 WRITE_BUFFER_ROWS = 20000
 
@@ -88,20 +88,28 @@ class RowWriter:
         if not rows:
             return
         fields = [c.field for c in loader.columns]
-        now = timezone.now()
-        defaults = []
-        for f in loader.missing:
-            if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False):
-                defaults.append((f, now))
-            else:
-                defaults.append((f, f.get_default()))
-        all_fields = fields + [f for f, _ in defaults]
-        prepared_defaults = [f.get_db_prep_save(v, self.connection) for f, v in defaults]
+        # Fields the archive lacks (see AbsentField); a db_default is left to the database.
+        absent = [a for a in loader.missing if a.fill != a.FILL_DATABASE]
+        all_fields = fields + [a.field for a in absent]
         attnames = [f.attname for f in fields]
-        params = [loader.db_params(row, attnames) + prepared_defaults for row in rows]
+        if any(a.field.has_default() and callable(a.field.default) for a in absent):  # uuid4…
+            params = [loader.db_params(row, attnames) + self.fill(absent) for row in rows]
+        else:
+            filled = self.fill(absent)
+            params = [loader.db_params(row, attnames) + filled for row in rows]
         self.bulk_insert(loader.model._meta.db_table, [f.column for f in all_fields], params)
         if loader.inserted_pk and loader.model not in self.explicit_pk_models:
             self.explicit_pk_models.append(loader.model)
+
+    def fill(self, absent: list[AbsentField]) -> list:
+        """Query parameters for fields a new row's record lacks."""
+        now = timezone.now()
+        return [
+            a.field.get_db_prep_save(
+                now if a.fill == a.FILL_NOW else a.field.get_default(), self.connection
+            )
+            for a in absent
+        ]
 
     def bulk_insert(self, table: str, columns: list[str], rows: list[list]) -> None:
         """INSERT ``rows``: with COPY on PostgreSQL (several times faster than a pipelined

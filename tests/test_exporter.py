@@ -2,9 +2,10 @@
 the database. The same tests run in the SQLite and in the PostgreSQL pass."""
 
 import hashlib
+import math
 import os
 import re
-import time
+from datetime import time
 from pathlib import Path
 
 import orjson
@@ -26,6 +27,8 @@ from sync.exporter import ExportError, select_models
 from sync.jobs.exports import export
 from sync.models import BackupRecord, SyncState
 from sync.schema import syncable_models
+from tests.awkward.models import Specimen
+from tests.cli import cli
 from tests.job_tools import reporter_calling
 
 pytestmark = pytest.mark.django_db
@@ -163,6 +166,49 @@ def test_values_are_json_natives_with_exact_encodings(demo, tmp_path):
     assert isinstance(participant["meta"], dict)  # JSON columns stay JSON
     assert any(ord(c) > 127 for r in tables["content.Participant"] for c in r["name"])
     assert index["tables"][0]["fields"]["created_at"] == "DateTimeField"
+
+
+def test_times_of_day_keep_every_microsecond_digit(db, tmp_path):
+    # given: times whose microseconds orjson 3.13 writes with a digit short (10000 to 99999)
+    clocks = {"a": time(0, 0, 0, 10000), "b": time(23, 59, 59, 99999), "c": time(8, 0, 0, 12)}
+    for code, clock in clocks.items():
+        Specimen.objects.create(code=code, clock=clock)
+    Specimen.objects.create(code="d", clock=time(8, 0))
+    Specimen.objects.create(code="e")
+
+    # when
+    _, tables = read_archive(export(tables=["awkward.Specimen"], output_dir=tmp_path).path)
+
+    # then: six digits, or none when zero, as for datetimes
+    written = {r["code"]: r["clock"] for r in tables["awkward.Specimen"]}
+    assert written == {
+        "a": "00:00:00.010000",
+        "b": "23:59:59.099999",
+        "c": "08:00:00.000012",
+        "d": "08:00:00",
+        "e": None,
+    }
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_a_float_json_cannot_hold_is_refused_naming_it(db, tmp_path, value):
+    # given: a NaN or an infinity, which JSON has no number for (orjson would write null)
+    if math.isnan(value) and connection.vendor == "sqlite":
+        pytest.skip("SQLite itself stores NaN as NULL")
+    Specimen.objects.create(code="fine", ratio=1.5)
+    Specimen.objects.create(code="odd", ratio=value)
+
+    # when
+    outcome = cli("syncexport", tables=["awkward.Specimen"], output=str(tmp_path))
+
+    # then: refused in one line naming table, key, field and value; no archive
+    assert outcome.status == 1
+    assert outcome.error == (
+        f"Export failed: awkward.Specimen 'odd': field 'ratio' holds {value}, which an archive "
+        "cannot hold (JSON has no NaN or infinity)."
+    )
+    assert list(tmp_path.iterdir()) == []
+    assert BackupRecord.objects.get().status == BackupRecord.Status.FAILED
 
 
 def test_generated_column_is_not_written(demo, tmp_path):
@@ -394,7 +440,7 @@ def test_export_clears_leftovers_by_age_never_by_pid(seeded, tmp_path, settings)
     killed writer's; fresh ones are a live writer's, whatever pid their name carries (it may
     be another container's, on a shared volume)."""
     settings.SYNC_JOB_STALE_AFTER = 60
-    an_hour_ago = time.time() - 3600
+    an_hour_ago = os.path.getmtime(tmp_path) - 3600  # the folder was made just now
 
     def aged(path: Path) -> Path:
         os.utime(path, (an_hour_ago, an_hour_ago))

@@ -1,5 +1,8 @@
 import fcntl
 import gc
+import os
+import subprocess
+import sys
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
@@ -347,6 +350,40 @@ def test_a_second_import_is_refused_naming_the_running_one(tag_scenario):
     # The lock is taken before the job's row is written: a refused import leaves none.
     assert list(ImportRun.objects.values_list("pk", flat=True)) == [running.pk]
     assert "e" not in tags()
+
+
+IN_MEMORY_LOCK_HOLDER = """
+import sys, django
+django.setup()
+from django.db import connections
+from sync.locking import import_lock
+connections["default"].settings_dict["NAME"] = sys.argv[1]
+with import_lock("default"):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="in-memory databases are SQLite's")
+def test_another_process_importing_into_its_own_in_memory_database_blocks_nothing(tag_scenario):
+    # given: another process importing into its in-memory database of the same name (two test
+    # runs side by side), which is not this process's database
+    assert connection.is_in_memory_db()
+    other = subprocess.Popen(
+        [sys.executable, "-c", IN_MEMORY_LOCK_HOLDER, connection.settings_dict["NAME"]],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"},
+    )
+    try:
+        assert other.stdout.readline() == "held\n"
+
+        # when / then: an import into this process's database runs
+        result, _ = run_import(tag_scenario)
+        assert result.tables["content.Tag"].new == 1
+    finally:
+        other.communicate("")
 
 
 def test_sync_state_records_the_import(tag_scenario):

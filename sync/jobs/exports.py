@@ -16,6 +16,7 @@ from django.conf import settings
 
 from sync.archive import FORMAT_VERSION, check_compression, remove_leftovers
 from sync.exporter import archive_path, select_models, write_archive
+from sync.generic import NulledReferences
 from sync.jobs.lifecycle import claim, executing, finish, load_job, mark_stale_jobs
 from sync.jobs.reporter import JobReporter
 from sync.models import BackupRecord, Job, SyncState
@@ -27,6 +28,8 @@ class ExportResult:
     path: Path
     backup: BackupRecord
     counts: dict[str, int] = field(default_factory=dict)
+    # Per table: generic references that named no row, written as null (see sync.generic)
+    nulled: dict[str, NulledReferences] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -96,7 +99,7 @@ def execute_export(
     SyncState.objects.using(using).update_or_create(
         database=using, defaults={"last_export_at": backup.finished_at}
     )
-    return ExportResult(path, backup, backup.counts)
+    return ExportResult(path, backup, backup.counts, written.nulled)
 
 
 def export(*, reporter: JobReporter | None = None, **options: Any) -> ExportResult:

@@ -43,6 +43,7 @@ def start_import(
     dry_run: bool = False,
     tables: Iterable[str] | None = None,
     collect_changes: bool = False,
+    drop_unresolved: bool = False,
     started_by: str = "",
     user=None,
     task_id: str = "",
@@ -57,6 +58,7 @@ def start_import(
         dry_run=dry_run,
         tables=list(tables or []),
         collect_changes=collect_changes,
+        drop_unresolved=drop_unresolved,
         database=using,
         started_by=started_by,
         user=user,
@@ -117,6 +119,7 @@ def execute_locked(run: ImportRun, reporter: JobReporter) -> ImportResult:
                 dry_run=run.dry_run,
                 tables=run.tables or None,
                 collect_changes=run.collect_changes,
+                drop_unresolved=run.drop_unresolved,
                 reporter=reporter,
                 verdict=verdict,
             )

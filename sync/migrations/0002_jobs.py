@@ -96,6 +96,11 @@ class Migration(migrations.Migration):
         ),
         migrations.AddField(
             model_name='importrun',
+            name='drop_unresolved',
+            field=models.BooleanField(default=False, help_text='Leave out records whose generic reference names no row.'),
+        ),
+        migrations.AddField(
+            model_name='importrun',
             name='created_at',
             field=models.DateTimeField(default=django.utils.timezone.now),
         ),

@@ -63,3 +63,39 @@ class Article(models.Model):
     title = models.CharField(max_length=100, blank=True)
 
     objects = VisibleManager()
+
+
+class Specimen(models.Model):
+    """One field of each kind of value, for the property-based round trip between databases
+    (tests/test_roundtrip_property.py). Every value field is nullable, so a row may hold none."""
+
+    code = models.CharField(max_length=20, unique=True)
+    short_text = models.CharField(max_length=30, null=True, blank=True)  # noqa: DJ001
+    long_text = models.TextField(null=True, blank=True)  # noqa: DJ001
+    data = models.JSONField(null=True, blank=True)
+    price = models.DecimalField(max_digits=8, decimal_places=2, null=True, blank=True)
+    fraction = models.DecimalField(max_digits=9, decimal_places=6, null=True, blank=True)
+    wide = models.DecimalField(max_digits=15, decimal_places=4, null=True, blank=True)
+    huge = models.DecimalField(max_digits=30, decimal_places=10, null=True, blank=True)
+    moment = models.DateTimeField(null=True, blank=True)
+    day = models.DateField(null=True, blank=True)
+    clock = models.TimeField(null=True, blank=True)
+    span = models.DurationField(null=True, blank=True)
+    uuid = models.UUIDField(null=True, blank=True)
+    small = models.SmallIntegerField(null=True, blank=True)
+    integer = models.IntegerField(null=True, blank=True)
+    big = models.BigIntegerField(null=True, blank=True)
+    positive_small = models.PositiveSmallIntegerField(null=True, blank=True)
+    positive = models.PositiveIntegerField(null=True, blank=True)
+    positive_big = models.PositiveBigIntegerField(null=True, blank=True)
+    flag = models.BooleanField(null=True, blank=True)
+    ratio = models.FloatField(null=True, blank=True)
+    blob = models.BinaryField(null=True, blank=True)
+
+
+class Node(models.Model):
+    """Links into its own table that load with the row (an M2M to itself is not deferred):
+    a row may refer to another row of the same table."""
+
+    name = models.CharField(max_length=50, unique=True)
+    links = models.ManyToManyField("self", symmetrical=False, blank=True)

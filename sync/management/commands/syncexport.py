@@ -77,6 +77,11 @@ class Command(BaseCommand):
         except DatabaseError as exc:
             raise CommandError(f"Export failed reading the {using!r} database: {exc}") from exc
         self.stdout.write(str(result.path))
+        for label, nulled in result.nulled.items():  # even when quiet: values changed
+            self.stderr.write(
+                f"{label}: {nulled.count} generic reference(s) named no row and were written "
+                f"as null, e.g. {nulled.examples[0]}."
+            )
         if quiet:
             return
         for label, count in result.counts.items():

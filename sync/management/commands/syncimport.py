@@ -34,6 +34,13 @@ class Command(BaseCommand):
         parser.add_argument("--no-input", action="store_true", help="Do not ask for confirmation.")
         parser.add_argument("--database", default="default", help="Database alias to import into.")
         parser.add_argument("--quiet", action="store_true", help="No progress, no summary.")
+        parser.add_argument(
+            "--drop-unresolved",
+            action="store_true",
+            help="Leave out records whose generic reference (content type + object id) names a "
+            "row that is neither in the archive nor in the database, and report them, instead "
+            "of refusing the import.",
+        )
 
     def handle(self, *args, **options):
         quiet = options["quiet"] or options["verbosity"] == 0
@@ -69,6 +76,7 @@ class Command(BaseCommand):
                     collect_changes=details,
                     started_by=f"syncimport ({getpass.getuser()})",
                     reporter=JobReporter(bar),
+                    drop_unresolved=options["drop_unresolved"],
                 )
             except ImportFailed as exc:
                 raise CommandError(str(exc)) from exc
@@ -87,10 +95,15 @@ class Command(BaseCommand):
             extra = [f"{diff.unchanged} unchanged"] + (
                 [f"{diff.skipped} skipped"] if diff.skipped else []
             )
+            if diff.dropped:
+                extra.append(f"{diff.dropped} dropped: unresolved generic references")
             self.stdout.write(f"{line} ({', '.join(extra)})")
+            for note in diff.notes:
+                self.stdout.write(f"    note: {note}")
             if options["show_changes"]:
                 for change in diff.changes:
-                    self.stdout.write(f"    {change.action} {change.key!r}")
+                    reason = f": {change.reason}" if change.reason else ""
+                    self.stdout.write(f"    {change.action} {change.key!r}{reason}")
                     for name, (old, new) in change.fields.items():
                         self.stdout.write(f"      {name}: {old!r} → {new!r}")
         for name, count in result.cascaded.items():

@@ -81,6 +81,11 @@ for alias, config in DATABASES.items():
     elif TEST_DB_SUFFIX:  # in memory, named apart: SQLite's import lock file is named after it
         memory = f"file:memorydb_{alias}{TEST_DB_SUFFIX}?mode=memory&cache=shared"
         config.setdefault("TEST", {})["NAME"] = memory
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        # The WAL journal lets readers and one writer work at once: an export's snapshot does
+        # not hold the site's writes back (the default rollback journal blocks every commit
+        # while anyone reads). The mode is stored in the file; setting it again is a no-op.
+        config.setdefault("OPTIONS", {}).setdefault("init_command", "PRAGMA journal_mode=WAL")
     if config["ENGINE"] == "django.db.backends.mysql":
         # utf8mb4 so that any Unicode text (emoji included) survives a round trip.
         config.setdefault("OPTIONS", {}).setdefault("charset", "utf8mb4")

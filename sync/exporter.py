@@ -72,21 +72,35 @@ def select_models(
 
 @contextmanager
 def read_snapshot(using: str) -> Iterator[None]:
-    """One read-only transaction, so every table is read as of the same moment."""
+    """One read-only transaction, so every table is read as of the same moment.
+
+    Inside a caller's transaction the view is the caller's: a transaction's isolation level
+    can only be chosen before its first query.
+    """
     connection = connections[using]
-    # Inside a caller's transaction the snapshot is the caller's: PostgreSQL only takes an
-    # isolation level before the transaction's first query.
     outer = connection.in_atomic_block
     with transaction.atomic(using=using):
-        with connection.cursor() as cursor:
-            if connection.vendor == "postgresql" and not outer:
-                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            elif connection.vendor == "sqlite":
-                # A deferred BEGIN takes its snapshot at the first read: read now.
-                cursor.execute("SELECT 1 FROM sqlite_master LIMIT 1")
-            elif connection.vendor == "mysql":
-                cursor.execute("SELECT 1")  # InnoDB's REPEATABLE READ snapshot starts here
+        if not outer:
+            start_snapshot(connection)
         yield
+
+
+def start_snapshot(connection) -> None:
+    """Make the transaction just begun by ``atomic()`` read one snapshot, taken now."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            cursor.execute("SELECT 1")  # the snapshot is taken at the first query
+        elif connection.vendor == "mysql":
+            # Django runs MySQL sessions at READ COMMITTED, where every statement sees the
+            # latest commits. SET TRANSACTION (no SESSION) sets the level of the next
+            # transaction only, so the session keeps its own level afterwards.
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+        elif connection.vendor == "sqlite":
+            # A deferred BEGIN takes its snapshot at the first read (in WAL mode; in rollback
+            # journal mode the read lock keeps every writer out instead): read now.
+            cursor.execute("SELECT 1 FROM sqlite_master LIMIT 1")
 
 
 def archive_path(output_dir: Path, kind: str, compression: str, now: datetime) -> Path:

@@ -1,4 +1,4 @@
-"""One import per database at a time.
+"""One import per database at a time, and SQLite transactions that write.
 
 PostgreSQL: a session advisory lock; MariaDB/MySQL: ``GET_LOCK``; SQLite: an exclusive
 ``flock`` on a file beside the database. All three vanish with the process that holds them, so
@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from django.db import connections
+from django.db import connections, transaction
 
 LOCK_NAME = "crearis-sync-import"
 
@@ -103,3 +103,28 @@ def _file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def write_transaction(using: str) -> Iterator[None]:
+    """``transaction.atomic()`` for a transaction that writes; on SQLite it takes the write
+    lock at once (``BEGIN IMMEDIATE``).
+
+    In SQLite's WAL mode a transaction that reads before it writes fails at its first write
+    ("database is locked", at once) if another connection committed after its first read.
+    Holding the write lock from the start, it waits for the other writer instead (up to the
+    busy timeout), and nobody commits under it.
+    """
+    connection = connections[using]
+    if connection.vendor != "sqlite" or connection.in_atomic_block:
+        with transaction.atomic(using=using):
+            yield
+        return
+    connection.ensure_connection()  # connecting sets transaction_mode from the settings
+    mode, connection.transaction_mode = connection.transaction_mode, "IMMEDIATE"
+    try:
+        with transaction.atomic(using=using):
+            connection.transaction_mode = mode
+            yield
+    finally:
+        connection.transaction_mode = mode

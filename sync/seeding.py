@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from sync.importer import ImportFailed, ImportResult, import_records
-from sync.locking import LockBusy, import_lock
+from sync.jobs.imports import refusal
+from sync.locking import LockBusy, import_lock, write_transaction
 from sync.sources import DataFileSource
 
 SYSTEM_DATA_FILE = Path(__file__).resolve().parent.parent / "crearis/content/data/system.json"
@@ -23,10 +24,8 @@ def seed_system_data(
 
     Seeding is an import: it takes the same lock, so it never runs beside one."""
     try:
-        with import_lock(using):
+        with import_lock(using), write_transaction(using):
             mode = "update" if update else "append"
             return import_records(DataFileSource(path), mode=mode, using=using)
     except LockBusy as exc:
-        raise ImportFailed(
-            f"Refused: an import is running on database {using!r}; seed when it ends."
-        ) from exc
+        raise ImportFailed(refusal(using)) from exc

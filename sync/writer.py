@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from django.conf import settings
 from django.core.management.color import no_style
-from django.db import models
+from django.db import DatabaseError, models
 from django.utils import timezone
 
 from sync.fieldtypes import INTEGER_FIELDS, TEXT_FIELDS
@@ -118,12 +118,25 @@ class RowWriter:
         table, names = quote(table), ", ".join(quote(c) for c in columns)
         with self.connection.cursor() as cursor:
             if self.connection.vendor == "postgresql":
-                with cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
-                    for row in rows:
-                        copy.write_row(row)
+                self.copy_rows(cursor, table, names, rows)
                 return
             marks = ", ".join(["%s"] * len(columns))
             cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
+
+    def copy_rows(self, cursor, table: str, names: str, rows: list[list]) -> None:
+        """COPY ``rows`` with psycopg's own cursor, whose errors Django does not see: they are
+        turned into Django's as everywhere else (``wrap_database_errors``), and cut to their
+        first line (psycopg adds the rejected row, which may hold secrets, on the next ones)."""
+        try:
+            with (
+                self.connection.wrap_database_errors,
+                cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy,
+            ):
+                for row in rows:
+                    copy.write_row(row)
+        except DatabaseError as exc:
+            lines = str(exc).splitlines() or [type(exc.__cause__).__name__]
+            raise type(exc)(f"{lines[0]} (copying rows into {table})") from exc
 
     def update_rows(self, loader: TableLoader, rows: list[tuple[Any, dict]]) -> None:
         """UPDATE each (pk, values) row; rows are grouped by the columns they set."""

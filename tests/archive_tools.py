@@ -51,3 +51,35 @@ def rewrite_archive(
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return target
+
+
+def dangling_references(path: Path) -> list[str]:
+    """Every reference (foreign key or M2M item) in the archive to a record it does not hold,
+    as ``"Model.field of key → Target key"``. Keys are compared flattened, as sync keys are."""
+    index, records = read_records(path)
+    tables = {t["model"]: t for t in index["tables"]}
+
+    def key_of(label: str, record: dict) -> tuple:
+        parts: list = []
+        for name in tables[label]["key_fields"]:
+            value = record[name]
+            is_reference = name in tables[label]["references"]
+            parts.extend(value if is_reference and isinstance(value, list) else [value])
+        return tuple(parts)
+
+    keys = {label: {key_of(label, r) for r in rows} for label, rows in records.items()}
+    found = []
+    for label, rows in records.items():
+        table = tables[label]
+        for name, target in table["references"].items():
+            many = table["fields"][name] == "ManyToManyField"
+            held = keys.get(target, set())
+            for record in rows:
+                values = record[name] if many else [record[name]]
+                for value in values:
+                    if value is None:
+                        continue
+                    if (tuple(value) if isinstance(value, list) else (value,)) not in held:
+                        key = key_of(label, record)
+                        found.append(f"{label}.{name} of {key!r} → {target} {value!r}")
+    return found

@@ -1,41 +1,33 @@
 """Helpers for tests of jobs: a reporter that calls back as the engine advances, a large
-archive made fast, and a site that other processes work on (``Site``)."""
+archive made fast, and the sync cache as other processes are told of it."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import orjson
 from django.conf import settings
-from django.db import connections
 
 from sync.archive import FORMAT_NAME, FORMAT_VERSION, ArchiveWriter
 from sync.jobs.reporter import JobReporter
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 class CallbackListener:
-    """A progress listener that calls ``on_advance(count)`` at every step of the engine and
-    ``on_phase(phase)`` at every phase."""
+    """A progress listener that calls ``on_advance(count)`` at every step of the engine,
+    ``on_phase(phase)`` at every phase and ``on_total(total)`` when a total is known."""
 
     def __init__(
         self,
         on_advance: Callable[[int], None] = lambda count: None,
         on_phase: Callable[[str], None] = lambda phase: None,
+        on_total: Callable[[int | None], None] = lambda total: None,
     ):
         self.on_advance = on_advance
         self.on_phase = on_phase
+        self.on_total = on_total
 
     def total(self, total: int | None) -> None:
-        pass
+        self.on_total(total)
 
     def advance(self, count: int) -> None:
         self.on_advance(count)
@@ -47,8 +39,9 @@ class CallbackListener:
 def reporter_calling(
     on_advance: Callable[[int], None] = lambda count: None,
     on_phase: Callable[[str], None] = lambda phase: None,
+    on_total: Callable[[int | None], None] = lambda total: None,
 ) -> JobReporter:
-    return JobReporter(CallbackListener(on_advance, on_phase))
+    return JobReporter(CallbackListener(on_advance, on_phase, on_total))
 
 
 TAG_FIELDS = {
@@ -103,91 +96,6 @@ def many_tags_archive(path: Path, count: int) -> Path:
     return path
 
 
-@dataclass
-class Site:
-    """A database that other processes (``manage.py`` commands) work on, with the sync cache
-    and backup folder they share with each other and with this test."""
-
-    url: str
-    tmp: Path
-    children: list[subprocess.Popen] = field(default_factory=list)
-
-    @property
-    def env(self) -> dict[str, str]:
-        keep = {k: v for k, v in os.environ.items() if k != "SYNC_EXTRA_DATABASES"}
-        return keep | {
-            "DJANGO_SETTINGS_MODULE": "tests.settings",
-            "DATABASE_URL": self.url,
-            "BACKUP_DIR": str(self.tmp / "backups"),
-            "SYNC_CACHE_URL": cache_url(),
-            "SYNC_JOB_STALE_AFTER": "3",
-        }
-
-    def manage(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        done = subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        if check and done.returncode != 0:
-            raise AssertionError(f"manage.py {' '.join(args)} failed:\n{done.stderr}")
-        return done
-
-    def spawn(self, *args: str) -> subprocess.Popen:
-        child = subprocess.Popen(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.children.append(child)
-        return child
-
-    def jobs(self) -> list[dict]:
-        return orjson.loads(self.manage("syncjobs", "--json").stdout)
-
-    def fingerprint(self) -> dict:
-        code = (
-            "import django, orjson; django.setup(); from tests.fingerprint import fingerprint; "
-            "print(orjson.dumps(fingerprint()).decode())"
-        )
-        done = subprocess.run(
-            [sys.executable, "-c", code], cwd=ROOT, env=self.env, capture_output=True, text=True
-        )
-        assert done.returncode == 0, done.stderr
-        return orjson.loads(done.stdout)
-
-    def wait_for_job(self, test: Callable[[dict], bool], timeout: float = 60) -> dict:
-        """Poll ``syncjobs --json`` until a job passes ``test``; return it."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = [job for job in self.jobs() if test(job)]
-            if found:
-                return found[0]
-            time.sleep(0.1)
-        raise AssertionError(f"no job matched within {timeout} s: {self.jobs()}")
-
-    def stop_children(self) -> None:
-        for child in self.children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGKILL)
-            child.communicate()
-
-
 def cache_url() -> str:
     """The sync cache of this test run, as a URL other processes can be given."""
     return f"filecache://{settings.CACHES['sync']['LOCATION']}"
-
-
-def database_url(alias: str) -> str:
-    """A URL of the (test) database behind ``alias``, for another process."""
-    config = connections[alias].settings_dict
-    scheme = {"postgresql": "postgres", "mysql": "mysql"}[connections[alias].vendor]
-    password = f":{config['PASSWORD']}" if config["PASSWORD"] else ""
-    port = f":{config['PORT']}" if config["PORT"] else ""
-    return f"{scheme}://{config['USER']}{password}@{config['HOST']}{port}/{config['NAME']}"

@@ -347,8 +347,10 @@ def test_a_second_import_is_refused_naming_the_running_one(tag_scenario):
         run_import(tag_scenario)
     assert f"{running.label} (replace import of first.backup.tar.gz" in str(refused.value)
     assert f"syncjobs --cancel {running.label}" in str(refused.value)
-    # The lock is taken before the job's row is written: a refused import leaves none.
-    assert list(ImportRun.objects.values_list("pk", flat=True)) == [running.pk]
+    # Recorded as refused (the lock was taken first; writing the row did not mean waiting).
+    refused_run = ImportRun.objects.exclude(pk=running.pk).get()
+    assert (refused_run.status, refused_run.error) == ("failed", str(refused.value))
+    assert refused_run.error_detail == {"reason": "refused"}
     assert "e" not in tags()
 
 

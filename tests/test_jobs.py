@@ -164,13 +164,13 @@ def test_a_cancelled_import_rolls_back_completely(tags_archive):
     Tag.objects.filter(name="teen").update(description="edited here")
     before = fingerprint()
 
-    with pytest.raises(JobCancelled, match=r"import-\d+ cancelled on request: nothing was"):
+    with pytest.raises(JobCancelled, match=r"import-\d+ cancelled on request; nothing was"):
         run_import(tags_archive, reporter=cancelling(ImportRun))
 
     assert fingerprint() == before
     run = ImportRun.objects.get()
     assert run.status == Job.Status.CANCELLED
-    assert run.error == "Cancelled on request: nothing was imported (rolled back)."
+    assert run.error == "Cancelled on request; nothing was changed."
     assert run.error_detail == {"reason": "cancelled"}
 
 

@@ -62,7 +62,7 @@ def test_seeding_is_refused_while_an_import_holds_the_lock(db):
     with lock_held_elsewhere():
         outcome = cli("syncseed")
     assert outcome.status == 1
-    assert "an import is running" in outcome.error
+    assert "Refused: another import is running" in outcome.error
     assert not Tag.objects.exists()
     assert cli("syncseed").status == 0
     assert Tag.objects.exists()

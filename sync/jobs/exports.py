@@ -19,6 +19,7 @@ from sync.exporter import archive_path, select_models, write_archive
 from sync.generic import NulledReferences
 from sync.jobs.lifecycle import claim, executing, finish, load_job, mark_stale_jobs
 from sync.jobs.reporter import JobReporter
+from sync.locking import write_transaction
 from sync.models import BackupRecord, Job, SyncState
 from sync.schema import plan_models
 
@@ -96,9 +97,10 @@ def execute_export(
         size=written.size,
         sha256=written.sha256,
     )
-    SyncState.objects.using(using).update_or_create(
-        database=using, defaults={"last_export_at": backup.finished_at}
-    )
+    with write_transaction(using):
+        SyncState.objects.using(using).update_or_create(
+            database=using, defaults={"last_export_at": backup.finished_at}
+        )
     return ExportResult(path, backup, backup.counts, written.nulled)
 
 

@@ -80,12 +80,12 @@ def finish(
     progress: Progress | None = None,
     **fields: Any,
 ) -> None:
-    """Record how the job ended, clear its cache entries, and send ``job_finished`` once the
-    row is committed.
+    """Record how the job ended, and send ``job_finished`` once the row is committed (inside
+    a transaction: when it commits, with the work it records).
 
     The job's own process knows best how it ended: its end is written even over a
-    ``failed`` that ``mark_stale_jobs`` wrongly wrote meanwhile (a heartbeat that could not
-    reach the cache), and is sent again then."""
+    ``failed`` that ``end_dead`` wrongly wrote meanwhile (a heartbeat that could not reach
+    the cache), and is sent again then."""
     job.status = status
     job.error = error
     job.error_detail = detail or {}
@@ -94,31 +94,33 @@ def finish(
         job.progress = progress.as_dict()
     for name, value in fields.items():
         setattr(job, name, value)
-    using = database_of(job)
-    job.save(using=using)
-    channel_of(job).clear()
+    job.save(using=database_of(job))
     announce(job)
 
 
 @contextmanager
-def executing(job: Job, reporter: JobReporter, when_cancelled: str) -> Iterator[None]:
+def executing(job: Job, reporter: JobReporter, left: str) -> Iterator[None]:
     """Do the block as ``job``'s work: its progress published, its cancel flag heeded, and
-    any end but success recorded (``when_cancelled`` says what a cancel left: "nothing was
-    imported"). A cancel is raised again as JobCancelled naming the job."""
+    any end but success recorded; ``left`` says what a stopped job left ("nothing was
+    changed"). A cancel is raised again as JobCancelled naming the job."""
+    channel = channel_of(job)
     try:
-        with reporter.attached(channel_of(job)):
+        with reporter.attached(channel):
             yield
-    except (JobCancelled, KeyboardInterrupt) as exc:
-        why = "on request" if isinstance(exc, JobCancelled) else "by an interrupt"
-        message = f"Cancelled {why}: {when_cancelled}."
+    except JobCancelled as exc:
+        message = f"Cancelled on request; {left}."
         finish(job, Job.Status.CANCELLED, message, {"reason": "cancelled"}, reporter.snapshot())
-        if isinstance(exc, JobCancelled):
-            raise JobCancelled(f"{job.label} cancelled {why}: {when_cancelled}.") from exc
+        raise JobCancelled(f"{job.label} cancelled on request; {left}.") from exc
+    except KeyboardInterrupt:
+        message = f"Interrupted (Ctrl-C) before the {job.KIND} finished; {left}."
+        finish(job, Job.Status.CANCELLED, message, {"reason": "cancelled"}, reporter.snapshot())
         raise
     except BaseException as exc:
         error = str(exc) or type(exc).__name__
         finish(job, Job.Status.FAILED, error, progress=reporter.snapshot())
         raise
+    finally:
+        channel.clear()  # the heartbeat has stopped: nothing publishes after this
 
 
 def announce(job: Job) -> None:
@@ -160,21 +162,28 @@ def mark_stale_jobs(using: str) -> list[Job]:
                 f"Stale: no heartbeat since {seen:%Y-%m-%d %H:%M:%S} UTC; the process that ran "
                 f"it (pid {job.pid} on {job.hostname or 'an unknown host'}) is gone."
             )
-            # Conditional, so that a job ending this very moment keeps its own end.
-            ended = model.objects.using(using).filter(pk=job.pk, status=Job.Status.RUNNING)
-            last = (progress or Progress()).as_dict() | {"heartbeat": None}
-            if ended.update(
-                status=Job.Status.FAILED,
-                error=error,
-                error_detail={"reason": "stale"},
-                finished_at=timezone.now(),
-                progress=last,
-            ):
-                job.refresh_from_db()
-                channel_of(job).clear()
-                announce(job)
+            if end_dead(job, error, "stale", progress):
                 marked.append(job)
     return marked
+
+
+def end_dead(job: Job, error: str, reason: str, progress: Progress | None = None) -> bool:
+    """Record a running job whose process is gone as failed, unless it ended meanwhile (the
+    update is conditional, so a job ending this very moment keeps its own end)."""
+    last = (progress or Progress.from_dict(job.progress) or Progress()).as_dict()
+    ended = type(job)._default_manager.using(database_of(job))
+    if not ended.filter(pk=job.pk, status=Job.Status.RUNNING).update(
+        status=Job.Status.FAILED,
+        error=error,
+        error_detail={"reason": reason},
+        finished_at=timezone.now(),
+        progress=last | {"heartbeat": None},
+    ):
+        return False
+    job.refresh_from_db()
+    channel_of(job).clear()
+    announce(job)
+    return True
 
 
 # -- cancelling --------------------------------------------------------------------------------

@@ -1,12 +1,13 @@
 import getpass
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import DatabaseError, connections
+from django.db import DatabaseError
 
 from sync.archive import COMPRESSIONS, ArchiveError
 from sync.exporter import ExportError
 from sync.jobs.exports import execute_export, start_export
 from sync.jobs.reporter import JobCancelled, JobReporter
+from sync.management.database import usable_database
 from sync.management.progress import ProgressBar
 from sync.schema import SchemaError
 
@@ -49,11 +50,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
-        if options["database"] not in connections:
-            raise CommandError(
-                f"Unknown database alias {options['database']!r}: use one of "
-                f"{', '.join(connections)} (SYNC_EXTRA_DATABASES adds more)."
-            )
+        usable_database(options["database"])
         quiet = options["quiet"] or options["verbosity"] == 0
         using = options["database"]
         try:

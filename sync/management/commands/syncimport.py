@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 from sync.importer import MODES, ImportFailed, ImportResult
 from sync.jobs.imports import run_import
 from sync.jobs.reporter import JobCancelled, JobReporter
+from sync.management.database import usable_database
 from sync.management.progress import ProgressBar
 
 
@@ -43,6 +44,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
+        usable_database(options["database"])
         quiet = options["quiet"] or options["verbosity"] == 0
         details = options["show_changes"] or options["json"]
         confirm = not (options["dry_run"] or options["no_input"] or options["json"])
@@ -52,8 +54,7 @@ class Command(BaseCommand):
             if preview.total_changes == 0:
                 self.stdout.write("Nothing to change.")
                 return
-            answer = input("Type 'yes' to apply these changes: ")
-            if answer.strip() != "yes":
+            if not self.confirmed():
                 raise CommandError("Import cancelled; nothing was changed.")
         result = self.run(options, dry_run=options["dry_run"], details=details, quiet=quiet)
         if (not confirm and not quiet) or options["json"]:
@@ -78,11 +79,20 @@ class Command(BaseCommand):
                     reporter=JobReporter(bar),
                     drop_unresolved=options["drop_unresolved"],
                 )
-            except ImportFailed as exc:
+            except (ImportFailed, JobCancelled) as exc:
                 raise CommandError(str(exc)) from exc
-            except JobCancelled as exc:
-                raise CommandError(str(exc)) from exc
+            except KeyboardInterrupt as exc:  # the import's transaction was rolled back
+                what = "Dry run" if dry_run else "Import"
+                raise CommandError(f"{what} interrupted; nothing was changed.") from exc
         return result
+
+    def confirmed(self) -> bool:
+        try:
+            answer = input("Type 'yes' to apply these changes: ")
+        except (EOFError, KeyboardInterrupt):  # no answer is no
+            self.stdout.write("")  # end the prompt's line
+            return False
+        return answer.strip() == "yes"
 
     def report(self, result: ImportResult, options) -> None:
         if options["json"]:

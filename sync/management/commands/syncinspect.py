@@ -1,8 +1,8 @@
 import orjson
 from django.core.management.base import BaseCommand, CommandError
-from django.db import connections
 
 from sync.archive import ArchiveError, read_index
+from sync.management.database import usable_database
 from sync.models import BackupRecord
 
 
@@ -50,11 +50,9 @@ class Command(BaseCommand):
         )
 
     def list_backups(self, using: str, as_json: bool) -> None:
-        if using not in connections:
-            raise CommandError(
-                f"Unknown database alias {using!r}: use one of {', '.join(connections)}."
-            )
-        backups = list(BackupRecord.objects.using(using).order_by("-created_at")[:50])
+        backups = list(
+            BackupRecord.objects.using(usable_database(using)).order_by("-created_at")[:50]
+        )
         rows = [
             {
                 "file_name": b.file_name,

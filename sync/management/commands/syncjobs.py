@@ -3,9 +3,9 @@ import time
 
 import orjson
 from django.core.management.base import BaseCommand, CommandError
-from django.db import connections
 
 from sync.jobs.lifecycle import NAME_HELP, JobError, JobState, find_job, recent_jobs, request_cancel
+from sync.management.database import usable_database
 from sync.models import Job
 
 ACTIVE = (Job.Status.QUEUED, Job.Status.RUNNING)
@@ -37,11 +37,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
-        using = options["database"]
-        if using not in connections:
-            raise CommandError(
-                f"Unknown database alias {using!r}: use one of {', '.join(connections)}."
-            )
+        using = usable_database(options["database"])
         try:
             if options["cancel"]:
                 return self.cancel(options["cancel"], using)

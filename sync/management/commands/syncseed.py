@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from sync.importer import ImportFailed
+from sync.management.database import usable_database
 from sync.seeding import seed_system_data
 
 
@@ -19,7 +20,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, update: bool, database: str, verbosity: int, **options):
         try:
-            result = seed_system_data(update=update, using=database)
+            result = seed_system_data(update=update, using=usable_database(database))
         except ImportFailed as exc:
             raise CommandError(f"Seeding failed: {exc}") from exc
         if verbosity >= 2:

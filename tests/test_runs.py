@@ -1,0 +1,151 @@
+"""run_import as users meet it: runs whose process died, refusals that name the import that
+really runs, and a user who stops an import (at its prompt, or while it writes)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from datetime import timedelta
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from crearis.content.models import Tag
+from sync.jobs.channel import JobChannel, Progress
+from sync.jobs.exports import export
+from sync.jobs.imports import INTERRUPTED, run_import
+from sync.jobs.lifecycle import mark_stale_jobs
+from sync.models import BackupRecord, ImportRun, Job
+from tests.cli import assert_refused
+from tests.fingerprint import fingerprint
+from tests.job_tools import reporter_calling
+from tests.test_importer import lock_held_elsewhere
+
+pytestmark = pytest.mark.django_db
+
+HERE = socket.gethostname()
+
+
+@pytest.fixture
+def tags_archive(seeded, tmp_path):
+    """An archive of the tags, and a database whose tags differ from it."""
+    archive = export(tables=["content.Tag"], output_dir=tmp_path).path
+    Tag.objects.update(description="edited here")
+    return archive
+
+
+def running(model=ImportRun, alive: bool = True, hostname: str = HERE, **fields) -> Job:
+    """A job recorded as running: ``alive``, its process beats (a fresh heartbeat); else it
+    went silent five minutes ago."""
+    if model is ImportRun:
+        fields = {"archive": "a.backup.tar.gz", "mode": "replace"} | fields
+    started = timezone.now() - timedelta(minutes=5)
+    job = model.objects.create(
+        status=Job.Status.RUNNING, pid=os.getpid(), hostname=hostname, started_at=started, **fields
+    )
+    if alive:
+        JobChannel(job.token).publish(Progress("reading", heartbeat=time.time()))
+    return job
+
+
+def import_run(alive: bool, archive: str) -> ImportRun:
+    return running(ImportRun, alive, archive=archive)
+
+
+# -- runs whose process is gone ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", [BackupRecord, ImportRun])
+def test_backups_and_imports_tell_dead_runs_alike(model):
+    alive = running(model)
+    dead = running(model, alive=False)
+    elsewhere = running(model, hostname="another-host")  # its pid means nothing here
+
+    assert [alive.is_stale, dead.is_stale, elsewhere.is_stale] == [False, True, False]
+    assert [job.pk for job in mark_stale_jobs("default")] == [dead.pk]
+    assert dict(model.objects.values_list("pk", "status")) == {
+        alive.pk: "running",
+        dead.pk: "failed",
+        elsewhere.pk: "running",  # its heartbeat says it is alive
+    }
+    dead.refresh_from_db()
+    assert dead.error.startswith("Stale: no heartbeat since") and not dead.is_stale
+    assert dead.finished_at is not None
+
+
+def test_the_next_import_marks_a_dead_import_failed(tags_archive):
+    """Holding the import lock, an import knows no other one runs: one recorded as running
+    is dead, even while its heartbeat is still fresh."""
+    dead = running(ImportRun, alive=True)
+
+    _, run = run_import(tags_archive)
+
+    dead.refresh_from_db()
+    assert (dead.status, dead.error) == (ImportRun.Status.FAILED, INTERRUPTED)
+    assert run.status == ImportRun.Status.SUCCEEDED
+    assert set(Tag.objects.values_list("description", flat=True)) != {"edited here"}
+
+
+def test_a_refusal_names_the_live_import_never_a_dead_one(tags_archive):
+    import_run(alive=False, archive="dead.backup.tar.gz")
+    live = import_run(alive=True, archive="live.backup.tar.gz")
+
+    with lock_held_elsewhere(), pytest.raises(Exception) as refused:
+        run_import(tags_archive)
+
+    assert f"Refused: {live.label} (replace import of live.backup.tar.gz" in str(refused.value)
+    assert "dead" not in str(refused.value)
+
+
+def test_a_refusal_with_only_dead_runs_recorded_names_no_process(tags_archive):
+    import_run(alive=False, archive="dead.backup.tar.gz")
+
+    with lock_held_elsewhere(), pytest.raises(Exception) as refused:
+        run_import(tags_archive)
+
+    assert str(refused.value) == (
+        "Refused: another import is running on database 'default'; try again when it ends."
+    )
+
+
+# -- a user who stops the import ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("answer", [EOFError, KeyboardInterrupt], ids=["eof", "ctrl-c"])
+def test_no_answer_at_the_prompt_cancels_the_import(tags_archive, monkeypatch, answer):
+    def no_answer(prompt: str) -> str:
+        raise answer
+
+    monkeypatch.setattr("builtins.input", no_answer)
+
+    assert_refused(str(tags_archive), expected="Import cancelled; nothing was changed.")
+    assert list(ImportRun.objects.values_list("dry_run", "status")) == [(True, "succeeded")]
+
+
+def test_an_interrupted_import_is_rolled_back_and_recorded(tags_archive):
+    before = fingerprint()
+
+    def interrupt(count: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_import(tags_archive, reporter=reporter_calling(interrupt))
+
+    assert fingerprint() == before
+    run = ImportRun.objects.get()
+    assert (run.status, run.error) == (
+        ImportRun.Status.CANCELLED,
+        "Interrupted (Ctrl-C) before the import finished; nothing was changed.",
+    )
+
+
+def test_the_admin_shows_a_dead_import_as_stale(admin_client):
+    import_run(alive=False, archive="dead.backup.tar.gz")
+    import_run(alive=True, archive="live.backup.tar.gz")
+
+    listing = admin_client.get(reverse("admin:sync_importrun_changelist")).content.decode()
+
+    assert listing.count("stale (its process is gone)") == 1
+    assert listing.count(">running<") == 1

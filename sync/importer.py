@@ -69,7 +69,7 @@ from sync.schema import (
 )
 from sync.sources import RecordSource, SourceTable
 from sync.uniques import UniqueValues, key_lookup, unique_groups
-from sync.writer import RowWriter, Verdict, WriteGate, db_value_preparer
+from sync.writer import RowWriter, Verdict, WriteGate, database_error_line, db_value_preparer
 
 MODES = ("replace", "update", "append")
 SHOW_CHARS = 60
@@ -1019,9 +1019,10 @@ class Importer:
         except (ProtectedError, RestrictedError) as exc:
             raise ImportFailed(f"Cannot delete: {exc.args[0]}") from exc
         except IntegrityError as exc:
-            raise ImportFailed(f"The database refused the data: {exc}".strip()) from exc
+            message = database_error_line(exc)
+            raise ImportFailed(f"The database refused the data: {message}") from exc
         except DatabaseError as exc:
-            raise ImportFailed(f"Database error during import: {exc}".strip()) from exc
+            raise ImportFailed(f"Database error during import: {database_error_line(exc)}") from exc
 
     def load_all(self) -> ImportResult:
         result = ImportResult(self.mode, self.dry_run, backup_id=self.source.backup_id)

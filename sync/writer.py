@@ -135,8 +135,7 @@ class RowWriter:
                 for row in rows:
                     copy.write_row(row)
         except DatabaseError as exc:
-            lines = str(exc).splitlines() or [type(exc.__cause__).__name__]
-            raise type(exc)(f"{lines[0]} (copying rows into {table})") from exc
+            raise type(exc)(f"{database_error_line(exc)} (copying rows into {table})") from exc
 
     def update_rows(self, loader: TableLoader, rows: list[tuple[Any, dict]]) -> None:
         """UPDATE each (pk, values) row; rows are grouped by the columns they set."""
@@ -193,6 +192,13 @@ class RowWriter:
         with self.connection.cursor() as cursor:
             for sql in statements:
                 cursor.execute(sql)
+
+
+def database_error_line(exc: Exception) -> str:
+    """A database error's first line: the drivers add details on the next ones (PostgreSQL's
+    "DETAIL: Failing row contains (…)" quotes the whole row, secrets included)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc.__cause__ or exc).__name__
 
 
 # Fields whose Python value the database drivers take as it is.

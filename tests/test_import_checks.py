@@ -500,3 +500,33 @@ def test_checks_hold_on_every_database(tmp_path, alias):
             export(tables=["content.Tag"], using=alias, output_dir=tmp_path / f"again-{name}").path
         )
         assert next(r for r in records["content.Tag"] if r["name"] == "a")[name] == value
+
+
+@pytest.mark.crossdb
+@pytest.mark.django_db(databases=["default", "pg"], transaction=True)
+def test_a_database_refusal_quoting_the_row_is_cut_to_its_first_line(tmp_path):
+    """PostgreSQL's "DETAIL: Failing row contains (…)" quotes every column, secrets
+    included: the message and the recorded error keep the first line only."""
+    users = User.objects.using("pg")
+    users.create(sysmail="a@example.org", password=OLD_HASH)
+    archive = export(
+        tables=["content.User"], using="pg", output_dir=tmp_path, include_secrets=True
+    ).path
+    users.update(password="short")
+    with connections["pg"].cursor() as cursor:  # a rule only the database knows
+        cursor.execute(
+            "ALTER TABLE content_user ADD CONSTRAINT short_passwords CHECK (length(password) < 9)"
+        )
+    try:
+        outcome = assert_refused(
+            str(archive),
+            expected='The database refused the data: new row for relation "content_user"',
+            using="pg",
+            database="pg",
+            no_input=True,
+        )
+    finally:
+        with connections["pg"].cursor() as cursor:
+            cursor.execute("ALTER TABLE content_user DROP CONSTRAINT short_passwords")
+    assert_no_secret(outcome.error)
+    assert_no_secret(ImportRun.objects.using("pg").latest("started_at").error)

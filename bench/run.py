@@ -190,8 +190,13 @@ def loaddata(db: Database, out: Path) -> list[str]:
     return [*MANAGE, "loaddata", str(step_dir(db, "dumpdata") / "dump.json"), "-v0"]
 
 
+def syncverify(db: Database, out: Path) -> list[str]:
+    return [*MANAGE, "syncverify", archive_of(db)]
+
+
 # Steps run in this order: each import needs what the steps before it left.
 IMPORT_STEPS = [
+    Step("verify", "syncverify (no database)", syncverify),
     Step("import-replace-empty", "syncimport --mode replace (empty db)", syncimport("replace"),
          prepare=fresh_target, into_target=True),
     Step("import-replace-same", "syncimport --mode replace (identical db)", syncimport("replace"),

@@ -128,6 +128,9 @@ SYNC_SENSITIVE_FIELDS = env.list("SYNC_SENSITIVE_FIELDS", default=["*.password"]
 SYNC_GENERIC_RELATIONS = [("admin.LogEntry", "content_type", "object_id")]
 # Largest archive member syncverify / syncimport will read, in bytes (a guard against bombs).
 SYNC_MAX_MEMBER_SIZE = env.int("SYNC_MAX_MEMBER_SIZE", default=20 * 1024**3)
+# Longest record line (one row, newline included) a reader takes into memory, and an export
+# writes. Far above any real row; what each reading process may need for one line.
+SYNC_MAX_LINE_SIZE = env.int("SYNC_MAX_LINE_SIZE", default=64 * 1024**2)
 
 # Import: largest target table nothing references whose key → id map is held in memory whole;
 # larger ones are looked up a chunk at a time (memory stays flat, a little slower).

@@ -15,15 +15,19 @@ index.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import lzma
 import os
 import re
+import secrets
 import shutil
+import stat
 import tarfile
 import tempfile
 import time
+import uuid
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -41,6 +45,12 @@ DEFAULT_LEVELS = {"gz": 6, "bz2": 9, "xz": 6, "zst": 3, "none": None}
 LEVEL_RANGES = {"gz": (0, 9), "bz2": (1, 9), "xz": (0, 9), "zst": (1, 22)}
 INDEX_MAX_SIZE = 64 * 1024 * 1024
 COPY_BUFFER = 1024 * 1024
+# What may follow a tar's end-of-archive blocks: zeros padding the last record (10 KiB for
+# tar's default blocking factor; 1 MiB allows any common one). More is not an archive of ours,
+# and reading it all could take as long as the attacker likes.
+TRAILER_MAX_SIZE = 1024 * 1024
+# A tar header's own extensions (pax records, GNU long names); ours are a few hundred bytes.
+EXTENDED_HEADER_MAX_SIZE = 1024 * 1024
 # What a damaged or cut-off archive raises while it is read, by tar or by a decompressor
 # (lzma and zlib errors are not OSErrors).
 READ_ERRORS = (
@@ -63,6 +73,15 @@ def archive_suffix(compression: str) -> str:
 
 def looks_like_backup(name: str) -> bool:
     return any(name.endswith(archive_suffix(c)) for c in COMPRESSIONS)
+
+
+def numbered(path: Path, number: int) -> Path:
+    """The ``number``-th name for an archive: ``path`` itself, then ``-2``, ``-3``, … before
+    ``.backup`` (``…Z-full-2.backup.tar.gz``)."""
+    if number == 1:
+        return path
+    stem, dot, suffix = path.name.partition(".backup.")
+    return path.with_name(f"{stem}-{number}{dot}{suffix}")
 
 
 def member_name(position: int, label: str) -> str:
@@ -170,8 +189,18 @@ class MemberSpool:
             self._file = None
 
 
+@dataclass(frozen=True)
+class WrittenArchive:
+    """A complete archive: where it went (the name claimed, see ``ArchiveWriter.finish``),
+    its size and sha256."""
+
+    path: Path
+    size: int
+    sha256: str
+
+
 class ArchiveWriter:
-    """Builds an archive under a temporary name and renames it into place when complete.
+    """Builds an archive under a temporary name and gives it its final name when complete.
 
     Use as a context manager; an exception (or an interrupt) inside it removes the partial file,
     so a failed export never leaves anything that looks like a backup.
@@ -184,7 +213,11 @@ class ArchiveWriter:
         self.level = DEFAULT_LEVELS[compression] if level is None else level
         self.spools: list[MemberSpool] = []
         self._tmpdir: tempfile.TemporaryDirectory | None = None
-        self.partial_path = final_path.with_name(f".{final_path.name}.{os.getpid()}.partial")
+        # The pid tells remove_leftovers whose it is; the token keeps two writers of one
+        # process (threads) apart.
+        self.partial_path = final_path.with_name(
+            f".{final_path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial"
+        )
 
     def __enter__(self) -> ArchiveWriter:
         self.final_path.parent.mkdir(parents=True, exist_ok=True)
@@ -213,8 +246,9 @@ class ArchiveWriter:
         self.spools.append(spool.open())
         return spool
 
-    def finish(self, index: dict, check: Callable[[], None] | None = None) -> tuple[int, str]:
-        """Write index and members into the compressed tar; return (size, sha256) of the file.
+    def finish(self, index: dict, check: Callable[[], None] | None = None) -> WrittenArchive:
+        """Write index and members into the compressed tar and give the file its final name:
+        ``final_path``, or the next free numbered name if another writer took it meanwhile.
 
         ``check`` is called before each block of member data is compressed; it may raise to
         stop (a cancelled export), which removes the partial file."""
@@ -233,8 +267,45 @@ class ArchiveWriter:
                 stream.close()
             raw.flush()
             os.fsync(raw.fileno())
-        os.replace(self.partial_path, self.final_path)
-        return hashing.size, hashing.sha256.hexdigest()
+        path = claim_name(self.partial_path, self.final_path)
+        return WrittenArchive(path, hashing.size, hashing.sha256.hexdigest())
+
+
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK}
+
+
+def claim_name(partial: Path, wanted: Path) -> Path:
+    """Give the complete file ``partial`` the first free name among ``wanted``, ``wanted-2``,
+    …; return it. Never replaces a file: two exports that chose one name in the same second
+    (each checked it was free before writing) both keep their archive."""
+    number = 1
+    while True:
+        candidate = numbered(wanted, number)
+        try:
+            _move_to_free_name(partial, candidate)
+        except FileExistsError:
+            number += 1
+            continue
+        return candidate
+
+
+def _move_to_free_name(partial: Path, name: Path) -> None:
+    """Rename ``partial`` to ``name`` in one step, raising FileExistsError if ``name`` exists
+    (``os.replace`` would overwrite it)."""
+    try:
+        os.link(partial, name)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINKS:
+            raise
+        # No hard links on this file system (FAT, some network shares): reserve the name,
+        # then move the file onto the reservation.
+        with open(name, "xb"):
+            pass
+        os.replace(partial, name)
+        return
+    partial.unlink()
 
 
 class _HashingWriter(io.RawIOBase):
@@ -330,6 +401,100 @@ def file_sha256(path: Path) -> str:
 # -- reading -----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ReadLimits:
+    """How much a reader takes from an archive it does not trust (see docs/format.md)."""
+
+    max_member_size: int
+    max_line_size: int
+
+    @classmethod
+    def from_settings(cls, max_member_size: int | None = None) -> ReadLimits:
+        from django.conf import settings
+
+        return cls(max_member_size or settings.SYNC_MAX_MEMBER_SIZE, settings.SYNC_MAX_LINE_SIZE)
+
+
+def _shown(value: Any) -> str:
+    """A value of the index as its JSON, cut short."""
+    text = orjson.dumps(value).decode()
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def _malformed(where: str, name: str, value: Any, expected: str) -> ArchiveError:
+    found = "missing" if value is _MISSING else _shown(value)
+    return ArchiveError(f"index.json: {where}: {name!r} must be {expected}, not {found}.")
+
+
+_MISSING = object()
+_LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*\Z")
+_SHA256 = re.compile(r"[0-9a-f]{64}\Z")
+
+
+def _is_count(value: Any) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _is_text(value: Any) -> bool:
+    return type(value) is str and value != ""
+
+
+def _is_label(value: Any) -> bool:
+    return type(value) is str and _LABEL.match(value) is not None
+
+
+def _is_text_map(value: Any, values: Callable[[Any], bool] = _is_text) -> bool:
+    return type(value) is dict and all(_is_text(k) and values(v) for k, v in value.items())
+
+
+def _is_uuid(value: Any) -> bool:
+    try:
+        uuid.UUID(value)
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return True
+
+
+# (name, test, what it must be) of the index's fields: required, then optional ones (the
+# latter are informative, but a reader showing them must not trip over their type).
+_INDEX_FIELDS = (("backup_id", _is_uuid, "a UUID"),)
+_INDEX_OPTIONAL = (
+    ("kind", _is_text, "a text"),
+    ("created_at", _is_text, "a text"),
+    ("source", lambda v: type(v) is dict, "an object"),
+    ("producer", lambda v: type(v) is dict, "an object"),
+    ("compression", _is_text, "a text"),
+    ("include_secrets", lambda v: type(v) is bool, "true or false"),
+    ("total_records", _is_count, "a non-negative integer"),
+)
+_TABLE_FIELDS = (
+    ("member", lambda v: _is_text(v) and v != INDEX_NAME, "a member name"),
+    ("count", _is_count, "a non-negative integer"),
+    ("size", _is_count, "a non-negative integer"),
+    ("sha256", lambda v: type(v) is str and _SHA256.match(v) is not None, "64 hex digits"),
+    (
+        "key_fields",
+        lambda v: type(v) is list and v != [] and all(map(_is_text, v)),
+        "a non-empty list of field names",
+    ),
+    ("fields", lambda v: _is_text_map(v) and v != {}, "an object of field names and types"),
+)
+_TABLE_OPTIONAL = (
+    ("db_table", _is_text, "a text"),
+    ("references", lambda v: _is_text_map(v, _is_label), "an object of field names and labels"),
+    ("generic_references", lambda v: type(v) is dict, "an object"),  # see check_generic
+)
+
+
+def _check_fields(data: dict, where: str, required: tuple, optional: tuple = ()) -> None:
+    for name, test, expected in required:
+        if not test(value := data.get(name, _MISSING)):
+            raise _malformed(where, name, value, expected)
+    for name, test, expected in optional:
+        if name in data and not test(value := data[name]):
+            raise _malformed(where, name, value, expected)
+
+
 @dataclass
 class TableEntry:
     """One table as the index describes it."""
@@ -346,21 +511,31 @@ class TableEntry:
     generic: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_index(cls, entry: dict) -> TableEntry:
-        try:
-            table = cls(
-                label=entry["model"],
-                member=entry["member"],
-                count=int(entry["count"]),
-                size=int(entry["size"]),
-                sha256=entry["sha256"],
-                key_fields=list(entry["key_fields"]),
-                fields=dict(entry["fields"]),
-                raw=entry,
-                generic=dict(entry.get("generic_references", {})),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ArchiveError(f"index.json: a table entry is malformed ({exc!r}).") from exc
+    def from_index(cls, entry: Any, position: int) -> TableEntry:
+        """The entry at ``position`` (1-based) of the index's table list, checked."""
+        where = f"table {position}"
+        if type(entry) is not dict:
+            raise ArchiveError(f"index.json: {where} is not an object.")
+        label = entry.get("model", _MISSING)
+        if not _is_label(label):
+            raise _malformed(where, "model", label, 'a model label such as "content.Event"')
+        where = f"table {position} ({label})"
+        _check_fields(entry, where, _TABLE_FIELDS, _TABLE_OPTIONAL)
+        _check_member_name(entry["member"])
+        absent = [name for name in entry["key_fields"] if name not in entry["fields"]]
+        if absent:
+            raise ArchiveError(f"index.json: {where}: key field {absent[0]!r} is not in 'fields'.")
+        table = cls(
+            label=label,
+            member=entry["member"],
+            count=entry["count"],
+            size=entry["size"],
+            sha256=entry["sha256"],
+            key_fields=entry["key_fields"],
+            fields=entry["fields"],
+            raw=entry,
+            generic=entry.get("generic_references", {}),
+        )
         table.check_generic()
         return table
 
@@ -393,6 +568,8 @@ class ArchiveIndex:
 
 
 def parse_index(raw: bytes) -> ArchiveIndex:
+    """The index, with every field a reader uses checked for its type (a hand-edited index
+    is refused here, naming the field, rather than failing later in whatever reads it)."""
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -400,19 +577,25 @@ def parse_index(raw: bytes) -> ArchiveIndex:
     if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
         raise ArchiveError(f"index.json does not describe a {FORMAT_NAME} archive.")
     version = data.get("format_version")
-    if version != FORMAT_VERSION:
+    if type(version) is not int or version != FORMAT_VERSION:
         raise ArchiveError(
-            f"Archive format version {version!r} is not supported: this Crearis Sync reads "
-            f"version {FORMAT_VERSION}. Use the Crearis Sync release that wrote it."
+            f"Archive format version {_shown(version)} is not supported: this Crearis Sync "
+            f"reads version {FORMAT_VERSION}. Use the Crearis Sync release that wrote it."
         )
     if not isinstance(data.get("tables"), list):
         raise ArchiveError("index.json has no table list.")
-    tables = [TableEntry.from_index(t) for t in data["tables"]]
-    names = [t.member for t in tables]
-    if len(set(names)) != len(names):
-        raise ArchiveError("index.json lists the same member twice.")
-    for name in names:
-        _check_member_name(name)
+    _check_fields(data, "top level", _INDEX_FIELDS, _INDEX_OPTIONAL)
+    tables = [TableEntry.from_index(t, n) for n, t in enumerate(data["tables"], start=1)]
+    members: set[str] = set()
+    models: set[str] = set()
+    for table in tables:
+        for what, value, seen in (
+            ("member", table.member, members),
+            ("model", table.label, models),
+        ):
+            if value in seen:
+                raise ArchiveError(f"index.json lists the {what} {value!r} twice.")
+            seen.add(value)
     return ArchiveIndex(data, tables)
 
 
@@ -422,19 +605,80 @@ def _check_member_name(name: str) -> None:
         raise ArchiveError(f"Unsafe member name {name!r} (absolute path or '..').")
 
 
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def open_regular_file(path: Path) -> IO[bytes]:
+    """``path`` opened for reading if it is a regular file; an ArchiveError at once if not.
+
+    Opened without blocking and then checked, so that a FIFO (whose opening waits for a writer,
+    forever) or a device (endless data) is refused before anything is read.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as exc:
+        raise ArchiveError(f"Cannot open {path}: {exc.strerror}.") from exc
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+        raise ArchiveError(f"{path.name} is {kind}, not an archive file.")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """Tar headers as ``tarfile`` reads them, except those it would read without a bound:
+    extended headers (pax, GNU long names) are read whole into memory, so they may be at most
+    ``EXTENDED_HEADER_MAX_SIZE``; sparse maps are read as long as they go on, so sparse
+    members are refused (an export never writes one)."""
+
+    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in _EXTENDED_TYPES and self.size > EXTENDED_HEADER_MAX_SIZE:
+            raise ArchiveError(
+                f"A tar extended header is {self.size} bytes, over the limit of "
+                f"{EXTENDED_HEADER_MAX_SIZE}."
+            )
+        return super()._proc_member(tarfile_)
+
+    def _proc_sparse(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        raise ArchiveError(f"Member {self.name!r} is not a regular file.")
+
+    def _proc_gnusparse_10(self, next_: tarfile.TarInfo, pax_headers: dict, tarfile_) -> None:
+        raise ArchiveError(f"Member {next_.name!r} is not a regular file.")
+
+
+_EXTENDED_TYPES = (
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+)
+
+# Member types a reader accepts: plain files only (no links, devices, directories, sparse
+# files, whose data is not what their header sizes say).
+_REGULAR_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE)
+
+
 class ArchiveReader:
     """A single forward pass over an archive, checking each member as it goes.
 
     ``reader.index`` is available after opening; ``reader.tables()`` then yields
     ``(entry, lines)`` for every table in order, where ``lines`` yields raw JSON lines and, when
-    exhausted, has checked the member's size and sha256.
+    exhausted, has checked the member's size and sha256. No line longer than
+    ``limits.max_line_size`` is read into memory.
     """
 
-    def __init__(self, path: Path, max_member_size: int | None = None):
-        from django.conf import settings
-
+    def __init__(self, path: Path, limits: ReadLimits | None = None):
         self.path = Path(path)
-        self.max_member_size = max_member_size or settings.SYNC_MAX_MEMBER_SIZE
+        self.limits = limits or ReadLimits.from_settings()
         self._raw: IO[bytes] | None = None
         self._stream: IO[bytes] | None = None
         self._tar: tarfile.TarFile | None = None
@@ -442,33 +686,29 @@ class ArchiveReader:
         self.compression = "none"
 
     def __enter__(self) -> ArchiveReader:
+        self._raw = open_regular_file(self.path)
         try:
-            self._raw = open(self.path, "rb")
-        except OSError as exc:
-            raise ArchiveError(f"Cannot open {self.path}: {exc.strerror}.") from exc
+            self._open()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _open(self) -> None:
         self.compression = detect_compression(self._raw.read(6))
         self._raw.seek(0)
         self._stream = _decompressed_reader(self._raw, self.compression)
         try:
             # In stream mode, opening already reads the first header.
-            self._tar = tarfile.open(fileobj=self._stream, mode="r|")
+            self._tar = tarfile.open(  # noqa: SIM115 - closed in __exit__
+                fileobj=self._stream, mode="r|", tarinfo=_BoundedTarInfo
+            )
         except READ_ERRORS as exc:
-            self.__exit__(None, None, None)
-            raise ArchiveError(f"{self.path.name} is corrupt or truncated ({exc}).") from exc
-        try:
-            first = self._next_member()
-        except ArchiveError:
-            self.__exit__(None, None, None)
-            raise
+            raise self._corrupt(exc) from exc
+        first = self._next_member()
         if first is None or first.name != INDEX_NAME:
-            self.__exit__(None, None, None)
             raise ArchiveError(f"{self.path.name}: the first member is not {INDEX_NAME}.")
-        try:
-            self.index = parse_index(self._read_small(first, INDEX_MAX_SIZE))
-        except ArchiveError:
-            self.__exit__(None, None, None)
-            raise
-        return self
+        self.index = parse_index(self._read_small(first, INDEX_MAX_SIZE))
 
     def __exit__(self, *exc) -> None:
         if self._tar is not None:
@@ -476,20 +716,23 @@ class ArchiveReader:
         if self._raw is not None:
             self._raw.close()
 
+    def _corrupt(self, exc: BaseException) -> ArchiveError:
+        return ArchiveError(f"{self.path.name} is corrupt or truncated ({exc}).")
+
     def _next_member(self) -> tarfile.TarInfo | None:
         try:
             member = self._tar.next()
         except READ_ERRORS as exc:
-            raise ArchiveError(f"{self.path.name} is corrupt or truncated ({exc}).") from exc
+            raise self._corrupt(exc) from exc
         if member is None:
             return None
         _check_member_name(member.name)
-        if not member.isreg():
+        if member.type not in _REGULAR_TYPES:
             raise ArchiveError(f"Member {member.name!r} is not a regular file.")
-        if member.size > self.max_member_size:
+        if member.size > self.limits.max_member_size:
             raise ArchiveError(
                 f"Member {member.name!r} is {member.size} bytes, over the limit of "
-                f"{self.max_member_size} (SYNC_MAX_MEMBER_SIZE)."
+                f"{self.limits.max_member_size} (SYNC_MAX_MEMBER_SIZE)."
             )
         return member
 
@@ -499,10 +742,13 @@ class ArchiveReader:
         try:
             return self._tar.extractfile(member).read()
         except READ_ERRORS as exc:
-            raise ArchiveError(f"{self.path.name} is corrupt or truncated ({exc}).") from exc
+            raise self._corrupt(exc) from exc
 
     def tables(self) -> Iterator[tuple[TableEntry, Iterator[bytes]]]:
-        """Yield each table with its line stream, in archive order; check for extra members."""
+        """Yield each table with its line stream, in archive order; check for extra members.
+
+        A member is read no further than the size its index gives: its tar header must give
+        the same size, and tar reads no more than its header's."""
         expected = {t.member: t for t in self.index.tables}
         seen: set[str] = set()
         while True:
@@ -529,22 +775,35 @@ class ArchiveReader:
         """Read what follows the last member, so that the decompressor reaches the end of its
         stream and checks its own checksum (gzip CRC-32, bzip2 block CRCs, xz CRC-64, zstd
         content checksum). That check is what covers ``index.json``, which has no sha256 of
-        its own."""
+        its own. What follows is padding: zeros, at most ``TRAILER_MAX_SIZE`` bytes."""
+        read = 0
         try:
-            while self._stream.read(COPY_BUFFER):
-                pass
+            while data := self._stream.read(COPY_BUFFER):
+                read += len(data)
+                if read > TRAILER_MAX_SIZE or data.count(0) != len(data):
+                    raise ArchiveError(
+                        f"{self.path.name} has data after the end of its tar archive."
+                    )
         except READ_ERRORS as exc:
-            raise ArchiveError(f"{self.path.name} is corrupt or truncated ({exc}).") from exc
+            raise self._corrupt(exc) from exc
 
     def _lines(self, member: tarfile.TarInfo, entry: TableEntry) -> Iterator[bytes]:
         digest = hashlib.sha256()
-        stream = self._tar.extractfile(member)
+        readline = self._tar.extractfile(member).readline
+        limit = self.limits.max_line_size
+        number = 0
         try:
-            for line in stream:
+            while line := readline(limit + 1):
+                number += 1
+                if len(line) > limit:
+                    raise ArchiveError(
+                        f"{member.name}, line {number}: longer than {limit} bytes, the limit "
+                        f"for a record (SYNC_MAX_LINE_SIZE)."
+                    )
                 digest.update(line)
                 yield line
         except READ_ERRORS as exc:
-            raise ArchiveError(f"{self.path.name} is corrupt or truncated ({exc}).") from exc
+            raise self._corrupt(exc) from exc
         if digest.hexdigest() != entry.sha256:
             raise ArchiveError(f"Member {member.name!r} fails its sha256 check: it was altered.")
 

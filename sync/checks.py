@@ -53,3 +53,13 @@ def check_job_settings(app_configs, **kwargs) -> list:
             )
         )
     return problems
+
+
+@register()
+def check_read_limits(app_configs, **kwargs) -> list[Error]:
+    """The bounds of what a reader takes from an archive (see sync.archive.ReadLimits)."""
+    return [
+        Error(f"{name} must be a positive number of bytes, not {value!r}.", id="sync.E002")
+        for name in ("SYNC_MAX_MEMBER_SIZE", "SYNC_MAX_LINE_SIZE")
+        if not (type(value := getattr(settings, name)) is int and value > 0)
+    ]

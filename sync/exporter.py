@@ -25,13 +25,15 @@ from sync.archive import (
     FORMAT_VERSION,
     ArchiveWriter,
     MemberSpool,
+    WrittenArchive,
     archive_suffix,
+    numbered,
 )
 from sync.columns import read_columns, reads_datetimes_as_text, utc_datetime_texts
 from sync.generic import DanglingCheck, DanglingReference, GenericPart, NulledReferences
 from sync.jobs.reporter import JobReporter
 from sync.models import BackupRecord
-from sync.records import RecordEncoder, dumps_line, json_key
+from sync.records import RecordEncoder, UnwritableValue, dumps_line, json_key
 from sync.schema import (
     SchemaError,
     SyncModel,
@@ -104,13 +106,13 @@ def start_snapshot(connection) -> None:
 
 
 def archive_path(output_dir: Path, kind: str, compression: str, now: datetime) -> Path:
-    stem = f"{now.strftime('%Y%m%dT%H%M%SZ')}-{kind}"
-    path = output_dir / f"{stem}{archive_suffix(compression)}"
-    counter = 1
-    while path.exists():
-        counter += 1
-        path = output_dir / f"{stem}-{counter}{archive_suffix(compression)}"
-    return path
+    """The archive's name, the first free one for this second. Only a first choice: another
+    export may take it before this one is done (``ArchiveWriter.finish`` claims the name)."""
+    first = output_dir / f"{now.strftime('%Y%m%dT%H%M%SZ')}-{kind}{archive_suffix(compression)}"
+    number = 1
+    while numbered(first, number).exists():
+        number += 1
+    return numbered(first, number)
 
 
 def database_version(using: str) -> str:
@@ -123,12 +125,12 @@ def database_version(using: str) -> str:
 
 @dataclass
 class WrittenExport:
-    """What ``write_archive`` wrote: the index's table entries, the file's size and hash, and
-    per table the generic references that named no row, written as null (see sync.generic)."""
+    """What ``write_archive`` wrote: the index's table entries, the archive (its final name,
+    size and hash), and per table the generic references that named no row, written as null
+    (see sync.generic)."""
 
     entries: list[dict]
-    size: int
-    sha256: str
+    archive: WrittenArchive
     nulled: dict[str, NulledReferences] = field(default_factory=dict)
 
     @property
@@ -137,10 +139,11 @@ class WrittenExport:
 
 
 def write_archive(backup: BackupRecord, path: Path, reporter: JobReporter) -> WrittenExport:
-    """Write the archive ``backup`` describes (tables, compression, secrets) to ``path``.
+    """Write the archive ``backup`` describes (tables, compression, secrets) to ``path``, or
+    the next free numbered name if another export took it meanwhile.
 
-    Every table is read in one snapshot of ``backup.database``; nothing appears under
-    ``path`` unless the archive is complete (a failure or a cancel leaves no file)."""
+    Every table is read in one snapshot of ``backup.database``; no archive appears unless it
+    is complete (a failure or a cancel leaves no file)."""
     using = backup.database
     plans = plan_models(resolve_tables(backup.tables), backup.include_secrets)
     with ArchiveWriter(path, backup.compression, backup.level) as writer:
@@ -158,9 +161,9 @@ def write_archive(backup: BackupRecord, path: Path, reporter: JobReporter) -> Wr
         index = build_index(backup, entries, using, backup.compression, backup.include_secrets)
         reporter.table("")
         reporter.phase("writing" if backup.compression == "none" else "compressing")
-        size, sha256 = writer.finish(index, check=reporter.check_cancelled)
+        archive = writer.finish(index, check=reporter.check_cancelled)
     nulled = {label: found for label, found in nulled.items() if found.count}
-    return WrittenExport(entries, size, sha256, nulled)
+    return WrittenExport(entries, archive, nulled)
 
 
 def write_table(
@@ -209,10 +212,7 @@ def write_table(
                     f"its table out (--exclude {plan.label})."
                 ) from exc
         count = len(columns[0])
-        write_lines(
-            spool,
-            [dumps_line(dict(zip(names, row, strict=True))) for row in zip(*values, strict=True)],
-        )
+        write_lines(spool, encode_lines(plan, names, values))
         reporter.advance(count)
     return nulled
 
@@ -274,6 +274,33 @@ def lookup_field(model: type[models.Model], lookup: str) -> models.Field:
     for relation in relations:
         model = model._meta.get_field(relation).related_model
     return model._meta.get_field(name)
+
+
+def encode_lines(plan: SyncModel, names: list[str], values: list[list]) -> list[bytes]:
+    """The JSON lines of a chunk's records (``values``: one list per field), or an
+    ExportError naming the first record an import would refuse: a value that cannot be
+    written exactly, or a line over ``SYNC_MAX_LINE_SIZE``."""
+    limit = settings.SYNC_MAX_LINE_SIZE
+    rows = list(zip(*values, strict=True))
+    try:
+        lines = [dumps_line(dict(zip(names, row, strict=True))) for row in rows]
+    except UnwritableValue:
+        lines = []
+    if len(lines) == len(rows) and max(map(len, lines), default=0) <= limit:
+        return lines
+    for row in rows:  # name the record (a rare, slow path)
+        record = dict(zip(names, row, strict=True))
+        try:
+            size = len(dumps_line(record))
+        except UnwritableValue as exc:
+            problem = str(exc)
+        else:
+            if size <= limit:
+                continue
+            problem = f"its line is {size} bytes, over SYNC_MAX_LINE_SIZE ({limit})"
+        key = json_key(plan.key_of(record))
+        raise ExportError(f"{plan.label} {key!r}: {problem}.")
+    raise AssertionError("no record of the chunk is unwritable")
 
 
 def write_lines(spool: MemberSpool, lines: list[bytes]) -> None:

@@ -27,6 +27,7 @@ from django.utils.duration import duration_iso_string
 from sync.fieldtypes import INTEGER_FIELDS, TEXT_FIELDS
 from sync.generic import GenericPart
 from sync.schema import SyncModel, key_paths
+from sync.verify import JSON_MAX_DEPTH, nesting_depth
 
 JSON_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
 
@@ -43,23 +44,48 @@ def _default(value: Any) -> Any:
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
+class UnwritableValue(ValueError):
+    """A record value no archive line can hold as the import reads it back."""
+
+    def __init__(self, field: str, reason: str):
+        super().__init__(f"field {field!r} {reason}")
+        self.field = field
+        self.reason = reason
+
+
 def dumps_line(record: dict) -> bytes:
+    """A record as one JSON line; UnwritableValue if a value cannot be written exactly."""
     try:
         return orjson.dumps(record, default=_default, option=JSON_OPTIONS)
     except orjson.JSONEncodeError:
-        # orjson writes integers of at most 64 bits; a JSON column may hold bigger ones (and
-        # PostgreSQL's jsonb hands back a float such as 1e20 as one): write their digits.
-        return orjson.dumps(_big_ints_as_digits(record), default=_default, option=JSON_OPTIONS)
+        exact = {name: _exact_value(name, value) for name, value in record.items()}
+        return orjson.dumps(exact, default=_default, option=JSON_OPTIONS)
 
 
-def _big_ints_as_digits(value: Any) -> Any:
-    if type(value) is int and not -(2**63) <= value < 2**64:
-        return orjson.Fragment(str(value))
-    if isinstance(value, dict):
-        return {name: _big_ints_as_digits(item) for name, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_big_ints_as_digits(item) for item in value]
-    return value
+def _exact_value(name: str, value: Any) -> Any:
+    """``value`` as it is if orjson writes it, else as JSON text the standard library writes.
+
+    orjson writes integers of at most 64 bits (a JSON column may hold bigger ones, and
+    PostgreSQL's jsonb hands back a float such as 1e20 as one) and nests at most 254 levels
+    (a JSON column may nest deeper). The standard library writes both exactly, slower; only
+    the values orjson refuses take that way.
+    """
+    try:
+        orjson.dumps(value, default=_default, option=orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError:
+        pass
+    else:
+        return value
+    depth = nesting_depth(value)
+    if depth > JSON_MAX_DEPTH:
+        raise UnwritableValue(name, f"is nested {depth} levels deep, over {JSON_MAX_DEPTH}")
+    try:
+        text = json.dumps(
+            value, default=_default, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+        )
+        return orjson.Fragment(text.encode())
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise UnwritableValue(name, f"cannot be written as JSON ({exc})") from exc
 
 
 def line_loader(json_fields: list[str]) -> Callable[[bytes], Any]:
@@ -81,18 +107,35 @@ def line_loader(json_fields: list[str]) -> Callable[[bytes], Any]:
 
 
 def _has_huge_float(value: Any) -> bool:
-    """Whether orjson may have turned an integer beyond 64 bits into a float here."""
+    """Whether orjson may have turned an integer beyond 64 bits into a float here.
+
+    Without recursion (a value may nest as deep as an archive allows); nested containers wait
+    in a list made only when there are some. This runs for every JSON value read.
+    """
     kind = type(value)
     if kind is float:
         return abs(value) >= 2**63
     if kind is dict:
-        value = value.values()
-    elif kind is not list:
+        items = value.values()
+    elif kind is list:
+        items = value
+    else:
         return False
-    for item in value:  # noqa: SIM110 - a plain loop: this runs for every JSON value read
-        if type(item) in _CONTAINERS_AND_FLOATS and _has_huge_float(item):
-            return True
-    return False
+    nested = None
+    while True:
+        for item in items:
+            if type(item) in _CONTAINERS_AND_FLOATS:
+                if type(item) is float:
+                    if abs(item) >= 2**63:
+                        return True
+                elif nested is None:
+                    nested = [item]
+                else:
+                    nested.append(item)
+        if not nested:
+            return False
+        item = nested.pop()
+        items = item.values() if type(item) is dict else item
 
 
 _CONTAINERS_AND_FLOATS = (float, dict, list)

@@ -1,11 +1,15 @@
 """The archive container on its own: writing under a temporary name, compression options, and
 reading back in one forward pass. No database needed."""
 
+import errno
 import hashlib
+import os
 import subprocess
+from pathlib import Path
 
 import orjson
 import pytest
+from django.core.checks import run_checks
 
 from sync.archive import (
     COMPRESSIONS,
@@ -14,9 +18,12 @@ from sync.archive import (
     ArchiveError,
     ArchiveReader,
     ArchiveWriter,
+    WrittenArchive,
     archive_suffix,
     check_compression,
     looks_like_backup,
+    numbered,
+    remove_leftovers,
 )
 
 RECORDS = [{"name": "teen", "description": "Jugendliche, dospívající 🎭"}, {"name": "adult"}]
@@ -42,7 +49,7 @@ def small_index(writer: ArchiveWriter) -> dict:
     }
 
 
-def write_small_archive(path, compression="gz", level=None) -> tuple[int, str]:
+def write_small_archive(path, compression="gz", level=None) -> WrittenArchive:
     with ArchiveWriter(path, compression, level) as writer:
         spool = writer.add_table("content.Tag")
         for record in RECORDS:
@@ -54,9 +61,13 @@ def write_small_archive(path, compression="gz", level=None) -> tuple[int, str]:
 def test_written_archive_reads_back(tmp_path, compression):
     path = tmp_path / f"x{archive_suffix(compression)}"
 
-    size, sha256 = write_small_archive(path, compression)
+    written = write_small_archive(path, compression)
 
-    assert (size, sha256) == (path.stat().st_size, hashlib.sha256(path.read_bytes()).hexdigest())
+    assert written.path == path
+    assert (written.size, written.sha256) == (
+        path.stat().st_size,
+        hashlib.sha256(path.read_bytes()).hexdigest(),
+    )
     with ArchiveReader(path) as reader:
         assert reader.compression == compression
         assert reader.index.backup_id.endswith("0001")
@@ -148,3 +159,80 @@ def test_unknown_compression():
 def test_reader_refuses_a_missing_file(tmp_path):
     with pytest.raises(ArchiveError, match="Cannot open"), ArchiveReader(tmp_path / "nothing"):
         pass
+
+
+def test_two_writers_of_one_name_keep_both_files(tmp_path):
+    """Each chose the name while it was free; the second to finish takes the next one."""
+    path = tmp_path / "20261124T213000Z-full.backup.tar.gz"
+    first, second = ArchiveWriter(path), ArchiveWriter(path)
+    assert first.partial_path != second.partial_path  # also within one process (threads)
+
+    with first, second:
+        for writer, name in ((first, "a"), (second, "b")):
+            writer.add_table("content.Tag").write_line(orjson.dumps({"name": name}) + b"\n")
+        written = [writer.finish(small_index(writer)) for writer in (first, second)]
+
+    assert [w.path.name for w in written] == [path.name, "20261124T213000Z-full-2.backup.tar.gz"]
+    for w, name in zip(written, ("a", "b"), strict=True):
+        assert w.sha256 == hashlib.sha256(w.path.read_bytes()).hexdigest()
+        with ArchiveReader(w.path) as reader:
+            assert [orjson.loads(line) for _, lines in reader.tables() for line in lines] == [
+                {"name": name}
+            ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(w.path.name for w in written)
+
+
+def test_without_hard_links_a_name_is_reserved_before_the_file_moves_onto_it(tmp_path, monkeypatch):
+    """FAT and some network shares refuse os.link: the name is then created exclusively (so
+    taken names are still never overwritten) and the file replaces the reservation."""
+    path = tmp_path / "x.backup.tar.gz"
+    path.write_bytes(b"an archive already here")
+
+    def no_hard_links(source, target):
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr("os.link", no_hard_links)
+    written = write_small_archive(path)
+
+    assert written.path.name == "x-2.backup.tar.gz"
+    assert path.read_bytes() == b"an archive already here"
+    assert written.sha256 == hashlib.sha256(written.path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("name", "number", "expected"),
+    [
+        ("20261124T213000Z-full.backup.tar.gz", 1, "20261124T213000Z-full.backup.tar.gz"),
+        ("20261124T213000Z-full.backup.tar.gz", 3, "20261124T213000Z-full-3.backup.tar.gz"),
+        ("20261124T213000Z-full.backup.tar", 2, "20261124T213000Z-full-2.backup.tar"),
+    ],
+)
+def test_numbered_names(name, number, expected):
+    assert numbered(Path(name), number) == Path(expected)
+
+
+def test_leftovers_of_dead_writers_go_and_those_of_live_ones_stay(tmp_path):
+    """Told by age: a live writer's job touches its files every second (whatever its pid)."""
+    writer = ArchiveWriter(tmp_path / "20261124T213000Z-full.backup.tar.gz")
+    live = writer.partial_path
+    dead = tmp_path / ".20261124T213000Z-full.backup.tar.gz.999999999-0a1b2c3d.partial"
+    for partial in (live, dead):
+        partial.write_bytes(b"half")
+    an_hour_ago = os.path.getmtime(dead) - 3600
+    os.utime(dead, (an_hour_ago, an_hour_ago))
+
+    removed = remove_leftovers(tmp_path, older_than=60)
+
+    assert removed == [dead]
+    assert live.exists()
+
+
+@pytest.mark.parametrize("value", [0, -1, "64M"])
+def test_a_read_limit_that_is_not_a_positive_size_is_a_system_check_error(settings, value):
+    settings.SYNC_MAX_LINE_SIZE = value
+
+    errors = [e for e in run_checks() if e.id == "sync.E002"]
+
+    assert [e.msg for e in errors] == [
+        f"SYNC_MAX_LINE_SIZE must be a positive number of bytes, not {value!r}."
+    ]

@@ -88,20 +88,23 @@ def execute_export(
         backup.backup_id = uuid.uuid4()
         backup.save(using=using, update_fields=["file_name", "storage_path", "backup_id"])
         written = write_archive(backup, path, reporter)
+    archive = written.archive
     finish(
         backup,
         Job.Status.SUCCEEDED,
         progress=reporter.snapshot(),
+        file_name=archive.path.name,
+        storage_path=str(archive.path.resolve()),
         counts=written.counts,
         total_records=sum(written.counts.values()),
-        size=written.size,
-        sha256=written.sha256,
+        size=archive.size,
+        sha256=archive.sha256,
     )
     with write_transaction(using):
         SyncState.objects.using(using).update_or_create(
             database=using, defaults={"last_export_at": backup.finished_at}
         )
-    return ExportResult(path, backup, backup.counts, written.nulled)
+    return ExportResult(archive.path, backup, backup.counts, written.nulled)
 
 
 def export(*, reporter: JobReporter | None = None, **options: Any) -> ExportResult:

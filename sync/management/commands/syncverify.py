@@ -6,10 +6,12 @@ from sync.verify import verify_archive
 
 class Command(BaseCommand):
     help = (
-        "Check a backup archive completely without extracting it: format version, members "
-        "(present, listed, regular files, safe names, size limit), sizes and sha256 checksums, "
-        "and that every record line parses and matches the index. Exits non-zero naming the "
-        "first problem."
+        "Check a backup archive completely without extracting it: format version and the "
+        "index's fields, members (present, listed, regular files, safe names, size limit), "
+        "sizes and sha256 checksums, and that every record line (at most SYNC_MAX_LINE_SIZE "
+        "bytes) parses and matches the index: field types, sync keys where references belong, "
+        "no name twice, JSON values not nested too deep. Reads at most what the index declares. "
+        "Exits non-zero naming the first problem."
     )
 
     def add_arguments(self, parser):

@@ -172,6 +172,15 @@ class Plan:
         """Page ``number`` (from 1) of ``size`` entries."""
         return list(self.entries(table, action, (number - 1) * size, size))
 
+    def changes(self, table: str) -> Iterator[dict]:
+        """A table's entries that change something or are left out (not the unchanged)."""
+        for entry in self.entries(table):
+            if entry["action"] != "unchanged":
+                yield entry
+
+    def tables(self) -> dict[str, int]:
+        return dict(self.db.execute("SELECT tbl, count(*) FROM entry GROUP BY tbl"))
+
     def table_entries(self, table: str) -> Iterator[tuple]:
         yield from self.db.execute(
             "SELECT key, action, fields, reason FROM entry WHERE tbl = ? ORDER BY seq", (table,)
@@ -193,4 +202,3 @@ def differences(planned: Plan, done: Plan, tables: list[str], limit: int = 3) ->
         if len(found) >= limit:
             break
     return found
-

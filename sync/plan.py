@@ -45,12 +45,15 @@ def dumps(value: Any) -> str:
 
 
 def plan_dir() -> Path:
-    return Path(getattr(settings, "SYNC_PLAN_DIR", None) or Path(settings.BACKUP_DIR) / "plans")
+    return Path(settings.SYNC_PLAN_DIR)
 
 
-def plan_path(database: str, label: str) -> Path:
-    """Where job ``label`` (``import-7``) of database alias ``database`` keeps its plan."""
-    return plan_dir() / f"{database}-{label}.plan.sqlite3"
+def plan_path(label: str, database: list) -> Path:
+    """Where job ``label`` (``import-7``) of the database ``database`` (what tells it from
+    others: vendor, name, host, port) keeps its plan. Job numbers are per database, and
+    several databases may share one plan folder."""
+    tag = hashlib.sha256(dumps(database).encode()).hexdigest()[:12]
+    return plan_dir() / f"{label}-{tag}.plan.sqlite3"
 
 
 class PlanRecorder:

@@ -131,3 +131,20 @@ def test_a_plan_made_on_another_database_is_refused(tmp_path):
     with pytest.raises(ImportFailed, match="plan was made on another database"):
         apply_plan(run.label, using="pg")
     assert fingerprint("pg") == before
+
+
+def test_syncplan_pages_through_a_plan(previewed):
+    _, _, run = previewed
+    counts = orjson.loads(cli("syncplan", run.label, json=True).out)
+    assert counts["content.Tag"] == {"delete": 1, "unchanged": Tag.objects.count() - 1}
+    page = cli("syncplan", run.label, table="content.Tag", action="delete", page=1).out
+    assert page.startswith("delete content.Tag 'only here'\n") and "  name: 'only here'\n" in page
+    rows = orjson.loads(cli("syncplan", run.label, page=2, page_size=4, json=True).out)
+    assert rows == plan_entries(run)[4:8]
+    assert cli("syncplan", run.label, page=999_999, json=True).out.strip() == "[]"
+
+
+def test_syncplan_refuses_what_has_no_plan(previewed):
+    assert cli("syncplan", "import-99").error == "There is no import-99 in database 'default'."
+    outcome = cli("syncplan", "export-1")
+    assert outcome.status == 1 and "Traceback" not in outcome.error

@@ -9,6 +9,7 @@ from sync.jobs.imports import apply_plan, run_import
 from sync.jobs.plans import plan_of
 from sync.jobs.reporter import JobCancelled, JobReporter
 from sync.management.database import usable_database
+from sync.management.plans import entry_lines
 from sync.management.progress import ProgressBar
 from sync.models import ImportRun
 from sync.plan import Plan, dumps
@@ -150,18 +151,14 @@ class Command(BaseCommand):
             self.stdout.write(f"  cascade: {count} {name} deleted by on_delete rules")
         if plan is not None:
             for label in plan.tables().keys() - result.tables.keys():
-                self.write_entries(plan.changes(label), f"{label} ")
+                self.write_entries(plan.changes(label), table=True)
         self.stdout.write(f"  Total changes: {result.total_changes} records")
 
-    def write_entries(self, entries: Iterable[dict], prefix: str = "") -> None:
+    def write_entries(self, entries: Iterable[dict], table: bool = False) -> None:
+        """``table``: the entries of a table the import does not load, named on each."""
         for entry in entries:
-            reason = f": {entry['reason']}" if entry.get("reason") else ""
-            self.stdout.write(f"    {entry['action']} {prefix}{entry['key']!r}{reason}")
-            for name, value in entry["fields"].items():
-                if entry["action"] == "update":
-                    self.stdout.write(f"      {name}: {value['old']!r} → {value['new']!r}")
-                else:
-                    self.stdout.write(f"      {name}: {value!r}")
+            for line in entry_lines(entry, table=table):
+                self.stdout.write(line)
 
     def report_json(self, result: ImportResult, run: ImportRun, plan: Plan | None) -> None:
         """The result with each table's changes, streamed from the plan entry by entry."""

@@ -42,6 +42,17 @@ from django.db.models.functions import Cast
 
 from sync import generic
 from sync.columns import UTC_TEXT, read_columns, reads_datetimes_as_text, utc_datetime_texts
+from sync.decide import (
+    OLDER,
+    SAME,
+    SAME_STAMP,
+    SKIP,
+    UNSTAMPED,
+    Decision,
+    decide,
+    needs_content,
+    stamp_order,
+)
 from sync.deletions import DryRunCollector, MovedReferences, deleted_ids
 from sync.generic import GenericColumns, GenericImport, keys_by_pk
 from sync.jobs.reporter import JobCancelled, JobReporter
@@ -93,6 +104,7 @@ class TableDiff:
     skipped: int = 0
     deleted: int = 0
     dropped: int = 0  # left out by --drop-unresolved (see sync.generic)
+    same_stamp: int = 0  # skipped: the same updated_at as the target's, other content
     notes: list[str] = field(default_factory=list)  # e.g. fields the archive lacks
 
     @property
@@ -113,6 +125,7 @@ class TableDiff:
             "skipped": self.skipped,
             "deleted": self.deleted,
             "dropped": self.dropped,
+            "same_stamp": self.same_stamp,
             "notes": self.notes,
         }
 
@@ -679,6 +692,7 @@ class TableLoader:
         inserts, updates, new_m2m = [], [], []
         m2m_writes: dict[str, list] = defaultdict(list)
         planned: list | None = None if self.importer.recorder is None else []
+        stamped = mode == "update" and self.has_updated_at
         for key, pk, values, deferred, m2m in decoded:
             if pk is None:
                 self.diff.new += 1
@@ -689,10 +703,8 @@ class TableLoader:
                 for name, target in deferred.items():
                     self.deferred.append((key, None, name, target, "new"))
                 continue
-            if mode == "append":
-                self.diff.skipped += 1
-                if planned is not None:
-                    planned.append((key, "skip", {}, "exists (append mode)"))
+            if mode == "append":  # decided without the content
+                self.count(decide(mode, True, None, False), key, planned)
                 continue
             old = current[pk]
             changed = {
@@ -705,15 +717,12 @@ class TableLoader:
                 for name, ids in m2m.items()
                 if current_m2m[name].get(pk, set()) != ids
             }
-            if mode == "update" and not self.newer(values, old):
-                if changed or m2m_changes:
-                    self.diff.skipped += 1
-                    if planned is not None:
-                        planned.append((key, "skip", {}, "not newer"))
-                else:
-                    self.diff.unchanged += 1
-                    if planned is not None:
-                        planned.append((key, "unchanged", {}, ""))
+            order = (
+                stamp_order(values.get("updated_at"), old.get("updated_at")) if stamped else None
+            )
+            decision = decide(mode, True, order, bool(changed or m2m_changes))
+            if decision.action == SKIP or order in (SAME, UNSTAMPED):  # not written
+                self.count(decision, key, planned)
                 continue
             state = "changed" if changed or m2m_changes else "same"
             for f in self.deferred_fields:
@@ -815,36 +824,40 @@ class TableLoader:
         return stamp
 
     def newer_only(self, rows: Iterable[tuple], stamps: dict) -> Iterator[tuple]:
-        """Update mode: the (key, id, record) rows whose ``updated_at`` may be newer than the
-        target's; the others are counted as unchanged (equal) or skipped (older), unread."""
+        """Update mode: the (key, id, record) rows that ``sync.decide`` needs the content of;
+        the others (older than the target's) are counted as skipped, unread."""
         fullmatch = UTC_TEXT.fullmatch
-        recorder = self.importer.recorder
+        older = decide("update", True, OLDER, True)
         for key, pk, record in rows:
             if pk is None:
                 yield key, pk, record
                 continue
             theirs = record.stamp if type(record) is Peeked else record.get("updated_at")
             ours = stamps[pk]
-            if type(ours) is str and type(theirs) is str and fullmatch(theirs):
-                newer = theirs > ours  # both in the archive's UTC shape: text order is time order
-            else:
+            if not (type(ours) is str and type(theirs) is str and fullmatch(theirs)):
                 try:
                     theirs = self.updated_at_decoder(theirs)
                 except (ValidationError, ValueError, TypeError):
                     yield key, pk, record  # decode() reports it, naming the field
                     continue
                 ours = self.aware(ours)
-                newer = theirs is None or ours is None or theirs > ours
-            if newer:
+            if needs_content(stamp_order(theirs, ours)):
                 yield key, pk, record
-            elif theirs == ours:
-                self.diff.unchanged += 1
-                if recorder is not None:
-                    recorder.record(self.label, json_key(key), "unchanged")
             else:
-                self.diff.skipped += 1
-                if recorder is not None:
-                    recorder.record(self.label, json_key(key), "skip", reason="not newer")
+                self.count(older, key)
+
+    def count(self, decision: Decision, key: tuple, planned: list | None = None) -> None:
+        """Count a record that is not written (skipped or unchanged), and plan it."""
+        if decision.action == SKIP:
+            self.diff.skipped += 1
+            self.diff.same_stamp += decision.reason == SAME_STAMP
+        else:
+            self.diff.unchanged += 1
+        if planned is not None:
+            planned.append((key, decision.action, {}, decision.reason))
+        elif self.importer.recorder is not None:
+            self.importer.recorder.record(self.label, json_key(key), decision.action,
+                                          reason=decision.reason)  # fmt: skip
 
     def db_params(self, values: dict, attnames: Iterable[str]) -> list:
         """Query parameters for ``values`` in ``attnames`` order (see db_value_preparer)."""
@@ -857,13 +870,6 @@ class TableLoader:
 
     def name_of(self, attname: str) -> str:
         return self.by_attname[attname].name
-
-    def newer(self, values: dict, old: dict) -> bool:
-        """Update mode: whether the archive's version wins over the target's."""
-        if not self.has_updated_at:
-            return True
-        theirs, ours = values.get("updated_at"), old.get("updated_at")
-        return theirs is not None and (ours is None or theirs > ours)
 
     def current_rows(self, pks: list) -> dict[Any, dict]:
         if not pks:

@@ -17,6 +17,7 @@ import hashlib
 import json
 import sqlite3
 from collections.abc import Iterator
+from datetime import datetime
 from itertools import zip_longest
 from pathlib import Path
 from typing import Any
@@ -48,12 +49,13 @@ def plan_dir() -> Path:
     return Path(settings.SYNC_PLAN_DIR)
 
 
-def plan_path(label: str, database: list) -> Path:
+def plan_path(label: str, database: list, created: datetime) -> Path:
     """Where job ``label`` (``import-7``) of the database ``database`` (what tells it from
-    others: vendor, name, host, port) keeps its plan. Job numbers are per database, and
-    several databases may share one plan folder."""
+    others: vendor, name, host, port), created at ``created``, keeps its plan. Job numbers are
+    per database, several databases may share one plan folder, and a database restored or
+    reset numbers its jobs again: the time tells a job from an earlier one of the same name."""
     tag = hashlib.sha256(dumps(database).encode()).hexdigest()[:12]
-    return plan_dir() / f"{label}-{tag}.plan.sqlite3"
+    return plan_dir() / f"{label}-{tag}-{created:%Y%m%dT%H%M%S%f}.plan.sqlite3"
 
 
 class PlanRecorder:

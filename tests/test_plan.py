@@ -148,3 +148,19 @@ def test_syncplan_refuses_what_has_no_plan(previewed):
     assert cli("syncplan", "import-99").error == "There is no import-99 in database 'default'."
     outcome = cli("syncplan", "export-1")
     assert outcome.status == 1 and "Traceback" not in outcome.error
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "real"])
+def test_the_same_updated_at_with_other_content_is_its_own_case(demo, tmp_path, dry_run):
+    archive = export(output_dir=tmp_path, compression="none").path
+    project = Project.objects.order_by("domaincode").first()
+    Project.objects.filter(pk=project.pk).update(name="edited, same stamp")  # no auto_now
+    result, run = run_import(archive, mode="update", dry_run=dry_run, collect_changes=True)
+    projects = result.tables["content.Project"]
+    assert (projects.skipped, projects.same_stamp, projects.updated) == (1, 1, 0)
+    (entry,) = plan_entries(run, "content.Project", "skip")
+    assert (entry["key"], entry["reason"]) == (
+        project.domaincode,
+        "same-timestamp-different-content",
+    )
+    assert Project.objects.get(pk=project.pk).name == "edited, same stamp"

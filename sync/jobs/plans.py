@@ -18,7 +18,7 @@ HINT = "preview again (syncimport --dry-run) and apply the new plan"
 
 
 def plan_of(run: ImportRun) -> Path:
-    return plan_path(run.label, database_identity(run.database))
+    return plan_path(run.label, database_identity(run.database), run.created_at)
 
 
 def database_identity(using: str) -> list:

@@ -24,6 +24,7 @@ from sync.records import field_decoder
 from tests.archive_tools import read_records, rewrite_archive
 from tests.awkward.models import Form, Seat
 from tests.cli import assert_refused, cli
+from tests.conftest import run_command
 from tests.fingerprint import fingerprint
 
 pytestmark = pytest.mark.django_db
@@ -530,3 +531,25 @@ def test_a_database_refusal_quoting_the_row_is_cut_to_its_first_line(tmp_path):
             cursor.execute("ALTER TABLE content_user DROP CONSTRAINT short_passwords")
     assert_no_secret(outcome.error)
     assert_no_secret(ImportRun.objects.using("pg").latest("started_at").error)
+
+
+@pytest.mark.crossdb
+@pytest.mark.django_db(databases=["default", "pg"], transaction=True)
+def test_a_reference_with_a_nul_character_is_named_on_postgresql(tmp_path, settings):
+    """A reference looked up a chunk at a time (a large table) whose key holds a NUL: no
+    PostgreSQL row can hold it, so it is not found, and the record is named."""
+    settings.SYNC_KEY_MAP_LIMIT = 1  # every table is looked up a chunk at a time
+    run_command("syncseed", database="pg")
+    run_command("syncdemo", events=2, seed=3, database="pg")
+    archive = export(tables=["content"], using="pg", output_dir=tmp_path).path
+    participant = Participant.objects.using("pg").order_by("xmlid").first().xmlid
+    spoiled = with_value(
+        archive, tmp_path, "content.Participant", participant, "event", "nowhere\x00event"
+    )
+    assert_refused(
+        str(spoiled),
+        expected=f"content.Participant {participant!r}: field 'event' refers to content.Event",
+        using="pg",
+        database="pg",
+        no_input=True,
+    )

@@ -194,6 +194,27 @@ def syncverify(db: Database, out: Path) -> list[str]:
     return [*MANAGE, "syncverify", archive_of(db)]
 
 
+def dry_run_with_plan(db: Database, out: Path) -> list[str]:
+    return [*MANAGE, "syncimport", archive_of(db), "--dry-run", "--quiet"]
+
+
+PAGE_1000 = """
+import time
+from sync.jobs.plans import plan_of
+from sync.models import ImportRun
+from sync.plan import Plan
+plan = Plan(plan_of(ImportRun.objects.filter(dry_run=True).latest("pk")))
+start = time.perf_counter()
+page = plan.page(1000, 50, "content.Participant", "insert")
+print(f"page 1000 of content.Participant inserts: {len(page)} entries in "
+      f"{(time.perf_counter() - start) * 1000:.1f} ms")
+"""
+
+
+def plan_page(db: Database, out: Path) -> list[str]:
+    return [*MANAGE, "shell", "-v0", "-c", PAGE_1000]
+
+
 # Steps run in this order: each import needs what the steps before it left.
 IMPORT_STEPS = [
     Step("verify", "syncverify (no database)", syncverify),
@@ -205,6 +226,10 @@ IMPORT_STEPS = [
          prepare=change_one_percent, into_target=True),
     Step("loaddata", "loaddata dumpdata.json (empty db)", loaddata, prepare=fresh_target,
          into_target=True),
+    Step("import-dry-run-plan", "syncimport --dry-run, plan stored (empty db)",
+         dry_run_with_plan, prepare=fresh_target, into_target=True),
+    Step("plan-page-1000", "read page 1,000 of the dry run's plan", plan_page,
+         stdout_file="page.txt", into_target=True),
 ]  # fmt: skip
 
 

@@ -135,6 +135,9 @@ SYNC_MAX_LINE_SIZE = env.int("SYNC_MAX_LINE_SIZE", default=64 * 1024**2)
 # Import: largest target table nothing references whose key → id map is held in memory whole;
 # larger ones are looked up a chunk at a time (memory stays flat, a little slower).
 SYNC_KEY_MAP_LIMIT = env.int("SYNC_KEY_MAP_LIMIT", default=100_000)
+# Where import jobs keep their plans (see docs/plans.md): beside the backups, a volume the
+# web and worker containers share.
+SYNC_PLAN_DIR = Path(env.str("SYNC_PLAN_DIR", default=str(BACKUP_DIR / "plans")))
 
 # Jobs (docs/jobs.md): running exports and imports publish progress and a heartbeat, and read
 # their cancel flag, through the "sync" cache, outside every database transaction. The default,

@@ -594,7 +594,7 @@ class GenericColumns:
                 if not (self.state.drop_unresolved and exc.droppable):
                     raise self.loader.fail(key, str(exc)) from None
                 self.state.drop(self.loader.model, key)
-                self.loader.diff.drop(key, str(exc), self.importer.collect_changes)
+                self.loader.diff.drop(key, str(exc), self.importer.recorder)
                 continue
             kept.append(row)
         return kept

@@ -42,8 +42,19 @@ from django.db.models.functions import Cast
 
 from sync import generic
 from sync.columns import UTC_TEXT, read_columns, reads_datetimes_as_text, utc_datetime_texts
+from sync.decide import (
+    OLDER,
+    SAME,
+    SAME_STAMP,
+    SKIP,
+    UNSTAMPED,
+    Decision,
+    decide,
+    needs_content,
+    stamp_order,
+)
 from sync.deletions import DryRunCollector, MovedReferences, deleted_ids
-from sync.generic import GenericColumns, GenericImport
+from sync.generic import GenericColumns, GenericImport, keys_by_pk
 from sync.jobs.reporter import JobCancelled, JobReporter
 from sync.keys import (
     CHUNK,
@@ -57,6 +68,7 @@ from sync.keys import (
     prefilter,
     target_key,
 )
+from sync.plan import PlanRecorder
 from sync.records import NUL_REFUSED, column_keys, field_decoder, json_key, normalise_key
 from sync.schema import (
     SchemaError,
@@ -83,21 +95,6 @@ class ImportFailed(Exception):
 
 
 @dataclass
-class RecordChange:
-    key: Any
-    action: str  # new | updated | deleted | dropped
-    fields: dict[str, tuple[Any, Any]] = field(default_factory=dict)
-    reason: str = ""  # why a record was dropped
-
-    def as_dict(self) -> dict:
-        return {
-            "key": self.key,
-            "action": self.action,
-            "fields": {name: {"old": old, "new": new} for name, (old, new) in self.fields.items()},
-        } | ({"reason": self.reason} if self.reason else {})
-
-
-@dataclass
 class TableDiff:
     label: str
     name: str
@@ -107,17 +104,17 @@ class TableDiff:
     skipped: int = 0
     deleted: int = 0
     dropped: int = 0  # left out by --drop-unresolved (see sync.generic)
-    changes: list[RecordChange] = field(default_factory=list)
+    same_stamp: int = 0  # skipped: the same updated_at as the target's, other content
     notes: list[str] = field(default_factory=list)  # e.g. fields the archive lacks
 
     @property
     def total_changes(self) -> int:
         return self.new + self.updated + self.deleted
 
-    def drop(self, key: tuple, reason: str, detail: bool) -> None:
+    def drop(self, key: tuple, reason: str, recorder: PlanRecorder | None) -> None:
         self.dropped += 1
-        if detail:
-            self.changes.append(RecordChange(json_key(key), "dropped", reason=reason))
+        if recorder is not None:
+            recorder.record(self.label, json_key(key), "skip", reason=reason)
 
     def as_dict(self) -> dict:
         return {
@@ -128,7 +125,7 @@ class TableDiff:
             "skipped": self.skipped,
             "deleted": self.deleted,
             "dropped": self.dropped,
-            "changes": [c.as_dict() for c in self.changes],
+            "same_stamp": self.same_stamp,
             "notes": self.notes,
         }
 
@@ -146,9 +143,7 @@ class ImportResult:
         return sum(t.total_changes for t in self.tables.values()) + sum(self.cascaded.values())
 
     def counts(self) -> dict:
-        return {
-            label: t.as_dict() | {"changes": len(t.changes)} for label, t in self.tables.items()
-        }
+        return {label: t.as_dict() for label, t in self.tables.items()}
 
     def as_dict(self) -> dict:
         return {
@@ -167,6 +162,22 @@ class ImportResult:
 # What the diff shows in place of a secret's values (see TableLoader.show).
 SECRET = "(secret)"
 CHANGED = "(changed)"
+
+
+def ids_in(value: Any) -> Iterable:
+    """The target ids in a reference's or an M2M set's value (placeholders: not yet)."""
+    values = value if isinstance(value, set) else (value,)
+    return [v for v in values if v is not None and type(v) is not PlaceholderPk]
+
+
+def referenced_keys_of(value: Any, keys: dict) -> Any:
+    """A reference's value (an id, a dry run's placeholder, an M2M set of them) as sync keys."""
+    if isinstance(value, set):
+        return sorted((referenced_keys_of(v, keys) for v in value), key=repr)
+    if value is None:
+        return None
+    key = value.key if type(value) is PlaceholderPk else keys.get(value)
+    return None if key is None else json_key(key)
 
 
 def _short(value: Any) -> Any:
@@ -369,6 +380,10 @@ class TableLoader:
         if importer.mode == "update" and self.has_updated_at and self.simple_key is not None:
             self.peek = stamp_peek(source.fields, self.simple_key)
         self.generic = GenericColumns.of(self)  # None: the table has no generic references
+        # What a plan shows as sync keys: references by attname, M2M sets by name.
+        self.shown_references = {
+            c.field.attname: c.reference for c in self.columns if c.reference is not None
+        } | {f.name: f.related_model for f in self.m2m}
 
     # -- reading ---------------------------------------------------------------------------
     def fail(self, key: tuple, message: str) -> ImportFailed:
@@ -418,11 +433,47 @@ class TableLoader:
         message = exc.messages[0] if isinstance(exc, ValidationError) else str(exc)
         return f"{_short(raw)!r} ({message})"
 
-    def show(self, attname: str, value: Any, marker: str = SECRET) -> Any:
-        """A value as the diff shows it: a secret as ``marker``."""
-        if attname in self.secrets and value is not None:
-            return marker
-        return _short(value)
+    def record(self, planned: list[tuple[tuple, str, dict, str]]) -> None:
+        """Record (key, action, fields, reason) entries in the plan; fields by attname (or M2M
+        name), an update's as (old, new). References become the sync keys of the records they
+        name (read once for the whole chunk), secrets a marker."""
+        recorder = self.importer.recorder
+        for (key, action, _, reason), fields in zip(planned, self.shown(planned), strict=True):
+            recorder.record(self.label, json_key(key), action, fields, reason)
+
+    def shown(self, planned: list[tuple[tuple, str, dict, str]]) -> list[dict]:
+        """The fields of ``planned`` entries as a plan shows them (see ``record``)."""
+        wanted: dict[type[models.Model], set] = defaultdict(set)
+        for _, action, fields, _ in planned:
+            for name, value in fields.items():
+                model = self.shown_references.get(name)
+                if model is not None:
+                    for v in value if action == "update" else (value,):
+                        wanted[model].update(ids_in(v))
+        keys = {model: keys_by_pk(model, ids, self.using) for model, ids in wanted.items()}
+
+        def show(name: str, value: Any, marker: str) -> Any:
+            if name in self.secrets and value is not None:
+                return marker
+            model = self.shown_references.get(name)
+            if model is not None:
+                return referenced_keys_of(value, keys.get(model, {}))
+            # A generic reference to a row a dry run would add (see sync.generic).
+            return json_key(value.key) if type(value) is PlaceholderPk else value
+
+        return [
+            {
+                self.field_name(n): {"old": show(n, v[0], SECRET), "new": show(n, v[1], CHANGED)}
+                if action == "update"
+                else show(n, v, SECRET)
+                for n, v in fields.items()
+            }
+            for _, action, fields, _ in planned
+        ]
+
+    def field_name(self, name: str) -> str:
+        f = self.by_attname.get(name)
+        return name if f is None else f.name
 
     def resolve(self, model: type[models.Model], raw: Any, key: tuple, f: models.Field) -> Any:
         """The target id a reference names: from the chunk's maps (see ``load``), else as the
@@ -640,19 +691,20 @@ class TableLoader:
         current_m2m = self.current_m2m(existing)
         inserts, updates, new_m2m = [], [], []
         m2m_writes: dict[str, list] = defaultdict(list)
+        planned: list | None = None if self.importer.recorder is None else []
+        stamped = mode == "update" and self.has_updated_at
         for key, pk, values, deferred, m2m in decoded:
             if pk is None:
                 self.diff.new += 1
-                if self.importer.collect_changes:
-                    shown = {self.name_of(a): (None, self.show(a, v)) for a, v in values.items()}
-                    self.diff.changes.append(RecordChange(json_key(key), "new", shown))
+                if planned is not None:
+                    planned.append((key, "insert", values | m2m, ""))
                 inserts.append(values)
                 new_m2m.append((key, m2m))
                 for name, target in deferred.items():
                     self.deferred.append((key, None, name, target, "new"))
                 continue
-            if mode == "append":
-                self.diff.skipped += 1
+            if mode == "append":  # decided without the content
+                self.count(decide(mode, True, None, False), key, planned)
                 continue
             old = current[pk]
             changed = {
@@ -665,11 +717,12 @@ class TableLoader:
                 for name, ids in m2m.items()
                 if current_m2m[name].get(pk, set()) != ids
             }
-            if mode == "update" and not self.newer(values, old):
-                if changed or m2m_changes:
-                    self.diff.skipped += 1
-                else:
-                    self.diff.unchanged += 1
+            order = (
+                stamp_order(values.get("updated_at"), old.get("updated_at")) if stamped else None
+            )
+            decision = decide(mode, True, order, bool(changed or m2m_changes))
+            if decision.action == SKIP or order in (SAME, UNSTAMPED):  # not written
+                self.count(decision, key, planned)
                 continue
             state = "changed" if changed or m2m_changes else "same"
             for f in self.deferred_fields:
@@ -678,18 +731,12 @@ class TableLoader:
                     self.deferred.append((key, pk, f.name, target, state))
             if state == "same":
                 self.diff.unchanged += 1
+                if planned is not None:
+                    planned.append((key, "unchanged", {}, ""))
                 continue
             self.diff.updated += 1
-            if self.importer.collect_changes:
-                shown = {
-                    self.name_of(a): (self.show(a, o), self.show(a, n, CHANGED))
-                    for a, (o, n) in changed.items()
-                }
-                shown |= {
-                    n: (sorted(map(repr, o)), sorted(map(repr, v)))
-                    for n, (o, v) in m2m_changes.items()
-                }
-                self.diff.changes.append(RecordChange(json_key(key), "updated", shown))
+            if planned is not None:
+                planned.append((key, "update", changed | m2m_changes, ""))
             if changed:
                 updates.append(
                     (pk, {a: values[a] for a in values if a not in self.deferred_attnames})
@@ -698,6 +745,8 @@ class TableLoader:
                 self.note_moves(pk, changed, m2m_changes)
             for name, (old_ids, new_ids) in m2m_changes.items():
                 m2m_writes[name].append((pk, old_ids, new_ids))
+        if planned:
+            self.record(planned)
         if self.uniques is not None:
             keys = {pk: key for key, pk, *_ in decoded if pk is not None}
             self.uniques.check_chunk(
@@ -775,31 +824,40 @@ class TableLoader:
         return stamp
 
     def newer_only(self, rows: Iterable[tuple], stamps: dict) -> Iterator[tuple]:
-        """Update mode: the (key, id, record) rows whose ``updated_at`` may be newer than the
-        target's; the others are counted as unchanged (equal) or skipped (older), unread."""
+        """Update mode: the (key, id, record) rows that ``sync.decide`` needs the content of;
+        the others (older than the target's) are counted as skipped, unread."""
         fullmatch = UTC_TEXT.fullmatch
+        older = decide("update", True, OLDER, True)
         for key, pk, record in rows:
             if pk is None:
                 yield key, pk, record
                 continue
             theirs = record.stamp if type(record) is Peeked else record.get("updated_at")
             ours = stamps[pk]
-            if type(ours) is str and type(theirs) is str and fullmatch(theirs):
-                newer = theirs > ours  # both in the archive's UTC shape: text order is time order
-            else:
+            if not (type(ours) is str and type(theirs) is str and fullmatch(theirs)):
                 try:
                     theirs = self.updated_at_decoder(theirs)
                 except (ValidationError, ValueError, TypeError):
                     yield key, pk, record  # decode() reports it, naming the field
                     continue
                 ours = self.aware(ours)
-                newer = theirs is None or ours is None or theirs > ours
-            if newer:
+            if needs_content(stamp_order(theirs, ours)):
                 yield key, pk, record
-            elif theirs == ours:
-                self.diff.unchanged += 1
             else:
-                self.diff.skipped += 1
+                self.count(older, key)
+
+    def count(self, decision: Decision, key: tuple, planned: list | None = None) -> None:
+        """Count a record that is not written (skipped or unchanged), and plan it."""
+        if decision.action == SKIP:
+            self.diff.skipped += 1
+            self.diff.same_stamp += decision.reason == SAME_STAMP
+        else:
+            self.diff.unchanged += 1
+        if planned is not None:
+            planned.append((key, decision.action, {}, decision.reason))
+        elif self.importer.recorder is not None:
+            self.importer.recorder.record(self.label, json_key(key), decision.action,
+                                          reason=decision.reason)  # fmt: skip
 
     def db_params(self, values: dict, attnames: Iterable[str]) -> list:
         """Query parameters for ``values`` in ``attnames`` order (see db_value_preparer)."""
@@ -812,13 +870,6 @@ class TableLoader:
 
     def name_of(self, attname: str) -> str:
         return self.by_attname[attname].name
-
-    def newer(self, values: dict, old: dict) -> bool:
-        """Update mode: whether the archive's version wins over the target's."""
-        if not self.has_updated_at:
-            return True
-        theirs, ours = values.get("updated_at"), old.get("updated_at")
-        return theirs is not None and (ours is None or theirs > ours)
 
     def current_rows(self, pks: list) -> dict[Any, dict]:
         if not pks:
@@ -852,7 +903,7 @@ class Importer:
         using: str = "default",
         dry_run: bool = False,
         tables: Iterable[str] | None = None,
-        collect_changes: bool = False,
+        recorder: PlanRecorder | None = None,
         reporter: JobReporter | None = None,
         verdict: Verdict | None = None,
         drop_unresolved: bool = False,
@@ -863,7 +914,7 @@ class Importer:
         self.mode = mode
         self.using = using
         self.dry_run = dry_run
-        self.collect_changes = collect_changes
+        self.recorder = recorder  # the plan, when one is written (see sync.plan)
         self.reporter = reporter or JobReporter()
         self.connection = connections[using]
         self.indexes: dict[type[models.Model], KeyIndex] = {}
@@ -1063,16 +1114,12 @@ class Importer:
         """Second pass: references that closed a cycle or point into their own table."""
         for loader in self.loaders.values():
             promoted: set = set()  # keys counted as updated by this pass
-            # The changes recorded for the first pass, by key: this pass adds its fields.
-            recorded = {repr(c.key): c for c in loader.diff.changes} if self.collect_changes else {}
             for chunk in chunked(loader.deferred, CHUNK):
                 self.reporter.check_cancelled()
-                self.resolve_deferred_chunk(loader, chunk, promoted, recorded)
+                self.resolve_deferred_chunk(loader, chunk, promoted)
             loader.deferred = []
 
-    def resolve_deferred_chunk(
-        self, loader: TableLoader, chunk: list, promoted: set, recorded: dict
-    ) -> None:
+    def resolve_deferred_chunk(self, loader: TableLoader, chunk: list, promoted: set) -> None:
         fields = {name: loader.model._meta.get_field(name) for _, _, name, _, _ in chunk}
         targets: dict[type[models.Model], set] = defaultdict(set)
         targets[loader.model].update(key for key, *_ in chunk)  # one read a model (see prefetch)
@@ -1085,6 +1132,7 @@ class Importer:
         pks = [self.id_of(loader.model, key) for key, *_ in chunk]
         current = loader.current_rows([pk for pk in pks if not isinstance(pk, PlaceholderPk)])
         updates: dict[Any, dict] = defaultdict(dict)
+        amended: dict[tuple, dict] = defaultdict(dict)  # the plan's second-pass fields
         for pk, (key, _, name, target, state) in zip(pks, chunk, strict=True):
             f = fields[name]
             wanted = None
@@ -1105,15 +1153,12 @@ class Importer:
                 promoted.add(key)
                 loader.diff.unchanged -= 1
                 loader.diff.updated += 1
-            if self.collect_changes:
-                change = recorded.get(repr(json_key(key)))
-                if change is None:
-                    change = recorded[repr(json_key(key))] = RecordChange(json_key(key), "updated")
-                    loader.diff.changes.append(change)
-                change.fields[name] = (
-                    loader.show(f.attname, old),
-                    loader.show(f.attname, wanted, CHANGED),
-                )
+            if self.recorder is not None:
+                amended[key][f.attname] = (old, wanted)
+        if amended:
+            planned = [(key, "update", fields, "") for key, fields in amended.items()]
+            for key, fields in zip(amended, loader.shown(planned), strict=True):
+                self.recorder.amend(loader.label, json_key(key), fields)
         if not self.dry_run:
             self.writer.update_rows(loader, list(updates.items()))
 
@@ -1134,11 +1179,8 @@ class Importer:
             for chunk in chunked(sorted(loader.stale), CHUNK):
                 self.reporter.check_cancelled()
                 collector.collect(list(manager.filter(pk__in=chunk)))
-            if self.collect_changes:
-                loader.diff.changes += [
-                    RecordChange(json_key(loader.stale[pk]), "deleted")
-                    for pk in sorted(loader.stale)
-                ]
+                if self.recorder is not None:
+                    self.record_deleted(loader.model, chunk, "")
         if not stale_loaders:
             return
         for model, pks in deleted_ids(collector).items():
@@ -1150,8 +1192,35 @@ class Importer:
             if kept:
                 raise self.deletes_archived_row(loader, min(kept))
             loader.diff.deleted = len(pks)
+        if self.recorder is not None:
+            self.record_cascaded(collector)
         if not self.dry_run:
             collector.delete()
+
+    def record_deleted(self, model: type[models.Model], pks: list, reason: str) -> None:
+        """Record the deletion of ``model``'s rows ``pks`` with their values."""
+        loader = self.loaders.get(model._meta.label)
+        rows = model._base_manager.using(self.using).filter(pk__in=pks)
+        if loader is None:  # a table the import does not load: the key alone
+            for key, _ in keyed_ids(rows, key_paths(model)):
+                self.recorder.record(model._meta.label, json_key(key), "delete", reason=reason)
+            return
+        current = loader.current_rows(pks)
+        keys = dict((pk, key) for key, pk in keyed_ids(rows, loader.key_paths))
+        planned = [
+            (keys[pk], "delete", {a: v for a, v in current[pk].items() if a != "pk"}, reason)
+            for pk in pks
+            if pk in current
+        ]
+        loader.record(planned)
+
+    def record_cascaded(self, collector: Collector) -> None:
+        """Record the rows on_delete rules take with the stale ones, record by record."""
+        for model, pks in deleted_ids(collector).items():
+            loader = self.loaders.get(model._meta.label)
+            cascaded = sorted(pks - (loader.stale.keys() if loader else set()))
+            for chunk in chunked(cascaded, CHUNK):
+                self.record_deleted(model, chunk, "cascade (on_delete)")
 
     def deletes_archived_row(self, loader: TableLoader, pk: Any) -> ImportFailed:
         rows = loader.model._base_manager.using(self.using).filter(pk=pk)

@@ -124,6 +124,14 @@ class ImportRun(Job):
         default=False, help_text="Leave out records whose generic reference names no row."
     )
     counts = models.JSONField(default=dict, blank=True, help_text="Per-table change counts.")
+    applies = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="applied_by",
+        help_text="The dry run whose plan this import applies (see docs/plans.md).",
+    )
 
     class Meta(Job.Meta):
         pass

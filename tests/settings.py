@@ -3,6 +3,11 @@ SQLite database in a file (alias ``sqlitefile``) for tests where other processes
 test's database: Django's SQLite test database is otherwise in memory, private to one process.
 Only the tests that ask for it create it."""
 
+import atexit
+import shutil
+import tempfile
+from pathlib import Path
+
 from crearis.settings import *  # noqa: F403
 from crearis.settings import DATABASES, INSTALLED_APPS, TEST_DB_SUFFIX, VAR_DIR
 
@@ -17,3 +22,7 @@ DATABASES["sqlitefile"] = {
         "DEPENDENCIES": [],
     },
 }
+
+# Plans of the test runs' jobs, apart from the project's var/ and from other test processes.
+SYNC_PLAN_DIR = Path(tempfile.mkdtemp(prefix="crearis-plans-"))
+atexit.register(shutil.rmtree, SYNC_PLAN_DIR, True)

@@ -31,6 +31,7 @@ from tests.archive_tools import read_records, rewrite_archive
 from tests.awkward.models import Label, Note
 from tests.cli import assert_refused, cli
 from tests.fingerprint import fingerprint
+from tests.plan_tools import plan_entries
 
 pytestmark = pytest.mark.django_db
 
@@ -275,7 +276,7 @@ def test_a_target_row_whose_reference_names_no_row_matches_no_record(
     assert outcome.status == 0
     labels = next(t for t in orjson.loads(outcome.out)["tables"] if t["table"] == "awkward.Label")
     assert labels["deleted"] == 2  # green@gamma and red on the gone tag
-    deleted = [c["key"] for c in labels["changes"] if c["action"] == "deleted"]
+    deleted = [c["key"] for c in labels["changes"] if c["action"] == "delete"]
     assert ["content", "tag", f"content.Tag id '{gone_id}', which does not exist", "red"] in deleted
     assert state() == SOURCE_STATE
 
@@ -294,8 +295,8 @@ def test_show_changes_names_references_by_key(archive, tmp_path):
     prepare_target()
     outcome = cli("syncimport", str(archive), dry_run=True, show_changes=True)
     assert outcome.status == 0
-    assert "updated 'n1'" in outcome.out
-    assert "new 'n2'" in outcome.out
+    assert "update 'n1'" in outcome.out
+    assert "insert 'n2'" in outcome.out
 
 
 def test_a_label_on_a_label_nests_keys(db, tmp_path):
@@ -399,8 +400,8 @@ def test_drop_unresolved_leaves_the_record_out_and_reports_it(archive, tmp_path,
     assert (notes.new, notes.updated, notes.dropped) == (2, 1, 1)
     # the label on the dropped note has nothing to label: dropped too
     assert result.tables["awkward.Label"].dropped == 1
-    dropped = [c for t in result.tables.values() for c in t.changes if c.action == "dropped"]
-    assert [(c.key, c.reason) for c in dropped] == [
+    dropped = [c for c in plan_entries(run, action="skip")]
+    assert [(c["key"], c["reason"]) for c in dropped] == [
         (
             "n2",
             "field 'object_id' refers to content.Tag ['nowhere'], which is neither in the "

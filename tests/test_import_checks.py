@@ -26,6 +26,7 @@ from tests.awkward.models import Form, Seat
 from tests.cli import assert_refused, cli
 from tests.conftest import run_command
 from tests.fingerprint import fingerprint
+from tests.plan_tools import changes
 
 pytestmark = pytest.mark.django_db
 
@@ -415,13 +416,13 @@ def test_show_changes_marks_a_changed_secret_without_its_value(secret_archive):
     archive, changed, gone = secret_archive
     out = cli("syncimport", str(archive), dry_run=True, show_changes=True).out
     assert_no_secret(out)
-    assert f"    updated {changed!r}\n      password: '(secret)' → '(changed)'\n" in out
-    assert f"    new {gone!r}\n" in out and "      password: None → '(secret)'\n" in out
+    assert f"    update {changed!r}\n      password: '(secret)' → '(changed)'\n" in out
+    assert f"    insert {gone!r}\n" in out and "      password: '(secret)'\n" in out
 
 
 def test_the_json_diff_marks_a_changed_secret_without_its_value(secret_archive):
     archive, changed, _ = secret_archive
-    out = cli("syncimport", str(archive), json=True).out
+    out = cli("syncimport", str(archive), json=True, no_input=True).out
     assert_no_secret(out)
     changes = {c["key"]: c for c in orjson.loads(out)["tables"][0]["changes"]}
     assert changes[changed]["fields"]["password"] == {"old": "(secret)", "new": "(changed)"}
@@ -452,10 +453,10 @@ def test_a_secret_reference_changed_in_the_second_pass_is_not_shown(demo, tmp_pa
     archive = export(tables=["content.User"], output_dir=tmp_path, include_secrets=True).path
     User.objects.filter(pk=user.pk).update(instructor=None)
 
-    diff = run_import(archive, dry_run=True, collect_changes=True)[0].tables["content.User"]
+    run = run_import(archive, dry_run=True)[1]
 
-    (change,) = [c for c in diff.changes if c.key == user.sysmail]
-    assert change.fields == {"instructor": (None, "(changed)")}
+    (change,) = [c for c in changes(run, "content.User") if c["key"] == user.sysmail]
+    assert change["fields"] == {"instructor": {"old": None, "new": "(changed)"}}
 
 
 # -- on every database -------------------------------------------------------------------------

@@ -23,10 +23,12 @@ from crearis.content.models import (
 from sync.importer import ImportFailed, ImportResult
 from sync.jobs.exports import export
 from sync.jobs.imports import run_import
+from sync.models import ImportRun
 from tests.archive_tools import read_records, rewrite_archive
 from tests.awkward.models import Article, Node, Seat
 from tests.cli import assert_refused
 from tests.fingerprint import fingerprint
+from tests.plan_tools import changes
 
 pytestmark = pytest.mark.django_db
 
@@ -54,19 +56,17 @@ def database_as_archive(tmp_path, archive) -> dict:
 def outcome(archive, **options) -> tuple | str:
     """What an import reports: its counts, cascades, total and changes; or its refusal."""
     try:
-        result, _ = run_import(archive, collect_changes=True, **options)
+        result, run = run_import(archive, collect_changes=True, **options)
     except ImportFailed as exc:
         return str(exc)
-    return summary(result)
+    return summary(result, run)
 
 
-def summary(result: ImportResult) -> tuple:
-    changes = sorted(
-        (label, repr(change.key), change.action, tuple(sorted(change.fields)))
-        for label, diff in result.tables.items()
-        for change in diff.changes
+def summary(result: ImportResult, run: ImportRun) -> tuple:
+    entries = sorted(
+        (e["table"], repr(e["key"]), e["action"], tuple(sorted(e["fields"]))) for e in changes(run)
     )
-    return result.counts(), dict(result.cascaded), result.total_changes, changes
+    return result.counts(), dict(result.cascaded), result.total_changes, entries
 
 
 def status(table: str) -> Status:
@@ -346,9 +346,11 @@ def test_the_diff_shows_second_pass_changes_beside_the_others(demo, tmp_path):
     archive = exported(tmp_path)
     Project.objects.filter(domaincode="proj00000").update(name="renamed here", regio=None)
     for dry_run in (True, False):
-        result, _ = run_import(archive, dry_run=dry_run, collect_changes=True)
-        (change,) = result.tables["content.Project"].changes
-        assert (change.key, set(change.fields)) == ("proj00000", {"name", "regio"})
+        _, run = run_import(archive, dry_run=dry_run, collect_changes=True)
+        (change,) = changes(run, "content.Project")
+        assert (change["key"], set(change["fields"])) == ("proj00000", {"name", "regio"})
+        regio = change["fields"]["regio"]
+        assert regio["old"] is None and not isinstance(regio["new"], int)  # a key, not an id
 
 
 # -- keys compared exactly -------------------------------------------------------------------

@@ -185,7 +185,8 @@ def test_show_changes_names_fields_with_old_and_new_values(tag_scenario):
     out = run_command("syncimport", str(tag_scenario), dry_run=True, show_changes=True)
     assert "tags: 1 new, 2 updated, 1 deleted" in out
     assert "description: 'target text' → 'archive text'" in out
-    assert "deleted 'd'" in out
+    assert "    delete 'd'\n" in out and "      description: 'only in target'\n" in out
+    assert "pk:" not in out  # never an id
     assert "Total changes: 4 records" in out
 
 
@@ -193,7 +194,8 @@ def test_json_output_is_the_engine_diff(tag_scenario):
     data = orjson.loads(run_command("syncimport", str(tag_scenario), dry_run=True, json=True))
     (table,) = data["tables"]
     assert table["table"] == "content.Tag"
-    assert {c["key"] for c in table["changes"]} == {"b", "c", "d", "e"}
+    actions = {c["key"]: c["action"] for c in table["changes"]}
+    assert actions == {"b": "update", "c": "update", "d": "delete", "e": "insert"}
     assert data["dry_run"] is True
 
 

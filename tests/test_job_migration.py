@@ -28,6 +28,14 @@ AFTER = [("sync", "0002_jobs")]
 def test_existing_exports_and_imports_become_jobs(alias):
     executor = MigrationExecutor(connections[alias])
     executor.migrate(BEFORE)
+    try:
+        check_migration(alias, executor)
+    finally:  # the next tests need every later migration
+        executor = MigrationExecutor(connections[alias])
+        executor.migrate(executor.loader.graph.leaf_nodes())
+
+
+def check_migration(alias: str, executor: MigrationExecutor) -> None:
     old = executor.loader.project_state(BEFORE).apps
     then = timezone.now().replace(microsecond=0)
     backup = (

@@ -28,6 +28,7 @@ from sync.jobs.lifecycle import (
     load_job,
     mark_stale_jobs,
 )
+from sync.jobs.plans import apply_options, check_applied, plan_recorder
 from sync.jobs.reporter import JobReporter
 from sync.locking import LockBusy, import_lock, write_transaction
 from sync.models import ImportRun, Job, SyncState
@@ -68,6 +69,7 @@ def new_import(
     tables: Iterable[str] | None = None,
     collect_changes: bool = False,
     drop_unresolved: bool = False,
+    applies: ImportRun | None = None,
     started_by: str = "",
     user=None,
     task_id: str = "",
@@ -82,6 +84,7 @@ def new_import(
         tables=list(tables or []),
         collect_changes=collect_changes,
         drop_unresolved=drop_unresolved,
+        applies=applies,
         database=using,
         started_by=started_by,
         user=user,
@@ -102,6 +105,14 @@ def execute_import(
         message = refusal(using)
         record_refusal(run, message)
         raise ImportFailed(message) from exc
+
+
+def apply_plan(
+    plan_name: str, using: str = "default", **options: Any
+) -> tuple[ImportResult, ImportRun]:
+    """Import what dry run ``plan_name`` (``import-7``) previewed, with its archive and options;
+    refused before the commit if the outcome differs from the plan (see sync.plan)."""
+    return run_import(**apply_options(plan_name, using), **options)
 
 
 def run_import(
@@ -138,17 +149,27 @@ def execute_locked(run: ImportRun, reporter: JobReporter) -> ImportResult:
         with executing(run, reporter, "nothing was changed"), together:
             with verification(archive) as verdict:
                 source = ArchiveSource(archive)
-                result = import_records(
-                    source,
-                    mode=run.mode,
-                    using=using,
-                    dry_run=run.dry_run,
-                    tables=run.tables or None,
-                    collect_changes=run.collect_changes,
-                    drop_unresolved=run.drop_unresolved,
-                    reporter=reporter,
-                    verdict=verdict,
-                )
+                recorder = plan_recorder(run)
+                try:
+                    result = import_records(
+                        source,
+                        mode=run.mode,
+                        using=using,
+                        dry_run=run.dry_run,
+                        tables=run.tables or None,
+                        drop_unresolved=run.drop_unresolved,
+                        reporter=reporter,
+                        verdict=verdict,
+                        recorder=recorder,
+                    )
+                except BaseException:
+                    if recorder is not None:
+                        recorder.discard()
+                    raise
+                if recorder is not None:
+                    digests = recorder.close()
+                    if run.applies_id is not None:  # before the commit: else it rolls back
+                        check_applied(run, digests)
             backup_id = uuid.UUID(source.backup_id) if source.backup_id else None
             finish(
                 run,

@@ -1,13 +1,18 @@
 import getpass
+from collections.abc import Iterable
 
 import orjson
 from django.core.management.base import BaseCommand, CommandError
 
 from sync.importer import MODES, ImportFailed, ImportResult
-from sync.jobs.imports import run_import
+from sync.jobs.imports import apply_plan, run_import
+from sync.jobs.plans import plan_of
 from sync.jobs.reporter import JobCancelled, JobReporter
 from sync.management.database import usable_database
+from sync.management.plans import entry_lines
 from sync.management.progress import ProgressBar
+from sync.models import ImportRun
+from sync.plan import Plan, dumps
 
 
 class Command(BaseCommand):
@@ -20,7 +25,15 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("archive", help="Path of the archive to import.")
+        parser.add_argument(
+            "archive", nargs="?", help="Path of the archive to import (not with --apply-plan)."
+        )
+        parser.add_argument(
+            "--apply-plan",
+            metavar="JOB",
+            help="Apply the plan of a dry run (import-7): its archive, with its options; refused "
+            "if the outcome would differ from what it previewed.",
+        )
         parser.add_argument("--mode", choices=MODES, default="replace")
         parser.add_argument("--tables", nargs="+", metavar="T", help="Only these tables.")
         parser.add_argument(
@@ -45,46 +58,59 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         usable_database(options["database"])
+        if bool(options["archive"]) == bool(options["apply_plan"]):
+            raise CommandError("Give an archive to import, or --apply-plan JOB (not both).")
         quiet = options["quiet"] or options["verbosity"] == 0
         details = options["show_changes"] or options["json"]
-        confirm = not (options["dry_run"] or options["no_input"] or options["json"])
-        if confirm:
-            preview = self.run(options, dry_run=True, details=details, quiet=quiet)
-            self.report(preview, options)
+        plan = options["apply_plan"]
+        # --json asks like any other import: it changes the database all the same.
+        confirm = not (options["dry_run"] or options["no_input"])
+        if confirm and not plan:
+            preview, run = self.run(options, dry_run=True, details=details, quiet=quiet)
+            self.report(preview, run, options)
             if preview.total_changes == 0:
                 self.stdout.write("Nothing to change.")
                 return
-            if not self.confirmed():
-                raise CommandError("Import cancelled; nothing was changed.")
-        result = self.run(options, dry_run=options["dry_run"], details=details, quiet=quiet)
-        if (not confirm and not quiet) or options["json"]:
-            self.report(result, options)
+            plan = run.label  # what is applied is exactly what was shown
+        if confirm and not self.confirmed():
+            raise CommandError("Import cancelled; nothing was changed.")
+        result, run = self.run(
+            options, dry_run=options["dry_run"], details=details, quiet=quiet, plan=plan
+        )
+        if (not (confirm and not options["apply_plan"]) and not quiet) or options["json"]:
+            self.report(result, run, options)
         if not options["dry_run"] and not quiet and not options["json"]:
             self.stdout.write(
                 self.style.SUCCESS(f"Imported: {result.total_changes} records changed.")
             )
 
-    def run(self, options, dry_run: bool, details: bool, quiet: bool) -> ImportResult:
+    def run(self, options, dry_run: bool, details: bool, quiet: bool, plan: str | None = None):
         title = "dry run" if dry_run else "import"
+        common = {
+            "using": options["database"],
+            "collect_changes": details,
+            "started_by": f"syncimport ({getpass.getuser()})",
+        }
         with ProgressBar(title, enabled=not quiet and not options["json"]) as bar:
             try:
-                result, _ = run_import(
+                if plan:
+                    if dry_run:
+                        raise ImportFailed("--apply-plan applies a plan: not with --dry-run.")
+                    return apply_plan(plan, reporter=JobReporter(bar), **common)
+                return run_import(
                     options["archive"],
                     mode=options["mode"],
-                    using=options["database"],
                     dry_run=dry_run,
                     tables=options["tables"],
-                    collect_changes=details,
-                    started_by=f"syncimport ({getpass.getuser()})",
                     reporter=JobReporter(bar),
                     drop_unresolved=options["drop_unresolved"],
+                    **common,
                 )
             except (ImportFailed, JobCancelled) as exc:
                 raise CommandError(str(exc)) from exc
             except KeyboardInterrupt as exc:  # the import's transaction was rolled back
                 what = "Dry run" if dry_run else "Import"
                 raise CommandError(f"{what} interrupted; nothing was changed.") from exc
-        return result
 
     def confirmed(self) -> bool:
         try:
@@ -94,12 +120,21 @@ class Command(BaseCommand):
             return False
         return answer.strip() == "yes"
 
-    def report(self, result: ImportResult, options) -> None:
-        if options["json"]:
-            self.stdout.write(orjson.dumps(result.as_dict()).decode())
-            return
+    def report(self, result: ImportResult, run: ImportRun, options) -> None:
+        path = plan_of(run)
+        plan = Plan(path) if path.is_file() else None
+        try:
+            if options["json"]:
+                self.report_json(result, run, plan)
+            else:
+                self.report_text(result, run, plan if options["show_changes"] else None)
+        finally:
+            if plan is not None:
+                plan.close()
+
+    def report_text(self, result: ImportResult, run: ImportRun, plan: Plan | None) -> None:
         title = "Changes preview" if result.dry_run else "Changes"
-        self.stdout.write(f"{title} ({result.mode} mode):")
+        self.stdout.write(f"{title} ({result.mode} mode, {run.label}):")
         for diff in result.tables.values():
             line = f"  {diff.name}: {diff.new} new, {diff.updated} updated, {diff.deleted} deleted"
             extra = [f"{diff.unchanged} unchanged"] + (
@@ -110,12 +145,33 @@ class Command(BaseCommand):
             self.stdout.write(f"{line} ({', '.join(extra)})")
             for note in diff.notes:
                 self.stdout.write(f"    note: {note}")
-            if options["show_changes"]:
-                for change in diff.changes:
-                    reason = f": {change.reason}" if change.reason else ""
-                    self.stdout.write(f"    {change.action} {change.key!r}{reason}")
-                    for name, (old, new) in change.fields.items():
-                        self.stdout.write(f"      {name}: {old!r} → {new!r}")
+            if plan is not None:
+                self.write_entries(plan.changes(diff.label))
         for name, count in result.cascaded.items():
             self.stdout.write(f"  cascade: {count} {name} deleted by on_delete rules")
+        if plan is not None:
+            for label in plan.tables().keys() - result.tables.keys():
+                self.write_entries(plan.changes(label), table=True)
         self.stdout.write(f"  Total changes: {result.total_changes} records")
+
+    def write_entries(self, entries: Iterable[dict], table: bool = False) -> None:
+        """``table``: the entries of a table the import does not load, named on each."""
+        for entry in entries:
+            for line in entry_lines(entry, table=table):
+                self.stdout.write(line)
+
+    def report_json(self, result: ImportResult, run: ImportRun, plan: Plan | None) -> None:
+        """The result with each table's changes, streamed from the plan entry by entry."""
+        head = result.as_dict() | {"job": run.label}
+        tables = head.pop("tables")
+        out = self.stdout
+        out.write(orjson.dumps(head).decode()[:-1] + ',"tables":[', ending="")
+        for n, table in enumerate(tables):
+            out.write(
+                ("," if n else "") + orjson.dumps(table).decode()[:-1] + ',"changes":[', ending=""
+            )
+            entries = plan.changes(table["table"]) if plan is not None else ()
+            for i, entry in enumerate(entries):
+                out.write(("," if i else "") + dumps(entry), ending="")
+            out.write("]}", ending="")
+        out.write("]}")

@@ -1,0 +1,127 @@
+"""Plans and jobs: a dry run writes its plan; an import that applies it checks, before it
+commits, that it did what the plan said (see docs/plans.md)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from django.db import connections
+
+from sync.importer import ImportFailed
+from sync.jobs.lifecycle import JobError, find_job
+from sync.models import ImportRun, Job
+from sync.plan import Plan, PlanError, PlanRecorder, differences, plan_path
+
+HINT = "preview again (syncimport --dry-run) and apply the new plan"
+
+
+def plan_of(run: ImportRun) -> Path:
+    return plan_path(run.label, database_identity(run.database), run.created_at)
+
+
+def database_identity(using: str) -> list:
+    """What tells one database from another: its vendor, name, host and port (not the alias,
+    which differs between settings files)."""
+    connection = connections[using]
+    conf = connection.settings_dict
+    return [
+        connection.vendor,
+        str(conf["NAME"]),
+        conf.get("HOST") or "",
+        str(conf.get("PORT") or ""),
+    ]
+
+
+def archive_digest(archive: Path) -> str:
+    digest = hashlib.sha256()
+    with archive.open("rb") as stream:
+        while block := stream.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def plan_recorder(run: ImportRun) -> PlanRecorder | None:
+    """The recorder of ``run``'s plan: a dry run's, a real import's that applies one or was
+    asked for its changes (``collect_changes``)."""
+    if not (run.dry_run or run.collect_changes or run.applies_id is not None):
+        return None
+    meta = {
+        "job": run.label,
+        "database": database_identity(run.database),
+        "archive": run.archive,
+        "sha256": archive_digest(Path(run.archive)),
+        "mode": run.mode,
+        "tables": run.tables,
+        "drop_unresolved": run.drop_unresolved,
+    }
+    return PlanRecorder(plan_of(run), meta)
+
+
+def apply_options(plan_name: str, using: str) -> dict[str, Any]:
+    """The options of an import applying dry run ``plan_name``; refused when it is not a
+    finished dry run of this database with a plan, or its archive changed since."""
+    try:
+        job = find_job(plan_name, using)
+    except JobError as exc:
+        raise ImportFailed(str(exc)) from exc
+    if not isinstance(job, ImportRun) or not job.dry_run:
+        raise ImportFailed(f"{job.label} is not a dry run: only a dry run's plan can be applied.")
+    if job.status != Job.Status.SUCCEEDED:
+        raise ImportFailed(f"{job.label} is {job.status}: only a finished dry run's plan applies.")
+    meta = read_meta(job)
+    if meta["database"] != database_identity(using):
+        raise ImportFailed(
+            f"{job.label}'s plan was made on another database ({meta['database'][0]} "
+            f"{meta['database'][1]!r}), not on {using!r}: {HINT}."
+        )
+    archive = Path(job.archive)
+    if not archive.is_file() or archive_digest(archive) != meta["sha256"]:
+        raise ImportFailed(
+            f"{job.label}'s archive {archive} changed or is gone since the preview: {HINT}."
+        )
+    return {
+        "archive": archive,
+        "mode": job.mode,
+        "using": using,
+        "tables": job.tables,
+        "drop_unresolved": job.drop_unresolved,
+        "applies": job,
+    }
+
+
+def read_meta(job: ImportRun) -> dict[str, Any]:
+    try:
+        plan = Plan(plan_of(job))
+    except PlanError as exc:
+        raise ImportFailed(f"{job.label}: {exc}") from exc
+    try:
+        return plan.meta()
+    finally:
+        plan.close()
+
+
+def check_applied(run: ImportRun, digests: dict[str, str]) -> None:
+    """Refuse (ImportFailed: the import rolls back) when ``run`` did not do what the plan it
+    applies said, naming the tables and the first records that differ."""
+    planned = Plan(plan_of(run.applies))
+    try:
+        expected = planned.meta()["digests"]
+        tables = sorted(
+            t for t in expected.keys() | digests.keys() if expected.get(t) != digests.get(t)
+        )
+        if not tables:
+            return
+        done = Plan(plan_of(run))
+        try:
+            records = differences(planned, done, tables)
+        finally:
+            done.close()
+    finally:
+        planned.close()
+    raise ImportFailed(
+        f"Refused: the database changed since {run.applies.label}'s preview; the import would "
+        f"differ from its plan in {', '.join(tables)} (first: {'; '.join(records)}); nothing "
+        f"was changed: {HINT}."
+    )

@@ -43,7 +43,6 @@ from django.db.models.functions import Cast
 from sync import generic
 from sync.columns import UTC_TEXT, read_columns, reads_datetimes_as_text, utc_datetime_texts
 from sync.decide import (
-    OLDER,
     SAME,
     SAME_STAMP,
     SKIP,
@@ -825,9 +824,8 @@ class TableLoader:
 
     def newer_only(self, rows: Iterable[tuple], stamps: dict) -> Iterator[tuple]:
         """Update mode: the (key, id, record) rows that ``sync.decide`` needs the content of;
-        the others (older than the target's) are counted as skipped, unread."""
+        the others are counted, unread (see ``needs_content``)."""
         fullmatch = UTC_TEXT.fullmatch
-        older = decide("update", True, OLDER, True)
         for key, pk, record in rows:
             if pk is None:
                 yield key, pk, record
@@ -841,10 +839,11 @@ class TableLoader:
                     yield key, pk, record  # decode() reports it, naming the field
                     continue
                 ours = self.aware(ours)
-            if needs_content(stamp_order(theirs, ours)):
+            order = stamp_order(theirs, ours)
+            if needs_content(order):
                 yield key, pk, record
-            else:
-                self.count(older, key)
+            else:  # decided unread: skipped when older, unchanged when equal
+                self.count(decide("update", True, order, False), key)
 
     def count(self, decision: Decision, key: tuple, planned: list | None = None) -> None:
         """Count a record that is not written (skipped or unchanged), and plan it."""

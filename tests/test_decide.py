@@ -57,11 +57,12 @@ def test_the_rule_table(mode, exists, order, differs, expected):
     assert decide(mode, exists, order, differs) == expected
 
 
-def test_only_an_older_record_is_decided_unread():
+def test_older_and_same_stamp_records_are_decided_unread():
     assert [needs_content(o) for o in (NEWER, SAME, OLDER, UNSTAMPED, None)] == [
         True,
-        True,
+        False,
         False,
         True,
         True,
     ]
+    assert decide("update", True, SAME, False) == Decision("unchanged")

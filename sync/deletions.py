@@ -7,6 +7,11 @@ reading it would cascade to, set to NULL, or be stopped (PROTECT) by rows that t
 would have pointed elsewhere first. ``MovedReferences`` records those moves while a dry run
 reads the archive, and ``DryRunCollector`` leaves the moved rows out, so the dry run's
 deletions, cascades and refusals are the real run's.
+
+The other way round, a reference the import adds or moves *to* a row that a cascade deletes
+(one of a table the import does not load) takes the record with it in the real run, which
+refuses that (``Importer.delete_missing``). ``MovedReferences.point`` records those, and
+``taken_records`` finds the ones the collected cascades reach.
 """
 
 from __future__ import annotations
@@ -32,11 +37,44 @@ class MovedReferences:
         self.may_be_deleted = may_be_deleted
         self.rows: dict[tuple[type[models.Model], str], set[Hashable]] = defaultdict(set)
         self.link_fields: dict[type[models.Model], tuple[str, str]] = {}
+        self.generic_rows: dict[type[models.Model], set[Hashable]] = defaultdict(set)
+        # (model, foreign key) → id it will refer to → the rows (id, or key of a new row)
+        self.pointed: dict[tuple[type[models.Model], models.Field], dict] = defaultdict(
+            lambda: defaultdict(list)
+        )
 
     def note(self, model: type[models.Model], f: models.Field, old: Any, row: Hashable) -> None:
         """``row`` of ``model`` will no longer refer to ``old`` through ``f``."""
         if old is not None and self.may_be_deleted(f.related_model, old):
             self.rows[(model, f.attname)].add(row)
+
+    def note_generic(
+        self, model: type[models.Model], old: type[models.Model] | None, old_pk: Any, row: Hashable
+    ) -> None:
+        """``row`` of ``model`` will no longer refer to ``old_pk`` of ``old`` through a generic
+        reference (the one a ``GenericRelation`` of ``old`` follows)."""
+        if old is not None and old_pk is not None and self.may_be_deleted(old, old_pk):
+            self.generic_rows[model].add(row)
+
+    def point(self, model: type[models.Model], f: models.Field, new: Any, row: Hashable) -> None:
+        """``row`` of ``model`` (its id, or its key if the import adds it) will refer to
+        ``new`` through ``f``: kept if an ``on_delete`` may take ``new`` and ``row`` with it."""
+        if (
+            new is not None
+            and f.remote_field.on_delete is models.CASCADE
+            and self.may_be_deleted(f.related_model, new)
+        ):
+            self.pointed[(model, f)][new].append(row)
+
+    def taken_records(self, removed: dict[type[models.Model], set]) -> dict[type, list]:
+        """Model → the rows (ids, then keys of new rows) that refer to a row in ``removed``
+        once the import has written them: the cascade would take them too."""
+        taken: dict[type[models.Model], list] = defaultdict(list)
+        for (model, f), targets in self.pointed.items():
+            gone = removed.get(f.related_model._meta.concrete_model, set())
+            for target in gone & targets.keys() if gone else ():
+                taken[model] += targets[target]
+        return taken
 
     def note_links(self, f: models.ManyToManyField, pk: Any, removed: set) -> None:
         """The links from ``pk`` to ``removed`` through the M2M field ``f`` will be gone."""
@@ -57,6 +95,34 @@ class DryRunCollector(Collector):
     def __init__(self, using: str, moved: MovedReferences):
         super().__init__(using=using, origin=None)
         self.moved = moved
+
+    def collect(
+        self,
+        objs,
+        source=None,
+        nullable=False,
+        collect_related=True,
+        source_attr=None,
+        reverse_dependency=False,
+        keep_parents=False,
+        fail_on_restricted=True,
+    ):
+        # Django collects the rows a GenericRelation reaches with a source and no source_attr
+        # (foreign keys' cascades name theirs): leave out those the import points elsewhere.
+        if source is not None and source_attr is None and not reverse_dependency:
+            gone = self.moved.generic_rows.get(objs.model) if hasattr(objs, "model") else None
+            if gone:
+                objs = objs.exclude(pk__in=gone)
+        return super().collect(
+            objs,
+            source,
+            nullable,
+            collect_related,
+            source_attr,
+            reverse_dependency,
+            keep_parents,
+            fail_on_restricted,
+        )
 
     def related_objects(self, related_model, related_fields, objs):
         queryset = super().related_objects(related_model, related_fields, objs)

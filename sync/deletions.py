@@ -9,9 +9,13 @@ reads the archive, and ``DryRunCollector`` leaves the moved rows out, so the dry
 deletions, cascades and refusals are the real run's.
 
 The other way round, a reference the import adds or moves *to* a row that a cascade deletes
-(one of a table the import does not load) takes the record with it in the real run, which
-refuses that (``Importer.delete_missing``). ``MovedReferences.point`` records those, and
-``taken_records`` finds the ones the collected cascades reach.
+(one of a table the import does not load) meets that row's ``on_delete`` in the real run: a
+CASCADE takes the record with it, which ``Importer.delete_missing`` refuses. ``point`` records
+those references, ``DryRunCollector`` adds the rows the target holds to what it collects, and
+``taken_records`` names the rows the import adds (the target has none to collect).
+
+Generic references moved away from a row being deleted are left out too: a ``GenericRelation``
+makes the ``Collector`` cascade through them.
 """
 
 from __future__ import annotations
@@ -58,22 +62,33 @@ class MovedReferences:
 
     def point(self, model: type[models.Model], f: models.Field, new: Any, row: Hashable) -> None:
         """``row`` of ``model`` (its id, or its key if the import adds it) will refer to
-        ``new`` through ``f``: kept if an ``on_delete`` may take ``new`` and ``row`` with it."""
-        if (
-            new is not None
-            and f.remote_field.on_delete is models.CASCADE
-            and self.may_be_deleted(f.related_model, new)
-        ):
+        ``new`` through ``f``: kept if an ``on_delete`` may reach ``new``."""
+        if new is not None and self.may_be_deleted(f.related_model, new):
             self.pointed[(model, f)][new].append(row)
 
+    def pointing(self, model: type[models.Model], fields: list, objs: list) -> list:
+        """Ids of the rows of ``model`` that will refer to one of ``objs`` through ``fields``
+        (rows the target holds; for those the import adds see ``taken_records``)."""
+        found = []
+        for f in fields:
+            targets = self.pointed.get((model, f))
+            if targets:
+                for obj in objs:
+                    rows = targets.get(getattr(obj, f.target_field.attname), ())
+                    found += [row for row in rows if not isinstance(row, tuple)]
+        return found
+
     def taken_records(self, removed: dict[type[models.Model], set]) -> dict[type, list]:
-        """Model → the rows (ids, then keys of new rows) that refer to a row in ``removed``
-        once the import has written them: the cascade would take them too."""
+        """Model → the keys of rows the import adds whose reference to a row in ``removed``
+        would take them with it (CASCADE): the target holds no row to collect for them."""
         taken: dict[type[models.Model], list] = defaultdict(list)
         for (model, f), targets in self.pointed.items():
+            if f.remote_field.on_delete is not models.CASCADE:
+                continue
             gone = removed.get(f.related_model._meta.concrete_model, set())
             for target in gone & targets.keys() if gone else ():
-                taken[model] += targets[target]
+                if keys := [row for row in targets[target] if isinstance(row, tuple)]:
+                    taken[model] += keys
         return taken
 
     def note_links(self, f: models.ManyToManyField, pk: Any, removed: set) -> None:
@@ -125,6 +140,14 @@ class DryRunCollector(Collector):
         )
 
     def related_objects(self, related_model, related_fields, objs):
+        queryset = self.without_moved(related_model, related_fields, objs)
+        pointed = self.moved.pointing(related_model, related_fields, objs)
+        if not pointed:
+            return queryset
+        # The rows the import points at these: their on_delete applies as in the real run.
+        return queryset | related_model._base_manager.using(self.using).filter(pk__in=pointed)
+
+    def without_moved(self, related_model, related_fields, objs):
         queryset = super().related_objects(related_model, related_fields, objs)
         moved = {f.attname: self.moved.moved(related_model, f.attname) for f in related_fields}
         if not any(moved.values()):

@@ -1166,7 +1166,7 @@ class Importer:
         if not stale_loaders:
             return
         removed = deleted_ids(collector)
-        # Records the real run's cascade takes once the import has pointed them there.
+        # Rows the import adds that the real run's cascade would take (see sync.deletions).
         taken = {} if self.moved is None else self.moved.taken_records(removed)
         for model in taken.keys() - removed.keys():
             removed[model] = set()
@@ -1176,10 +1176,9 @@ class Importer:
                 result.cascaded[str(model._meta.verbose_name_plural)] += len(pks)
                 continue
             kept = pks - loader.stale.keys()
-            ids = [row for row in taken.get(model, ()) if not isinstance(row, tuple)]
-            if kept or ids:
-                raise self.deletes_archived_row(loader, min(kept | set(ids)))
-            if model in taken:  # rows the import adds: their ids follow the target's
+            if kept:
+                raise self.deletes_archived_row(loader, min(kept))
+            if taken.get(model):  # rows the import adds: their ids follow the target's
                 raise self.deletes_archived_row(loader, key=min(taken[model]))
             loader.diff.deleted = len(pks)
         if not self.dry_run:

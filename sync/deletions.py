@@ -111,33 +111,16 @@ class DryRunCollector(Collector):
         super().__init__(using=using, origin=None)
         self.moved = moved
 
-    def collect(
-        self,
-        objs,
-        source=None,
-        nullable=False,
-        collect_related=True,
-        source_attr=None,
-        reverse_dependency=False,
-        keep_parents=False,
-        fail_on_restricted=True,
-    ):
+    def collect(self, objs, **options):
         # Django collects the rows a GenericRelation reaches with a source and no source_attr
-        # (foreign keys' cascades name theirs): leave out those the import points elsewhere.
-        if source is not None and source_attr is None and not reverse_dependency:
+        # (foreign keys' cascades name theirs; it passes them all by name): leave out those
+        # the import points elsewhere.
+        generic = options.get("source") is not None and options.get("source_attr") is None
+        if generic and not options.get("reverse_dependency"):
             gone = self.moved.generic_rows.get(objs.model) if hasattr(objs, "model") else None
             if gone:
                 objs = objs.exclude(pk__in=gone)
-        return super().collect(
-            objs,
-            source,
-            nullable,
-            collect_related,
-            source_attr,
-            reverse_dependency,
-            keep_parents,
-            fail_on_restricted,
-        )
+        return super().collect(objs, **options)
 
     def related_objects(self, related_model, related_fields, objs):
         queryset = self.without_moved(related_model, related_fields, objs)

@@ -7,6 +7,15 @@ reading it would cascade to, set to NULL, or be stopped (PROTECT) by rows that t
 would have pointed elsewhere first. ``MovedReferences`` records those moves while a dry run
 reads the archive, and ``DryRunCollector`` leaves the moved rows out, so the dry run's
 deletions, cascades and refusals are the real run's.
+
+The other way round, a reference the import adds or moves *to* a row that a cascade deletes
+(one of a table the import does not load) meets that row's ``on_delete`` in the real run: a
+CASCADE takes the record with it, which ``Importer.delete_missing`` refuses. ``point`` records
+those references, ``DryRunCollector`` adds the rows the target holds to what it collects, and
+``taken_records`` names the rows the import adds (the target has none to collect).
+
+Generic references moved away from a row being deleted are left out too: a ``GenericRelation``
+makes the ``Collector`` cascade through them.
 """
 
 from __future__ import annotations
@@ -32,11 +41,55 @@ class MovedReferences:
         self.may_be_deleted = may_be_deleted
         self.rows: dict[tuple[type[models.Model], str], set[Hashable]] = defaultdict(set)
         self.link_fields: dict[type[models.Model], tuple[str, str]] = {}
+        self.generic_rows: dict[type[models.Model], set[Hashable]] = defaultdict(set)
+        # (model, foreign key) → id it will refer to → the rows (id, or key of a new row)
+        self.pointed: dict[tuple[type[models.Model], models.Field], dict] = defaultdict(
+            lambda: defaultdict(list)
+        )
 
     def note(self, model: type[models.Model], f: models.Field, old: Any, row: Hashable) -> None:
         """``row`` of ``model`` will no longer refer to ``old`` through ``f``."""
         if old is not None and self.may_be_deleted(f.related_model, old):
             self.rows[(model, f.attname)].add(row)
+
+    def note_generic(
+        self, model: type[models.Model], old: type[models.Model] | None, old_pk: Any, row: Hashable
+    ) -> None:
+        """``row`` of ``model`` will no longer refer to ``old_pk`` of ``old`` through a generic
+        reference (the one a ``GenericRelation`` of ``old`` follows)."""
+        if old is not None and old_pk is not None and self.may_be_deleted(old, old_pk):
+            self.generic_rows[model].add(row)
+
+    def point(self, model: type[models.Model], f: models.Field, new: Any, row: Hashable) -> None:
+        """``row`` of ``model`` (its id, or its key if the import adds it) will refer to
+        ``new`` through ``f``: kept if an ``on_delete`` may reach ``new``."""
+        if new is not None and self.may_be_deleted(f.related_model, new):
+            self.pointed[(model, f)][new].append(row)
+
+    def pointing(self, model: type[models.Model], fields: list, objs: list) -> list:
+        """Ids of the rows of ``model`` that will refer to one of ``objs`` through ``fields``
+        (rows the target holds; for those the import adds see ``taken_records``)."""
+        found = []
+        for f in fields:
+            targets = self.pointed.get((model, f))
+            if targets:
+                for obj in objs:
+                    rows = targets.get(getattr(obj, f.target_field.attname), ())
+                    found += [row for row in rows if not isinstance(row, tuple)]
+        return found
+
+    def taken_records(self, removed: dict[type[models.Model], set]) -> dict[type, list]:
+        """Model → the keys of rows the import adds whose reference to a row in ``removed``
+        would take them with it (CASCADE): the target holds no row to collect for them."""
+        taken: dict[type[models.Model], list] = defaultdict(list)
+        for (model, f), targets in self.pointed.items():
+            if f.remote_field.on_delete is not models.CASCADE:
+                continue
+            gone = removed.get(f.related_model._meta.concrete_model, set())
+            for target in gone & targets.keys() if gone else ():
+                if keys := [row for row in targets[target] if isinstance(row, tuple)]:
+                    taken[model] += keys
+        return taken
 
     def note_links(self, f: models.ManyToManyField, pk: Any, removed: set) -> None:
         """The links from ``pk`` to ``removed`` through the M2M field ``f`` will be gone."""
@@ -58,7 +111,26 @@ class DryRunCollector(Collector):
         super().__init__(using=using, origin=None)
         self.moved = moved
 
+    def collect(self, objs, **options):
+        # Django collects the rows a GenericRelation reaches with a source and no source_attr
+        # (foreign keys' cascades name theirs; it passes them all by name): leave out those
+        # the import points elsewhere.
+        generic = options.get("source") is not None and options.get("source_attr") is None
+        if generic and not options.get("reverse_dependency"):
+            gone = self.moved.generic_rows.get(objs.model) if hasattr(objs, "model") else None
+            if gone:
+                objs = objs.exclude(pk__in=gone)
+        return super().collect(objs, **options)
+
     def related_objects(self, related_model, related_fields, objs):
+        queryset = self.without_moved(related_model, related_fields, objs)
+        pointed = self.moved.pointing(related_model, related_fields, objs)
+        if not pointed:
+            return queryset
+        # The rows the import points at these: their on_delete applies as in the real run.
+        return queryset | related_model._base_manager.using(self.using).filter(pk__in=pointed)
+
+    def without_moved(self, related_model, related_fields, objs):
         queryset = super().related_objects(related_model, related_fields, objs)
         moved = {f.attname: self.moved.moved(related_model, f.attname) for f in related_fields}
         if not any(moved.values()):

@@ -319,6 +319,27 @@ def _as_pk(model: type[models.Model], raw: Any) -> Any:
         return None
 
 
+def note_moves(
+    moved: Any, model: type[models.Model], plan: Any, pk: Any, old: dict, new: dict, using: str
+) -> None:
+    """Dry run in replace mode: the generic references of row ``pk`` that ``new`` (attname →
+    value; those it lacks keep ``old``'s) moves away from a row that may be deleted (see
+    ``sync.deletions``: a GenericRelation cascades through them)."""
+    from django.contrib.contenttypes.models import ContentType
+
+    for id_field, relation in plan.generic.items():
+        ct_attname = model._meta.get_field(relation.ct_field).attname
+        id_attname = model._meta.get_field(id_field).attname
+        before = old[ct_attname], old[id_attname]
+        if before == (new.get(ct_attname, before[0]), new.get(id_attname, before[1])):
+            continue
+        if before[0] is None or before[1] is None:
+            continue
+        target = ContentType.objects.db_manager(using).get_for_id(before[0]).model_class()
+        if target is not None:
+            moved.note_generic(model, target, _as_pk(target, before[1]), pk)
+
+
 def keys_by_pk(model: type[models.Model], pks: set, using: str, depth: int = 0) -> dict:
     """Id → sync key of ``model``'s rows with these ids, read a chunk at a time."""
     # Imported here: schema and keys import this module.

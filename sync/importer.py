@@ -699,6 +699,8 @@ class TableLoader:
                     planned.append((key, "insert", values | m2m, ""))
                 inserts.append(values)
                 new_m2m.append((key, m2m))
+                if self.importer.moved is not None:
+                    self.note_points(key, values)
                 for name, target in deferred.items():
                     self.deferred.append((key, None, name, target, "new"))
                 continue
@@ -741,7 +743,7 @@ class TableLoader:
                     (pk, {a: values[a] for a in values if a not in self.deferred_attnames})
                 )
             if self.importer.moved is not None:
-                self.note_moves(pk, changed, m2m_changes)
+                self.note_moves(pk, old, changed, m2m_changes)
             for name, (old_ids, new_ids) in m2m_changes.items():
                 m2m_writes[name].append((pk, old_ids, new_ids))
         if planned:
@@ -761,15 +763,25 @@ class TableLoader:
                 len(inserts) + len(updates),
             )
 
-    def note_moves(self, pk: Any, changed: dict, m2m_changes: dict) -> None:
+    def note_moves(self, pk: Any, row: dict, changed: dict, m2m_changes: dict) -> None:
         """Dry run in replace mode: the references this row's update moves (see
         ``sync.deletions``)."""
         moved = self.importer.moved
-        for attname, (old, _) in changed.items():
+        for attname, (old, new) in changed.items():
             if attname in self.reference_attnames:
                 moved.note(self.model, self.by_attname[attname], old, pk)
+                moved.point(self.model, self.by_attname[attname], new, pk)
+        if self.plan.generic:
+            new = {attname: value for attname, (_, value) in changed.items()}
+            generic.note_moves(moved, self.model, self.plan, pk, row, new, self.using)
         for name, (old_ids, new_ids) in m2m_changes.items():
             moved.note_links(self.model._meta.get_field(name), pk, old_ids - new_ids)
+
+    def note_points(self, key: tuple, values: dict) -> None:
+        """Dry run in replace mode: the references of a row the import adds (see
+        ``sync.deletions``)."""
+        for attname in self.reference_attnames.keys() & values.keys():
+            self.importer.moved.point(self.model, self.by_attname[attname], values[attname], key)
 
     def write_chunk(self, inserts: list, updates: list, m2m_writes: dict, new_m2m: list) -> None:
         """Write a chunk; new rows' ids are read back when something needs them (a whole
@@ -1145,8 +1157,8 @@ class Importer:
             old = None if state == "new" else current[pk][f.attname]
             if old == wanted:
                 continue
-            if self.moved is not None and f.is_relation:  # (generic ones: see sync.generic)
-                self.moved.note(loader.model, f, old, pk)
+            if self.moved is not None:
+                self.note_deferred_move(loader, f, pk, key, current.get(pk), wanted)
             updates[pk][f.attname] = wanted
             if state == "same" and key not in promoted:
                 promoted.add(key)
@@ -1160,6 +1172,18 @@ class Importer:
                 self.recorder.amend(loader.label, json_key(key), fields)
         if not self.dry_run:
             self.writer.update_rows(loader, list(updates.items()))
+
+    def note_deferred_move(
+        self, loader: TableLoader, f: models.Field, pk: Any, key: tuple, row: dict | None, new: Any
+    ) -> None:
+        """Dry run in replace mode: a reference the second pass moves (see sync.deletions)."""
+        if f.is_relation:
+            if row is not None:
+                self.moved.note(loader.model, f, row[f.attname], pk)
+            self.moved.point(loader.model, f, new, key if row is None else pk)
+        elif row is not None:
+            moves = {f.attname: new}
+            generic.note_moves(self.moved, loader.model, loader.plan, pk, row, moves, self.using)
 
     def delete_missing(self, result: ImportResult) -> None:
         """Replace mode: delete rows whose key is not in the archive, following on_delete.
@@ -1182,7 +1206,12 @@ class Importer:
                     self.record_deleted(loader.model, chunk, "")
         if not stale_loaders:
             return
-        for model, pks in deleted_ids(collector).items():
+        removed = deleted_ids(collector)
+        # Rows the import adds that the real run's cascade would take (see sync.deletions).
+        taken = {} if self.moved is None else self.moved.taken_records(removed)
+        for model in taken.keys() - removed.keys():
+            removed[model] = set()
+        for model, pks in removed.items():
             loader = self.loaders.get(model._meta.label)
             if loader is None:
                 result.cascaded[str(model._meta.verbose_name_plural)] += len(pks)
@@ -1190,6 +1219,8 @@ class Importer:
             kept = pks - loader.stale.keys()
             if kept:
                 raise self.deletes_archived_row(loader, min(kept))
+            if taken.get(model):  # rows the import adds: their ids follow the target's
+                raise self.deletes_archived_row(loader, key=min(taken[model]))
             loader.diff.deleted = len(pks)
         if self.recorder is not None:
             self.record_cascaded(collector)
@@ -1221,9 +1252,12 @@ class Importer:
             for chunk in chunked(cascaded, CHUNK):
                 self.record_deleted(model, chunk, "cascade (on_delete)")
 
-    def deletes_archived_row(self, loader: TableLoader, pk: Any) -> ImportFailed:
-        rows = loader.model._base_manager.using(self.using).filter(pk=pk)
-        key = next(keyed_ids(rows, loader.key_paths))[0]
+    def deletes_archived_row(
+        self, loader: TableLoader, pk: Any = None, key: tuple | None = None
+    ) -> ImportFailed:
+        if key is None:
+            rows = loader.model._base_manager.using(self.using).filter(pk=pk)
+            key = next(keyed_ids(rows, loader.key_paths))[0]
         return loader.fail(
             key,
             "is in the archive, but replace mode would delete it: an on_delete rule takes it "

@@ -25,7 +25,7 @@ from sync.jobs.exports import export
 from sync.jobs.imports import run_import
 from sync.models import ImportRun
 from tests.archive_tools import read_records, rewrite_archive
-from tests.awkward.models import Article, Node, Seat
+from tests.awkward.models import Article, Node, Note, Seat
 from tests.cli import assert_refused
 from tests.fingerprint import fingerprint
 from tests.plan_tools import changes
@@ -226,6 +226,48 @@ def some_tables(tmp_path):
     return archive, {"tables": tables}
 
 
+def reference_to_a_row_a_cascade_takes(tmp_path):
+    """Only projects and participants are imported: an archived participant's event (not
+    imported) now hangs off a project the archive lacks, and the target moved the participants
+    away from it. The import moves them back, so the project's cascade would take them:
+    refused."""
+    tables = ["content.Project", "content.Participant"]
+    archive = exported(tmp_path, tables=tables)
+    event = Participant.objects.order_by("xmlid").first().event
+    gone = new_project("gone", User.objects.first())
+    Event.objects.filter(pk=event.pk).update(project=gone)
+    elsewhere = Event.objects.exclude(pk=event.pk).first()
+    Participant.objects.filter(event=event).update(event=elsewhere)
+    return archive, {"tables": tables}
+
+
+def new_record_to_a_row_a_cascade_takes(tmp_path):
+    """As above, but the participant is one the import adds again: refused just the same."""
+    tables = ["content.Project", "content.Participant"]
+    event = new_event("lonely.event__1", Project.objects.order_by("domaincode").first())
+    Participant.objects.create(
+        xmlid="lonely.participant__1", event=event, name="x", status=status("participants")
+    )
+    archive = exported(tmp_path, tables=tables)
+    Participant.objects.filter(xmlid="lonely.participant__1").delete()
+    Event.objects.filter(pk=event.pk).update(project=new_project("gone", User.objects.first()))
+    return archive, {"tables": tables}
+
+
+def generic_references_move(tmp_path):
+    """Articles own their notes (a GenericRelation): an archived note the target moved to an
+    article the archive lacks goes back first, so the article's deletion does not take it."""
+    tables = ["awkward.Article", "awkward.Note"]
+    kept = Article.objects.create(slug="kept")
+    Note.objects.create(xmlid="note-1", target=kept, text="kept's")
+    Note.objects.create(xmlid="note-2", target=kept, text="stays")
+    archive = exported(tmp_path, tables=tables)
+    gone = Article.objects.create(slug="gone")
+    Note.objects.filter(xmlid="note-1").update(object_id=gone.pk)
+    Note.objects.create(xmlid="note-3", target=gone, text="goes with it")
+    return archive, {"tables": tables}
+
+
 def stamps(model, pk, delta):
     model.objects.filter(pk=pk).update(updated_at=model.objects.get(pk=pk).updated_at + delta)
 
@@ -266,6 +308,9 @@ SCENARIOS = [
     m2m_item_to_a_deleted_row,
     unique_values_move,
     some_tables,
+    reference_to_a_row_a_cascade_takes,
+    new_record_to_a_row_a_cascade_takes,
+    generic_references_move,
     update_mode_timestamps,
     append_mode,
 ]

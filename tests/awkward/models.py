@@ -1,7 +1,7 @@
 """Test-only models (app label ``awkward``; installed by ``tests/settings.py`` only, created
 without migrations). Each one is a shape of real sites that the content models lack."""
 
-from django.contrib.contenttypes.fields import GenericForeignKey
+from django.contrib.contenttypes.fields import GenericForeignKey, GenericRelation
 from django.contrib.contenttypes.models import ContentType
 from django.db import models
 
@@ -61,6 +61,8 @@ class Article(models.Model):
     slug = models.SlugField(unique=True)
     hidden = models.BooleanField(default=False)
     title = models.CharField(max_length=100, blank=True)
+    # Deleting an article deletes its notes (a Collector follows a GenericRelation).
+    notes = GenericRelation(Note)
 
     objects = VisibleManager()
 

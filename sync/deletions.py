@@ -91,6 +91,18 @@ class MovedReferences:
                     taken[model] += keys
         return taken
 
+    def changed_records(self, removed: dict[type[models.Model], set]) -> list[tuple]:
+        """(model, field, key) of rows the import adds whose reference to a row in
+        ``removed`` an ``on_delete`` rule would change (SET_NULL, SET_DEFAULT, SET(…))."""
+        changed = []
+        for (model, f), targets in self.pointed.items():
+            gone = removed.get(f.related_model._meta.concrete_model, set())
+            if not gone or not changes_row(f.remote_field.on_delete):
+                continue
+            for target in gone & targets.keys():
+                changed += [(model, f, row) for row in targets[target] if isinstance(row, tuple)]
+        return sorted(changed, key=lambda found: repr(found[2]))
+
     def note_links(self, f: models.ManyToManyField, pk: Any, removed: set) -> None:
         """The links from ``pk`` to ``removed`` through the M2M field ``f`` will be gone."""
         through = f.remote_field.through
@@ -102,6 +114,25 @@ class MovedReferences:
 
     def moved(self, model: type[models.Model], attname: str) -> set[Hashable]:
         return self.rows.get((model, attname), set())
+
+
+def changes_row(on_delete: Callable) -> bool:
+    """Whether an ``on_delete`` rule keeps the referring row but changes its reference."""
+    return on_delete in (models.SET_NULL, models.SET_DEFAULT) or hasattr(on_delete, "deconstruct")
+
+
+def updated_ids(collector: Collector) -> dict[tuple[type[models.Model], models.Field], set]:
+    """(concrete model, field) → ids of the rows whose ``field`` ``collector`` would change
+    (SET_NULL, SET_DEFAULT, SET(...)) before it deletes."""
+    updated: dict[tuple[type[models.Model], models.Field], set] = defaultdict(set)
+    for (f, _), instances_list in collector.field_updates.items():
+        for instances in instances_list:
+            if isinstance(instances, models.QuerySet):
+                ids = set(instances.values_list("pk", flat=True))
+            else:
+                ids = {obj.pk for obj in instances}
+            updated[(f.model._meta.concrete_model, f)] |= ids
+    return updated
 
 
 class DryRunCollector(Collector):

@@ -52,7 +52,7 @@ from sync.decide import (
     needs_content,
     stamp_order,
 )
-from sync.deletions import DryRunCollector, MovedReferences, deleted_ids
+from sync.deletions import DryRunCollector, MovedReferences, deleted_ids, updated_ids
 from sync.generic import GenericColumns, GenericImport, keys_by_pk
 from sync.jobs.reporter import JobCancelled, JobReporter
 from sync.keys import (
@@ -1222,6 +1222,7 @@ class Importer:
             if taken.get(model):  # rows the import adds: their ids follow the target's
                 raise self.deletes_archived_row(loader, key=min(taken[model]))
             loader.diff.deleted = len(pks)
+        self.refuse_changed_records(collector)
         if self.recorder is not None:
             self.record_cascaded(collector)
         if not self.dry_run:
@@ -1252,16 +1253,41 @@ class Importer:
             for chunk in chunked(cascaded, CHUNK):
                 self.record_deleted(model, chunk, "cascade (on_delete)")
 
+    def refuse_changed_records(self, collector: Collector) -> None:
+        """Replace mode: an ``on_delete`` rule (SET_NULL, SET_DEFAULT, SET(…)) of a row the
+        import deletes must not change a record the archive holds: the result would not be
+        the archive. Rows the target holds are in the collector's field updates; rows the
+        import adds, in a dry run, are told by ``MovedReferences.taken_records``."""
+        for (model, f), pks in updated_ids(collector).items():
+            loader = self.loaders.get(model._meta.label)
+            kept = pks - loader.stale.keys() if loader is not None else set()
+            if kept:
+                raise self.deletes_archived_row(loader, min(kept), change=f.name)
+        if self.moved is not None:
+            for model, f, key in self.moved.changed_records(deleted_ids(collector)):
+                loader = self.loaders[model._meta.label]
+                raise self.deletes_archived_row(loader, key=key, change=f.name)
+
     def deletes_archived_row(
-        self, loader: TableLoader, pk: Any = None, key: tuple | None = None
+        self,
+        loader: TableLoader,
+        pk: Any = None,
+        key: tuple | None = None,
+        change: str | None = None,
     ) -> ImportFailed:
+        """The refusal of a record the archive holds that replace's deletion would take (or,
+        with ``change``, whose reference it would change)."""
         if key is None:
             rows = loader.model._base_manager.using(self.using).filter(pk=pk)
             key = next(keyed_ids(rows, loader.key_paths))[0]
+        if change is None:
+            what = "would delete it: an on_delete rule takes it"
+        else:
+            what = f"would change its field {change!r}: an on_delete rule empties it"
         return loader.fail(
             key,
-            "is in the archive, but replace mode would delete it: an on_delete rule takes it "
-            "with a row that the import deletes (the archive is inconsistent)",
+            f"is in the archive, but replace mode {what} with a row that the import deletes "
+            "(the archive is inconsistent)",
         )
 
 

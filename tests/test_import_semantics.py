@@ -254,6 +254,33 @@ def new_record_to_a_row_a_cascade_takes(tmp_path):
     return archive, {"tables": tables}
 
 
+def reference_a_cascade_empties(tmp_path):
+    """Only projects and posts are imported: an archived post's event (not imported) now
+    hangs off a project the archive lacks, and the target emptied the post's event. The
+    import sets it again, and the project's cascade would take the event and empty the post's
+    reference (SET_NULL), so the result would not be the archive: refused."""
+    tables = ["content.Project", "content.Post"]
+    post = Post.objects.filter(event__isnull=False).order_by("xmlid").first()
+    archive = exported(tmp_path, tables=tables)
+    Event.objects.filter(pk=post.event_id).update(project=new_project("gone", User.objects.first()))
+    Post.objects.filter(event_id=post.event_id).update(event=None)
+    return archive, {"tables": tables}
+
+
+def new_record_a_cascade_empties(tmp_path):
+    """As above, but the post is one the import adds again."""
+    tables = ["content.Project", "content.Post"]
+    project = Project.objects.order_by("domaincode").first()
+    event = new_event("lonely.event__2", project)
+    Post.objects.create(
+        xmlid="lonely.post__1", event=event, project=project, name="x", status=status("posts")
+    )
+    archive = exported(tmp_path, tables=tables)
+    Post.objects.filter(xmlid="lonely.post__1").delete()
+    Event.objects.filter(pk=event.pk).update(project=new_project("gone", User.objects.first()))
+    return archive, {"tables": tables}
+
+
 def generic_references_move(tmp_path):
     """Articles own their notes (a GenericRelation): an archived note the target moved to an
     article the archive lacks goes back first, so the article's deletion does not take it."""
@@ -310,6 +337,8 @@ SCENARIOS = [
     some_tables,
     reference_to_a_row_a_cascade_takes,
     new_record_to_a_row_a_cascade_takes,
+    reference_a_cascade_empties,
+    new_record_a_cascade_empties,
     generic_references_move,
     update_mode_timestamps,
     append_mode,
@@ -356,6 +385,27 @@ def test_replace_refuses_records_referring_to_rows_it_would_delete(
     "not in the archive" and its on_delete took the archive's records with it."""
     archive, _ = scenario(tmp_path)
     assert_refused(str(archive), dry_run=dry_run, no_input=True, expected=REFUSALS[scenario])
+
+
+@pytest.mark.parametrize(
+    ("scenario", "post"),
+    [(reference_a_cascade_empties, None), (new_record_a_cascade_empties, "lonely.post__1")],
+    ids=["kept-record", "new-record"],
+)
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "real"])
+def test_replace_refuses_records_whose_reference_a_cascade_would_empty(
+    demo, tmp_path, scenario, post, dry_run
+):
+    post = post or Post.objects.filter(event__isnull=False).order_by("xmlid").first().xmlid
+    archive, options = scenario(tmp_path)
+    assert_refused(
+        str(archive),
+        expected=f"content.Post {post!r}: is in the archive, but replace mode would change its "
+        "field 'event': an on_delete rule empties it",
+        dry_run=dry_run,
+        no_input=True,
+        **options,
+    )
 
 
 @pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "real"])

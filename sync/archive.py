@@ -36,6 +36,8 @@ from typing import IO, Any
 import orjson
 import zstandard
 
+from sync.errors import SyncError
+
 FORMAT_NAME = "crearis-sync-archive"
 FORMAT_VERSION = 1
 INDEX_NAME = "index.json"
@@ -62,7 +64,7 @@ READ_ERRORS = (
 )
 
 
-class ArchiveError(Exception):
+class ArchiveError(SyncError):
     """An archive that cannot be read or trusted; the message names the problem."""
 
 
@@ -758,7 +760,9 @@ class ArchiveReader:
                 if len(line) > limit:
                     raise ArchiveError(
                         f"{member.name}, line {number}: longer than {limit} bytes, the limit "
-                        f"for a record (SYNC_MAX_LINE_SIZE)."
+                        f"for a record (SYNC_MAX_LINE_SIZE).",
+                        member=member.name,
+                        line=number,
                     )
                 digest.update(line)
                 yield line

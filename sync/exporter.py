@@ -32,6 +32,7 @@ from sync.archive import (
     remove_leftovers,
 )
 from sync.columns import read_columns, reads_datetimes_as_text, utc_datetime_texts
+from sync.errors import SyncError
 from sync.generic import DanglingCheck, DanglingReference, GenericPart, NulledReferences
 from sync.locking import write_transaction
 from sync.models import BackupRecord, SyncState, mark_stale, process_alive
@@ -52,7 +53,7 @@ PRODUCER_VERSION = "0.1.0"
 Progress = Callable[[int], None]
 
 
-class ExportError(Exception):
+class ExportError(SyncError):
     """An export that cannot run; the message says why."""
 
 

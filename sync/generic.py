@@ -43,6 +43,7 @@ from django.conf import settings
 from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.db import models
 
+from sync.errors import SyncError
 from sync.fieldtypes import INTEGER_FIELDS, TEXT_FIELDS
 
 if TYPE_CHECKING:
@@ -336,12 +337,17 @@ def keys_by_pk(model: type[models.Model], pks: set, using: str, depth: int = 0) 
 # -- export: references that name no row ----------------------------------------------------
 
 
-class DanglingReference(Exception):
+class DanglingReference(SyncError):
     """A record whose generic reference names no row; its key, field and what it named."""
 
     def __init__(self, table: str, key: Any, field_name: str, reference: str):
-        super().__init__(f"{table} {key!r}: field {field_name!r} refers to {reference}")
-        self.table, self.key, self.field, self.reference = table, key, field_name, reference
+        super().__init__(
+            f"{table} {key!r}: field {field_name!r} refers to {reference}",
+            table=table,
+            key=key,
+            field=field_name,
+        )
+        self.reference = reference
 
 
 @dataclass
@@ -532,7 +538,7 @@ class _Field:
     waits: bool  # filled in by the second pass (see waiting_fields)
 
 
-class Unresolved(Exception):
+class Unresolved(SyncError):
     """A generic reference that names no row; ``droppable``: --drop-unresolved may leave its
     record out (not when its row may just not be read yet)."""
 

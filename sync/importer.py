@@ -43,6 +43,7 @@ from django.db.models.functions import Cast
 from sync import generic
 from sync.columns import UTC_TEXT, read_columns, reads_datetimes_as_text, utc_datetime_texts
 from sync.deletions import DryRunCollector, MovedReferences, deleted_ids
+from sync.errors import SyncError
 from sync.generic import GenericColumns, GenericImport
 from sync.keys import (
     CHUNK,
@@ -76,7 +77,7 @@ SHOW_CHARS = 60
 Progress = Callable[[int], None]
 
 
-class ImportFailed(Exception):
+class ImportFailed(SyncError):
     """An import that cannot be done; the message names table, key and field."""
 
 
@@ -372,8 +373,17 @@ class TableLoader:
         self.generic = GenericColumns.of(self)  # None: the table has no generic references
 
     # -- reading ---------------------------------------------------------------------------
-    def fail(self, key: tuple, message: str) -> ImportFailed:
-        return ImportFailed(f"{self.label} {json_key(key)!r}: {message}")
+    def fail(
+        self, key: tuple, message: str, field: str | None = None, value: Any = None
+    ) -> ImportFailed:
+        """The error about the record ``key``; ``value`` only when it is no secret."""
+        return ImportFailed(
+            f"{self.label} {json_key(key)!r}: {message}",
+            table=self.label,
+            key=json_key(key),
+            field=field,
+            value=value,
+        )
 
     def decode(self, key: tuple, record: dict) -> tuple[dict[str, Any], dict[str, Any], dict]:
         """(values by attname, deferred references by name, m2m ids by name) of a record."""
@@ -385,7 +395,7 @@ class TableLoader:
             if column.reference is not None:
                 if raw is None:
                     if not f.null and not column.deferred:
-                        raise self.fail(key, f"field {f.name!r} may not be empty")
+                        raise self.fail(key, f"field {f.name!r} may not be empty", f.name)
                     values[f.attname] = None
                 elif column.deferred:
                     deferred[f.name] = raw
@@ -397,9 +407,10 @@ class TableLoader:
                 value = column.decode(raw)
             except (ValidationError, ValueError, TypeError) as exc:
                 shown = self.bad(f, raw, exc)
-                raise self.fail(key, f"field {f.name!r}: bad value {shown}") from exc
+                safe = None if f.attname in self.secrets else raw
+                raise self.fail(key, f"field {f.name!r}: bad value {shown}", f.name, safe) from exc
             if value is None and not f.null:
-                raise self.fail(key, f"field {f.name!r} may not be empty")
+                raise self.fail(key, f"field {f.name!r} may not be empty", f.name)
             values[f.attname] = value
         if self.generic is not None:
             self.generic.apply(record, values, deferred)
@@ -407,7 +418,7 @@ class TableLoader:
         for f in self.m2m:
             raw = record.get(f.name) or []
             if not isinstance(raw, list):
-                raise self.fail(key, f"field {f.name!r} must be a list of keys")
+                raise self.fail(key, f"field {f.name!r} must be a list of keys", f.name)
             m2m[f.name] = {self.resolve(f.related_model, k, key, f) for k in raw}
         return values, deferred, m2m
 
@@ -532,6 +543,7 @@ class TableLoader:
             key,
             f"field {name!r} refers to {model._meta.label} {json_key(target)!r}, which is not "
             f"in the archive: replace mode would delete it (the archive is inconsistent)",
+            name,
         )
 
     def check_unique(self, keys: list[tuple]) -> None:
@@ -1001,6 +1013,8 @@ class Importer:
                 key,
                 f"field {f.name!r} refers to {target._meta.label} {raw!r}, which is neither in "
                 f"the archive nor in the target database",
+                f.name,
+                raw,
             )
         return pk
 

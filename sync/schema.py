@@ -28,10 +28,11 @@ from django.apps import apps
 from django.conf import settings
 from django.db import models
 
+from sync.errors import SyncError
 from sync.generic import GenericPart, GenericRelation, generic_relations, load_after, waiting_fields
 
 
-class SchemaError(Exception):
+class SchemaError(SyncError):
     """A table, field or model that the engine cannot work with, named for the user."""
 
 

@@ -4,10 +4,10 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 from tqdm import tqdm
 
-from sync.archive import COMPRESSIONS, ArchiveError
-from sync.exporter import ExportError, export
+from sync.archive import COMPRESSIONS
+from sync.errors import SyncError
+from sync.exporter import export
 from sync.management.database import usable_database
-from sync.schema import SchemaError
 
 
 class Command(BaseCommand):
@@ -64,7 +64,7 @@ class Command(BaseCommand):
                 progress=bar.update,
                 on_start=lambda total: bar.reset(total=total),
             )
-        except (ExportError, ArchiveError, SchemaError, OSError) as exc:
+        except (SyncError, OSError) as exc:
             raise CommandError(f"Export failed: {exc}") from exc
         except DatabaseError as exc:
             raise CommandError(

@@ -37,12 +37,12 @@ from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, IntegrityError, connections, models, transaction
-from django.db.models.deletion import Collector, ProtectedError, RestrictedError
+from django.db.models.deletion import ProtectedError, RestrictedError
 from django.db.models.functions import Cast
 
 from sync import generic
 from sync.columns import UTC_TEXT, read_columns, reads_datetimes_as_text, utc_datetime_texts
-from sync.deletions import DryRunCollector, MovedReferences, deleted_ids
+from sync.deletions import DryRunCollector, MovedReferences, SilentCollector, deleted_ids
 from sync.errors import SyncError
 from sync.generic import GenericColumns, GenericImport
 from sync.keys import (
@@ -1131,7 +1131,7 @@ class Importer:
         the archive holds must not go with them: that is refused.
         """
         if self.moved is None:
-            collector = Collector(using=self.using, origin=None)
+            collector = SilentCollector(using=self.using, origin=None)
         else:
             collector = DryRunCollector(self.using, self.moved)
         stale_loaders = [loader for loader in self.loaders.values() if loader.stale]

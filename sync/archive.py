@@ -372,9 +372,10 @@ class ReadLimits:
 
     @classmethod
     def from_settings(cls, max_member_size: int | None = None) -> ReadLimits:
-        from django.conf import settings
+        from sync.conf import sync_settings
 
-        return cls(max_member_size or settings.SYNC_MAX_MEMBER_SIZE, settings.SYNC_MAX_LINE_SIZE)
+        conf = sync_settings
+        return cls(max_member_size or conf.SYNC_MAX_MEMBER_SIZE, conf.SYNC_MAX_LINE_SIZE)
 
 
 def _shown(value: Any) -> str:

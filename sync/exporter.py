@@ -32,6 +32,7 @@ from sync.archive import (
     remove_leftovers,
 )
 from sync.columns import read_columns, reads_datetimes_as_text, utc_datetime_texts
+from sync.conf import sync_settings
 from sync.errors import SyncError
 from sync.generic import DanglingCheck, DanglingReference, GenericPart, NulledReferences
 from sync.locking import write_transaction
@@ -168,7 +169,7 @@ def export(
     """
     check_compression(compression, level)
     plans = plan_models(select_models(tables, exclude, with_dependencies), include_secrets)
-    output_dir = Path(output_dir or settings.BACKUP_DIR)
+    output_dir = Path(output_dir or sync_settings.BACKUP_DIR)
     now = datetime.now(UTC).replace(microsecond=0)
     path = archive_path(output_dir, "full", compression, now)
     mark_stale_backups(using)
@@ -335,7 +336,7 @@ def encode_lines(plan: SyncModel, names: list[str], values: list[list]) -> list[
     """The JSON lines of a chunk's records (``values``: one list per field), or an
     ExportError naming the first record an import would refuse: a value that cannot be
     written exactly, or a line over ``SYNC_MAX_LINE_SIZE``."""
-    limit = settings.SYNC_MAX_LINE_SIZE
+    limit = sync_settings.SYNC_MAX_LINE_SIZE
     rows = list(zip(*values, strict=True))
     try:
         lines = [dumps_line(dict(zip(names, row, strict=True))) for row in rows]

@@ -39,10 +39,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from django.apps import apps
-from django.conf import settings
 from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.db import models
 
+from sync.conf import sync_settings
 from sync.errors import SyncError
 from sync.fieldtypes import INTEGER_FIELDS, TEXT_FIELDS
 
@@ -79,7 +79,7 @@ def generic_relations(model: type[models.Model]) -> dict[str, GenericRelation]:
             if isinstance(f, GenericForeignKey):
                 found[f.fk_field] = GenericRelation(f.ct_field, f.fk_field)
     label = model._meta.label_lower
-    for entry in getattr(settings, "SYNC_GENERIC_RELATIONS", ()):
+    for entry in sync_settings.SYNC_GENERIC_RELATIONS:
         if _well_formed(entry) and entry[0].lower() == label:  # else: see setting_problems
             found[entry[2]] = GenericRelation(entry[1], entry[2])
     return found
@@ -96,7 +96,7 @@ def _well_formed(entry: Any) -> bool:
 def setting_problems() -> list[str]:
     """What is wrong with ``SYNC_GENERIC_RELATIONS`` (for the system check)."""
     problems = []
-    for entry in getattr(settings, "SYNC_GENERIC_RELATIONS", ()):
+    for entry in sync_settings.SYNC_GENERIC_RELATIONS:
         if not _well_formed(entry):
             problems.append(f"{entry!r} is not a (model label, content type field, id field).")
             continue
@@ -523,7 +523,7 @@ class GenericImport:
         from sync.keys import SeenKeys  # keys imports this module
 
         if model not in self.dropped:
-            self.dropped[model] = SeenKeys(settings.SYNC_KEY_MAP_LIMIT)
+            self.dropped[model] = SeenKeys(sync_settings.SYNC_KEY_MAP_LIMIT)
         self.dropped[model].add_new([key])
 
     def is_dropped(self, model: type[models.Model], key: tuple) -> bool:

@@ -42,6 +42,7 @@ from django.db.models.functions import Cast
 
 from sync import generic
 from sync.columns import UTC_TEXT, read_columns, reads_datetimes_as_text, utc_datetime_texts
+from sync.conf import sync_settings
 from sync.deletions import DryRunCollector, MovedReferences, SilentCollector, deleted_ids
 from sync.errors import SyncError
 from sync.generic import GenericColumns, GenericImport
@@ -330,7 +331,7 @@ class TableLoader:
         self.has_updated_at = "updated_at" in present and isinstance(
             opts.get_field("updated_at"), models.DateTimeField
         )
-        self.keys_seen = SeenKeys(settings.SYNC_KEY_MAP_LIMIT)
+        self.keys_seen = SeenKeys(sync_settings.SYNC_KEY_MAP_LIMIT)
         self.stale: dict[Any, tuple] = {}
         # Replace mode: target rows of this table that its own records refer to (id → the
         # first referring key and field), checked against ``stale`` once the table has loaded.
@@ -454,7 +455,7 @@ class TableLoader:
         manager = self.model._base_manager.using(self.using)
         self.rows_before = manager.count()
         # The keys of both sides mostly overlap: the larger side is what a whole map holds.
-        self.by_chunk = max(self.rows_before, self.source.count) > settings.SYNC_KEY_MAP_LIMIT
+        self.by_chunk = max(self.rows_before, self.source.count) > sync_settings.SYNC_KEY_MAP_LIMIT
         if self.needs_ids:
             self.importer.key_index(self.model, bounded=self.by_chunk)
         if not self.by_chunk:
@@ -505,7 +506,7 @@ class TableLoader:
             return None
         key_of = key_lookup(self.model, self.using, self.key_paths)
         return UniqueValues(
-            self.model, self.using, groups, key_of, self.fail, settings.SYNC_KEY_MAP_LIMIT
+            self.model, self.using, groups, key_of, self.fail, sync_settings.SYNC_KEY_MAP_LIMIT
         )
 
     def check_references_kept(self, decoded: list) -> None:

@@ -14,11 +14,11 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.db import OperationalError, connections, transaction
 from django.utils import timezone
 
 from sync.archive import ArchiveError
+from sync.conf import sync_settings
 from sync.importer import ImportFailed, ImportResult, Progress, import_records
 from sync.locking import LockBusy, import_lock, write_transaction
 from sync.models import ImportRun, SyncState, mark_stale
@@ -36,7 +36,7 @@ INTERRUPTED_BY_USER = "Interrupted (Ctrl-C) before the import finished; nothing 
 def verification(archive: Path) -> Iterator[VerifyProcess]:
     """Verify ``archive`` in a separate process while the import reads it; the importer's
     write gate waits for the verdict before its first write (see sync.writer.WriteGate)."""
-    checker = VerifyProcess(archive, settings.SYNC_MAX_MEMBER_SIZE)
+    checker = VerifyProcess(archive, sync_settings.SYNC_MAX_MEMBER_SIZE)
     try:
         yield checker
     finally:

@@ -86,6 +86,8 @@ def select_models(
             chosen = [m for m in chosen if m not in excluded]
     except SchemaError as exc:
         raise ExportError(str(exc)) from exc
+    if not chosen and not tables:
+        raise ExportError("No tables to export: name them (--tables) or set SYNC_DEFAULT_APPS.")
     if not chosen:
         raise ExportError("No tables left to export.")
     return chosen

@@ -8,6 +8,7 @@ from crearis.content.models import Tag
 from sync.conf import DEFAULTS, sync_settings
 from sync.exporter import export
 from sync.runs import run_import
+from tests.cli import cli
 
 
 def without_sync_settings(settings) -> None:
@@ -42,3 +43,11 @@ def test_an_export_and_import_work_without_any_sync_setting(settings, demo, tmp_
 
     assert result.counts()["content.Tag"]["updated"] == 1
     assert Tag.objects.get(pk=changed.pk).description == changed.description
+
+
+def test_an_export_of_no_named_tables_without_default_apps_says_what_to_set(settings, db, tmp_path):
+    without_sync_settings(settings)
+    outcome = cli("syncexport", output=str(tmp_path))
+    assert outcome.status == 1
+    assert "No tables to export: name them (--tables) or set SYNC_DEFAULT_APPS." in outcome.error
+    assert list(tmp_path.iterdir()) == []

@@ -33,7 +33,7 @@ def main() -> None:
     import django
 
     django.setup()
-    from sync.exporter import export
+    from sync.jobs.exports import export
 
     with tempfile.TemporaryDirectory(prefix="crearis-profile-") as out:
         profiler = cProfile.Profile()

@@ -143,6 +143,23 @@ SYNC_MAX_LINE_SIZE = env.int("SYNC_MAX_LINE_SIZE", default=SYNC_DEFAULTS["SYNC_M
 # larger ones are looked up a chunk at a time (memory stays flat, a little slower).
 SYNC_KEY_MAP_LIMIT = env.int("SYNC_KEY_MAP_LIMIT", default=SYNC_DEFAULTS["SYNC_KEY_MAP_LIMIT"])
 
+# Jobs (docs/jobs.md): running exports and imports publish progress and a heartbeat, and read
+# their cancel flag, through the "sync" cache, outside every database transaction. The default,
+# files under var/, is shared by the processes of one host; processes on several hosts or
+# containers (web and worker) must share Redis: SYNC_CACHE_URL=redis://127.0.0.1:6379/1.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "sync": env.cache_url("SYNC_CACHE_URL", default=f"filecache://{VAR_DIR / 'sync-cache'}"),
+}
+CACHES["sync"].setdefault("KEY_PREFIX", "crearis-sync")
+if CACHES["sync"]["BACKEND"].endswith("FileBasedCache"):
+    # A full file cache deletes a third of its entries at random: never a running job's.
+    CACHES["sync"].setdefault("OPTIONS", {}).setdefault("MAX_ENTRIES", 100_000)
+# A running job whose heartbeat (once a second) is older than this is stale: its process is gone.
+SYNC_JOB_STALE_AFTER = env.int(
+    "SYNC_JOB_STALE_AFTER", default=SYNC_DEFAULTS["SYNC_JOB_STALE_AFTER"]
+)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from sync.models import BackupRecord, ImportRun, ProcessRun, SyncState
+from sync.models import BackupRecord, ImportRun, Job, SyncState
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -16,22 +16,23 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
-@admin.display(description="status")
-def state(run: ProcessRun) -> str:
-    return "stale (its process is gone)" if run.is_stale else run.status
+class JobAdmin(ReadOnlyAdmin):
+    @admin.display(description="status")
+    def state(self, obj: Job) -> str:
+        return "stale (its process is gone)" if obj.is_stale else obj.status
 
 
 @admin.register(BackupRecord)
-class BackupRecordAdmin(ReadOnlyAdmin):
-    list_display = ["file_name", "kind", state, "total_records", "size", "compression",
-                    "created_at", "finished_at"]  # fmt: skip
+class BackupRecordAdmin(JobAdmin):
+    list_display = ["file_name", "kind", "state", "total_records", "size", "compression",
+                    "who", "created_at", "finished_at"]  # fmt: skip
     list_filter = ["status", "kind", "compression"]
     search_fields = ["file_name", "sha256"]
 
 
 @admin.register(ImportRun)
-class ImportRunAdmin(ReadOnlyAdmin):
-    list_display = ["archive", "mode", "dry_run", state, "started_by", "started_at",
+class ImportRunAdmin(JobAdmin):
+    list_display = ["archive", "mode", "dry_run", "state", "who", "created_at",
                     "finished_at"]  # fmt: skip
     list_filter = ["status", "mode", "dry_run"]
     search_fields = ["archive", "error"]

@@ -26,6 +26,7 @@ import shutil
 import stat
 import tarfile
 import tempfile
+import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterator
@@ -235,15 +236,24 @@ class ArchiveWriter:
         if exc_type is not None:
             self.partial_path.unlink(missing_ok=True)
 
+    def working_paths(self) -> list[Path]:
+        """The files this writer is working on (touched by its job's heartbeat, so that their
+        age tells whether the writer is alive: see ``remove_leftovers``)."""
+        paths = [Path(self._tmpdir.name)] if self._tmpdir is not None else []
+        return [*paths, self.partial_path]
+
     def add_table(self, label: str) -> MemberSpool:
         name = member_name(len(self.spools) + 1, label)
         spool = MemberSpool(name, Path(self._tmpdir.name) / f"{len(self.spools) + 1:03d}.jsonl")
         self.spools.append(spool.open())
         return spool
 
-    def finish(self, index: dict) -> WrittenArchive:
+    def finish(self, index: dict, check: Callable[[], None] | None = None) -> WrittenArchive:
         """Write index and members into the compressed tar and give the file its final name:
-        ``final_path``, or the next free numbered name if another writer took it meanwhile."""
+        ``final_path``, or the next free numbered name if another writer took it meanwhile.
+
+        ``check`` is called before each block of member data is compressed; it may raise to
+        stop (a cancelled export), which removes the partial file."""
         for spool in self.spools:
             spool.close()
         index_bytes = orjson.dumps(index, option=orjson.OPT_INDENT_2) + b"\n"
@@ -254,7 +264,7 @@ class ArchiveWriter:
                 _add_member(tar, INDEX_NAME, len(index_bytes), io.BytesIO(index_bytes))
                 for spool in self.spools:
                     with open(spool.path, "rb") as data:
-                        _add_member(tar, spool.name, spool.size, data)
+                        _add_member(tar, spool.name, spool.size, _Checked(data, check))
             if stream is not hashing:
                 stream.close()
             raw.flush()
@@ -321,6 +331,19 @@ class _HashingWriter(io.RawIOBase):
         pass
 
 
+class _Checked:
+    """A file read through ``check`` before every read (tar copies members in blocks)."""
+
+    def __init__(self, data: IO[bytes], check: Callable[[], None] | None):
+        self.data = data
+        self.check = check
+
+    def read(self, size: int = -1) -> bytes:
+        if self.check is not None:
+            self.check()
+        return self.data.read(size)
+
+
 def _add_member(tar: tarfile.TarFile, name: str, size: int, data: IO[bytes]) -> None:
     info = tarfile.TarInfo(name)
     info.size = size
@@ -329,20 +352,28 @@ def _add_member(tar: tarfile.TarFile, name: str, size: int, data: IO[bytes]) -> 
     tar.addfile(info, data)
 
 
-_LEFTOVER = re.compile(
-    r"^\.(?:sync-spool-(?P<spool>\d+)-.*|.+\.(?P<partial>\d+)(?:-[0-9a-f]+)?\.partial)$"
-)
+_LEFTOVER = re.compile(r"^\.(?:sync-spool-.+|.+\.partial)$")
 
 
-def remove_leftovers(directory: Path, alive: Callable[[int], bool]) -> list[Path]:
-    """Remove spool folders and partial archives left in ``directory`` by writers that were
-    killed (``alive(pid)`` is False). They never look like backups; this only frees space."""
+def remove_leftovers(directory: Path, older_than: float) -> list[Path]:
+    """Remove spool folders and partial archives in ``directory`` that nothing has touched for
+    ``older_than`` seconds: left by writers that were killed. They never look like backups;
+    this only frees space.
+
+    Age, not the process id in their name, tells a leftover: the directory may be a volume
+    shared by several hosts or containers, where a pid means nothing. A running export's job
+    touches its files with every heartbeat (``JobReporter.keep_fresh``)."""
     removed = []
     if not directory.is_dir():
         return removed
+    cutoff = time.time() - older_than
     for entry in directory.iterdir():
-        match = _LEFTOVER.match(entry.name)
-        if not match or alive(int(match["spool"] or match["partial"])):
+        if not _LEFTOVER.match(entry.name):
+            continue
+        try:
+            if last_touched(entry) > cutoff:
+                continue
+        except FileNotFoundError:  # its writer finished meanwhile
             continue
         if entry.is_dir():
             shutil.rmtree(entry, ignore_errors=True)
@@ -350,6 +381,15 @@ def remove_leftovers(directory: Path, alive: Callable[[int], bool]) -> list[Path
             entry.unlink(missing_ok=True)
         removed.append(entry)
     return removed
+
+
+def last_touched(path: Path) -> float:
+    """The newest modification time of ``path`` and, for a folder, of what it holds."""
+    newest = path.stat().st_mtime
+    if path.is_dir():
+        for child in path.iterdir():
+            newest = max(newest, child.stat().st_mtime)
+    return newest
 
 
 def file_sha256(path: Path) -> str:

@@ -35,6 +35,8 @@ DEFAULTS: dict[str, Any] = {
     "SYNC_MAX_LINE_SIZE": 64 * MiB,
     # Import: a target table with more rows has its key → id map read a chunk at a time.
     "SYNC_KEY_MAP_LIMIT": 100_000,
+    # A running job whose heartbeat is older than this, in seconds, is stale (sync.jobs).
+    "SYNC_JOB_STALE_AFTER": 60,
 }
 
 

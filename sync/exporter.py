@@ -1,13 +1,13 @@
-"""Export: read the chosen tables in one consistent snapshot and write an archive."""
+"""Export: read the chosen tables in one consistent snapshot and write an archive.
+
+This is the engine; export jobs (records, stale marking, leftover cleanup) are
+``sync.jobs.exports``."""
 
 from __future__ import annotations
 
 import math
-import os
-import socket
-import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,7 +18,6 @@ from django.conf import settings
 from django.db import connections, models, transaction
 from django.db.models.constants import LOOKUP_SEP
 from django.db.models.functions import Cast
-from django.utils import timezone
 
 from sync import generic
 from sync.archive import (
@@ -26,17 +25,16 @@ from sync.archive import (
     FORMAT_VERSION,
     ArchiveWriter,
     MemberSpool,
+    WrittenArchive,
     archive_suffix,
-    check_compression,
     numbered,
-    remove_leftovers,
 )
 from sync.columns import read_columns, reads_datetimes_as_text, utc_datetime_texts
 from sync.conf import sync_settings
 from sync.errors import SyncError
 from sync.generic import DanglingCheck, DanglingReference, GenericPart, NulledReferences
-from sync.locking import write_transaction
-from sync.models import BackupRecord, SyncState, mark_stale, process_alive
+from sync.jobs.reporter import JobReporter
+from sync.models import BackupRecord
 from sync.records import RecordEncoder, UnwritableValue, dumps_line, json_key
 from sync.schema import (
     SchemaError,
@@ -51,24 +49,9 @@ from sync.schema import (
 CHUNK = 2000
 PRODUCER_VERSION = "0.1.0"
 
-Progress = Callable[[int], None]
-
 
 class ExportError(SyncError):
     """An export that cannot run; the message says why."""
-
-
-@dataclass
-class ExportResult:
-    path: Path
-    backup: BackupRecord
-    counts: dict[str, int] = field(default_factory=dict)
-    # Per table: generic references that named no row, written as null (see sync.generic)
-    nulled: dict[str, NulledReferences] = field(default_factory=dict)
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
 
 
 def select_models(
@@ -136,14 +119,6 @@ def archive_path(output_dir: Path, kind: str, compression: str, now: datetime) -
     return numbered(first, number)
 
 
-def mark_stale_backups(using: str) -> int:
-    """Mark as failed the backups left 'running' by a process on this host that is gone."""
-    return mark_stale(
-        BackupRecord.objects.using(using),
-        "Interrupted: the exporting process ended before the archive was complete.",
-    )
-
-
 def database_version(using: str) -> str:
     connection = connections[using]
     try:
@@ -152,79 +127,51 @@ def database_version(using: str) -> str:
         return ""
 
 
-def export(
-    tables: Iterable[str] | None = None,
-    exclude: Iterable[str] | None = None,
-    with_dependencies: bool = False,
-    compression: str = "gz",
-    level: int | None = None,
-    output_dir: Path | str | None = None,
-    using: str = "default",
-    include_secrets: bool = False,
-    progress: Progress | None = None,
-    on_start: Callable[[int], None] | None = None,
-) -> ExportResult:
-    """Write a full archive of the chosen tables; return its path and BackupRecord.
+@dataclass
+class WrittenExport:
+    """What ``write_archive`` wrote: the index's table entries, the archive (its final name,
+    size and hash), and per table the generic references that named no row, written as null
+    (see sync.generic)."""
 
-    ``on_start`` is told the number of records to write (for a progress bar), ``progress`` the
-    number written so far in steps.
-    """
-    check_compression(compression, level)
-    plans = plan_models(select_models(tables, exclude, with_dependencies), include_secrets)
-    output_dir = Path(output_dir or sync_settings.BACKUP_DIR)
-    now = datetime.now(UTC).replace(microsecond=0)
-    path = archive_path(output_dir, "full", compression, now)
-    mark_stale_backups(using)
-    remove_leftovers(output_dir, alive=lambda pid: process_alive(socket.gethostname(), pid))
-    backup = BackupRecord.objects.using(using).create(
-        file_name=path.name,
-        storage_path=str(path.resolve()),
-        backup_id=uuid.uuid4(),
-        kind="full",
-        tables=[p.label for p in plans],
-        compression=compression,
-        format_version=FORMAT_VERSION,
-        database=using,
-        pid=os.getpid(),
-        hostname=socket.gethostname(),
-    )
-    try:
-        with ArchiveWriter(path, compression, level) as writer:
-            with read_snapshot(using):
-                if on_start:
-                    on_start(sum(p.model._base_manager.using(using).count() for p in plans))
-                entries = []
-                nulled = {}
-                for plan in plans:
-                    spool = writer.add_table(plan.label)
-                    nulled[plan.label] = write_table(plan, spool, using, progress)
-                    entries.append(table_entry(plan, spool))
-            index = build_index(backup, entries, using, now, compression, include_secrets)
-            written = writer.finish(index)
-    except BaseException as exc:
-        BackupRecord.objects.using(using).filter(pk=backup.pk).update(
-            status=BackupRecord.Status.FAILED,
-            error=str(exc) or type(exc).__name__,
-            finished_at=timezone.now(),
-        )
-        raise
-    backup.counts = {entry["model"]: entry["count"] for entry in entries}
-    backup.total_records = sum(backup.counts.values())
-    backup.file_name, backup.storage_path = written.path.name, str(written.path.resolve())
-    backup.size, backup.sha256 = written.size, written.sha256
-    backup.status = BackupRecord.Status.SUCCEEDED
-    backup.finished_at = timezone.now()
-    backup.save(using=using)
-    with write_transaction(using):
-        SyncState.objects.using(using).update_or_create(
-            database=using, defaults={"last_export_at": backup.finished_at}
-        )
+    entries: list[dict]
+    archive: WrittenArchive
+    nulled: dict[str, NulledReferences] = field(default_factory=dict)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {entry["model"]: entry["count"] for entry in self.entries}
+
+
+def write_archive(backup: BackupRecord, path: Path, reporter: JobReporter) -> WrittenExport:
+    """Write the archive ``backup`` describes (tables, compression, secrets) to ``path``, or
+    the next free numbered name if another export took it meanwhile.
+
+    Every table is read in one snapshot of ``backup.database``; no archive appears unless it
+    is complete (a failure or a cancel leaves no file)."""
+    using = backup.database
+    plans = plan_models(resolve_tables(backup.tables), backup.include_secrets)
+    with ArchiveWriter(path, backup.compression, backup.level) as writer:
+        reporter.keep_fresh(writer.working_paths)
+        with read_snapshot(using):
+            total = sum(p.model._base_manager.using(using).count() for p in plans)
+            reporter.phase("reading", total=total)
+            entries = []
+            nulled = {}
+            for plan in plans:
+                reporter.table(plan.label)
+                spool = writer.add_table(plan.label)
+                nulled[plan.label] = write_table(plan, spool, using, reporter)
+                entries.append(table_entry(plan, spool))
+        index = build_index(backup, entries, using, backup.compression, backup.include_secrets)
+        reporter.table("")
+        reporter.phase("writing" if backup.compression == "none" else "compressing")
+        archive = writer.finish(index, check=reporter.check_cancelled)
     nulled = {label: found for label, found in nulled.items() if found.count}
-    return ExportResult(written.path, backup, backup.counts, nulled)
+    return WrittenExport(entries, archive, nulled)
 
 
 def write_table(
-    plan: SyncModel, spool: MemberSpool, using: str, progress: Progress | None
+    plan: SyncModel, spool: MemberSpool, using: str, reporter: JobReporter
 ) -> NulledReferences:
     """Write every row of ``plan``'s table to ``spool``, one JSON line per record; return the
     generic references that named no row, written as null (others are refused).
@@ -270,8 +217,7 @@ def write_table(
                 ) from exc
         count = len(columns[0])
         write_lines(spool, encode_lines(plan, names, values))
-        if progress:
-            progress(count)
+        reporter.advance(count)
     return nulled
 
 
@@ -437,7 +383,6 @@ def build_index(
     backup: BackupRecord,
     entries: list[dict],
     using: str,
-    now: datetime,
     compression: str,
     include_secrets: bool,
 ) -> dict:
@@ -446,7 +391,7 @@ def build_index(
         "format_version": FORMAT_VERSION,
         "backup_id": str(backup.backup_id),
         "kind": backup.kind,
-        "created_at": now.isoformat(),
+        "created_at": backup.started_at.astimezone(UTC).replace(microsecond=0).isoformat(),
         "source": {
             "vendor": connections[using].vendor,
             "version": database_version(using),

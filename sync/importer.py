@@ -46,6 +46,7 @@ from sync.conf import sync_settings
 from sync.deletions import DryRunCollector, MovedReferences, SilentCollector, deleted_ids
 from sync.errors import SyncError
 from sync.generic import GenericColumns, GenericImport
+from sync.jobs.reporter import JobCancelled, JobReporter
 from sync.keys import (
     CHUNK,
     KeyIndex,
@@ -74,8 +75,6 @@ from sync.writer import RowWriter, Verdict, WriteGate, database_error_line, db_v
 
 MODES = ("replace", "update", "append")
 SHOW_CHARS = 60
-
-Progress = Callable[[int], None]
 
 
 class ImportFailed(SyncError):
@@ -443,7 +442,7 @@ class TableLoader:
         pk = self.maps[model].get(target_key(raw))
         return self.importer.resolve(model, raw, self, key, f) if pk is None else pk
 
-    def load(self, records: Iterable[dict | bytes], progress: Progress | None) -> None:
+    def load(self, records: Iterable[dict | bytes], reporter: JobReporter) -> None:
         """Load the table chunk by chunk.
 
         A small table's keys (and, in update mode, timestamps) are read once and held. A
@@ -483,8 +482,7 @@ class TableLoader:
             if self.importer.mode == "replace":
                 self.check_references_kept(decoded)
             self.load_chunk(decoded)
-            if progress:
-                progress(len(chunk))
+            reporter.advance(len(chunk))
         self.release()
 
     def refuse_nul_keys(self, keys: list[tuple]) -> None:
@@ -868,7 +866,7 @@ class Importer:
         dry_run: bool = False,
         tables: Iterable[str] | None = None,
         collect_changes: bool = False,
-        progress: Progress | None = None,
+        reporter: JobReporter | None = None,
         verdict: Verdict | None = None,
         drop_unresolved: bool = False,
     ):
@@ -879,7 +877,7 @@ class Importer:
         self.using = using
         self.dry_run = dry_run
         self.collect_changes = collect_changes
-        self.progress = progress
+        self.reporter = reporter or JobReporter()
         self.connection = connections[using]
         self.indexes: dict[type[models.Model], KeyIndex] = {}
         self.loaders: dict[str, TableLoader] = {}
@@ -887,7 +885,7 @@ class Importer:
         replaces = mode == "replace" and dry_run
         self.moved = MovedReferences(self.may_be_deleted) if replaces else None
         self.writer = RowWriter(self.connection)
-        self.gate = WriteGate(verdict)
+        self.gate = WriteGate(verdict, self.reporter)
         self.datetimes_as_text = reads_datetimes_as_text(self.connection)
         self.source_tables = {t.label: t for t in source.table_list()}
         self.plans = self.check_schema(tables)
@@ -1028,6 +1026,8 @@ class Importer:
         try:
             try:
                 return self.load_all()
+            except JobCancelled:
+                raise  # at once: not after the archive's verification has finished
             except BaseException:
                 self.gate.raise_if_unverified()  # a damaged archive is reported as such
                 raise
@@ -1042,6 +1042,8 @@ class Importer:
     def load_all(self) -> ImportResult:
         result = ImportResult(self.mode, self.dry_run, backup_id=self.source.backup_id)
         plans = {p.label: p for p in self.plans}
+        total = sum(self.source_tables[label].count for label in plans)
+        self.reporter.phase("reading", total=total)
         with transaction.atomic(using=self.using):
             for table, records in self.source.records():
                 plan = plans.get(table.label)
@@ -1049,21 +1051,26 @@ class Importer:
                     for _ in records:  # not chosen: read through it (checksums still count)
                         pass
                     continue
+                self.reporter.table(plan.label)
                 loader = TableLoader(self, plan, table)
                 self.loaders[plan.label] = loader
                 result.tables[plan.label] = loader.diff
                 self.loading = loader
-                loader.load(records, self.progress)
+                loader.load(records, self.reporter)
                 self.loading = None
+            self.reporter.table("")
             self.gate.flush()
+            self.reporter.phase("resolving references")
             self.resolve_deferred()
             if self.mode == "replace":
+                self.reporter.phase("deleting")
                 self.delete_missing(result)
             if not self.dry_run:
                 for loader in self.loaders.values():
                     if loader.uniques is not None:
                         loader.uniques.check_restored(loader.stale)
                 self.writer.reset_sequences()
+                self.reporter.phase("committing")
         self.gate.flush()  # a dry run writes nothing, but still waits for the verdict
         return result
 
@@ -1074,6 +1081,7 @@ class Importer:
             # The changes recorded for the first pass, by key: this pass adds its fields.
             recorded = {repr(c.key): c for c in loader.diff.changes} if self.collect_changes else {}
             for chunk in chunked(loader.deferred, CHUNK):
+                self.reporter.check_cancelled()
                 self.resolve_deferred_chunk(loader, chunk, promoted, recorded)
             loader.deferred = []
 
@@ -1139,6 +1147,7 @@ class Importer:
         for loader in stale_loaders:
             manager = loader.model._base_manager.using(self.using)
             for chunk in chunked(sorted(loader.stale), CHUNK):
+                self.reporter.check_cancelled()
                 collector.collect(list(manager.filter(pk__in=chunk)))
             if self.collect_changes:
                 loader.diff.changes += [
@@ -1186,5 +1195,6 @@ def rare_collections(young: int = 50_000) -> Iterator[None]:
 
 
 def import_records(source: RecordSource, **options: Any) -> ImportResult:
-    """Import ``source`` (options: see Importer); no locking or run records — see sync.runs."""
+    """Import ``source`` (options: see Importer); no locking or job records — see
+    sync.jobs.imports."""
     return Importer(source, **options).run()

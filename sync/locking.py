@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,9 +32,29 @@ def _lock_id(using: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
+# Locks this thread holds, by alias: taking one again (a job executed inside a caller's lock,
+# see sync.jobs.imports.run_import) is a no-op.
+_held = threading.local()
+
+
 @contextmanager
 def import_lock(using: str) -> Iterator[None]:
-    """Hold the database's import lock for the block; raise LockBusy at once if it is taken."""
+    """Hold the database's import lock for the block; raise LockBusy at once if it is taken
+    (by another process or connection; this thread may take it again inside the block)."""
+    held = _held.__dict__.setdefault("aliases", set())
+    if using in held:
+        yield
+        return
+    held.add(using)
+    try:
+        with _database_lock(using):
+            yield
+    finally:
+        held.discard(using)
+
+
+@contextmanager
+def _database_lock(using: str) -> Iterator[None]:
     connection = connections[using]
     vendor = connection.vendor
     if vendor == "postgresql":

@@ -1,104 +1,132 @@
 """The sync app's own state: backups written, imports run, and where syncing stands."""
 
-import os
-import socket
+import uuid
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
 
-def process_alive(hostname: str, pid: int | None) -> bool:
-    """Whether process ``pid`` on ``hostname`` still runs (other hosts: assume it does)."""
-    if pid is None or hostname != socket.gethostname():
-        return pid is not None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+class Job(models.Model):
+    """What exports and imports share: one lifecycle, who started it, when, how it ended.
 
+    queued → running → succeeded | failed | cancelled. A running job whose heartbeat stopped
+    is *stale* (see ``sync.jobs.lifecycle``); it is marked failed when the next job starts.
+    Progress and the heartbeat live in the sync cache while the job runs (another process can
+    read them while an import's transaction is open); ``progress`` keeps the last of it.
+    """
 
-class ProcessRun:
-    """What BackupRecord and ImportRun share: work done by one process (``pid`` on
-    ``hostname``), ``status`` 'running' until that process records how it ended."""
-
-    @property
-    def is_stale(self) -> bool:
-        """Still 'running', but the process that ran it on this host is gone."""
-        return self.status == self.Status.RUNNING and not process_alive(self.hostname, self.pid)
-
-
-def mark_stale(runs: models.QuerySet, error: str) -> int:
-    """Mark as failed, with ``error``, the ``runs`` left 'running' by a process on this host
-    that is gone; return how many."""
-    status = runs.model.Status
-    running = runs.filter(status=status.RUNNING, hostname=socket.gethostname())
-    stale = [run.pk for run in running.only("status", "pid", "hostname") if run.is_stale]
-    if not stale:
-        return 0
-    return runs.filter(pk__in=stale, status=status.RUNNING).update(
-        status=status.FAILED, error=error, finished_at=timezone.now()
-    )
-
-
-class BackupRecord(ProcessRun, models.Model):
     class Status(models.TextChoices):
+        QUEUED = "queued"
         RUNNING = "running"
         SUCCEEDED = "succeeded"
         FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    # Names the job's entries (progress, heartbeat, cancel flag) in the sync cache: unique
+    # across databases and hosts, unlike the row's id.
+    token = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    database = models.CharField(max_length=100, blank=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Who started it, when a signed-in user did (the admin).",
+    )
+    started_by = models.CharField(
+        max_length=255, blank=True, help_text="Who or what started it, otherwise."
+    )
+    task_id = models.CharField(max_length=255, blank=True, help_text="Celery task id.")
+    hostname = models.CharField(max_length=255, blank=True, help_text="Where it ran.")
+    pid = models.IntegerField(null=True, blank=True, help_text="The process that ran it.")
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    progress = models.JSONField(default=dict, blank=True, help_text="The last progress seen.")
+    error = models.TextField(blank=True)
+    error_detail = models.JSONField(
+        default=dict, blank=True, help_text="The error's structure (reason, table, key, field)."
+    )
+
+    KIND = ""  # "export" or "import": with the id, the name users give (export-12)
+
+    class Meta:
+        abstract = True
+        ordering = ["-created_at"]
+
+    @property
+    def label(self) -> str:
+        return f"{self.KIND}-{self.pk}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED
+
+    @property
+    def is_stale(self) -> bool:
+        """Running, but its heartbeat stopped: the process that ran it is gone."""
+        from sync.jobs.lifecycle import is_stale
+
+        return is_stale(self)
+
+    @property
+    def who(self) -> str:
+        return str(self.user) if self.user_id else self.started_by
+
+
+FINISHED = (Job.Status.SUCCEEDED, Job.Status.FAILED, Job.Status.CANCELLED)
+
+
+class BackupRecord(Job):
+    """An export job and the archive it wrote."""
+
+    KIND = "export"
 
     file_name = models.CharField(max_length=255, blank=True)
     storage_path = models.CharField(max_length=1024, blank=True)
+    output_dir = models.CharField(
+        max_length=1024, blank=True, help_text="Where to write (empty: BACKUP_DIR)."
+    )
     backup_id = models.UUIDField(null=True, blank=True, unique=True)
     kind = models.CharField(max_length=20, default="full")
     tables = models.JSONField(default=list, blank=True)
+    include_secrets = models.BooleanField(default=False)
     counts = models.JSONField(default=dict, blank=True, help_text="Records per table.")
     total_records = models.BigIntegerField(default=0)
     size = models.BigIntegerField(default=0, help_text="Archive size in bytes.")
     sha256 = models.CharField(max_length=64, blank=True)
     compression = models.CharField(max_length=10, blank=True)
+    level = models.SmallIntegerField(null=True, blank=True, help_text="Compression level.")
     format_version = models.PositiveSmallIntegerField(null=True, blank=True)
-    database = models.CharField(max_length=100, blank=True)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
-    error = models.TextField(blank=True)
-    pid = models.IntegerField(null=True, blank=True, help_text="Process that wrote it.")
-    hostname = models.CharField(max_length=255, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
-        ordering = ["-created_at"]
+    class Meta(Job.Meta):
+        pass
 
     def __str__(self) -> str:
         return self.file_name or f"backup #{self.pk}"
 
 
-class ImportRun(ProcessRun, models.Model):
-    class Status(models.TextChoices):
-        RUNNING = "running"
-        SUCCEEDED = "succeeded"
-        FAILED = "failed"
-        REFUSED = "refused"
+class ImportRun(Job):
+    """An import job (dry runs included): what was asked and what it changed."""
+
+    KIND = "import"
 
     archive = models.CharField(max_length=1024)
     backup_id = models.UUIDField(null=True, blank=True)
     mode = models.CharField(max_length=10)
     dry_run = models.BooleanField(default=False)
     tables = models.JSONField(default=list, blank=True)
+    collect_changes = models.BooleanField(default=False, help_text="List each changed record.")
+    drop_unresolved = models.BooleanField(
+        default=False, help_text="Leave out records whose generic reference names no row."
+    )
     counts = models.JSONField(default=dict, blank=True, help_text="Per-table change counts.")
-    database = models.CharField(max_length=100, blank=True)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
-    error = models.TextField(blank=True)
-    started_by = models.CharField(max_length=255, blank=True)
-    pid = models.IntegerField(null=True, blank=True)
-    hostname = models.CharField(max_length=255, blank=True)
-    started_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
-        ordering = ["-started_at"]
+    class Meta(Job.Meta):
+        pass
 
     def __str__(self) -> str:
         return f"{self.mode} import of {self.archive}"

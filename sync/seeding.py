@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from sync.importer import ImportFailed, ImportResult, import_records
+from sync.jobs.imports import refusal
 from sync.locking import LockBusy, import_lock, write_transaction
-from sync.runs import refusal
 from sync.sources import DataFileSource
 
 SYSTEM_DATA_FILE = Path(__file__).resolve().parent.parent / "crearis/content/data/system.json"

@@ -240,6 +240,9 @@ def verify_lines(
     return count
 
 
+POLL_SECONDS = 0.2
+
+
 class VerifyProcess:
     """``verify_archive`` in a separate Python process, started at once; ``result()`` waits
     and raises ArchiveError if the archive is not sound.
@@ -270,8 +273,10 @@ class VerifyProcess:
             env=env,
         )
 
-    def result(self) -> None:
-        out, err = self._wait()
+    def result(self, waiting: Callable[[], None] | None = None) -> None:
+        """Wait for the verdict; ``waiting`` is called every ``POLL_SECONDS`` meanwhile and
+        may raise to stop waiting (a cancelled job; ``stop()`` then ends the checker)."""
+        out, err = self._wait(waiting)
         if self.process.returncode == 0:
             return
         message = out.decode(errors="replace").strip()
@@ -285,12 +290,17 @@ class VerifyProcess:
             self.process.kill()
         self._wait()
 
-    def _wait(self) -> tuple[bytes, bytes]:
-        """The child's output once it has ended. Its stdin is closed only then (``communicate``
-        would close it first, which tells the child its parent is gone)."""
+    def _wait(self, waiting: Callable[[], None] | None = None) -> tuple[bytes, bytes]:
+        """The child's output once it has ended (``waiting``: see ``result``). Its stdin is
+        closed only then (``communicate`` would close it first, which tells the child its
+        parent is gone)."""
         stdin, self.process.stdin = self.process.stdin, None
         try:
-            return self.process.communicate()
+            while True:
+                try:
+                    return self.process.communicate(timeout=waiting and POLL_SECONDS)
+                except subprocess.TimeoutExpired:
+                    waiting()
         finally:
             if stdin is not None:
                 stdin.close()

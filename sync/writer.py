@@ -14,6 +14,7 @@ from django.db import DatabaseError, models
 from django.utils import timezone
 
 from sync.fieldtypes import INTEGER_FIELDS, TEXT_FIELDS
+from sync.jobs.reporter import JobReporter
 
 if TYPE_CHECKING:
     from sync.importer import AbsentField, TableLoader
@@ -22,7 +23,7 @@ WRITE_BUFFER_ROWS = 20000
 
 
 class Verdict(Protocol):
-    def result(self) -> object: ...
+    def result(self, waiting: Callable[[], None] | None = None) -> object: ...
 
 
 class WriteGate:
@@ -36,8 +37,9 @@ class WriteGate:
     straight through (the caller verified already).
     """
 
-    def __init__(self, verdict: Verdict | None = None):
+    def __init__(self, verdict: Verdict | None = None, reporter: JobReporter | None = None):
         self.verdict = verdict
+        self.reporter = reporter or JobReporter()
         self.pending: list[Callable[[], None]] = []
         self.rows = 0
 
@@ -53,17 +55,22 @@ class WriteGate:
     def flush(self) -> None:
         if self.verdict is not None:
             verdict, self.verdict = self.verdict, None
-            verdict.result()  # raises the verification's ArchiveError
+            with self.reporter.stage("verifying"):
+                # raises the verification's ArchiveError, or JobCancelled while it waits
+                verdict.result(waiting=self.reporter.check_cancelled)
         pending, self.pending, self.rows = self.pending, [], 0
-        for write in pending:
-            write()
+        if not pending:
+            return
+        with self.reporter.stage("writing"):
+            for write in pending:
+                write()
 
     def raise_if_unverified(self) -> None:
         """After a failure: if the archive itself is bad, raise that instead."""
         if self.verdict is not None:
             verdict, self.verdict = self.verdict, None
             self.pending = []
-            verdict.result()
+            verdict.result(waiting=self.reporter.check_cancelled)
 
 
 class RowWriter:

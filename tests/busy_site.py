@@ -79,7 +79,8 @@ def write_one(number: int, project, status, instructor: int) -> None:
 
 
 def export_meanwhile(progress: Path, output: Path) -> int:
-    from sync.exporter import export
+    from sync.jobs.exports import export
+    from tests.job_tools import reporter_calling
 
     deadline = time.monotonic() + 60
     while commits(progress) < 3:
@@ -95,7 +96,7 @@ def export_meanwhile(progress: Path, output: Path) -> int:
     def read(count: int) -> None:
         seen["last"] = commits(progress)
 
-    result = export(output_dir=output, on_start=first_read, progress=read)
+    result = export(output_dir=output, reporter=reporter_calling(read, on_total=first_read))
     overlap = seen["last"] - seen["first"]
     print(json.dumps({"path": str(result.path), "overlap": overlap}))
     return 0

@@ -11,7 +11,7 @@ import sqlite3
 import subprocess
 import sys
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.db import connections
@@ -38,7 +38,8 @@ def database_url(alias: str) -> str:
 class Site:
     url: str
     backups: Path
-    alias: str | None = None  # a server database's alias in this process; None: a SQLite file
+    alias: str | None = None  # the database's alias in this process; None: a SQLite file
+    settings: dict[str, str] = field(default_factory=dict)  # more of the processes' environment
 
     @classmethod
     def sqlite(cls, folder: Path) -> Site:
@@ -55,6 +56,7 @@ class Site:
             BACKUP_DIR=str(self.backups),
             DJANGO_SETTINGS_MODULE="crearis.settings",
         )
+        env.update(self.settings)
         return env
 
     def command(self, *args: str | Path) -> list[str]:

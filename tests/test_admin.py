@@ -1,7 +1,7 @@
 import pytest
 from django.urls import reverse
 
-from sync.exporter import export
+from sync.jobs.exports import export
 
 pytestmark = pytest.mark.django_db
 

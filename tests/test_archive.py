@@ -212,13 +212,16 @@ def test_numbered_names(name, number, expected):
 
 
 def test_leftovers_of_dead_writers_go_and_those_of_live_ones_stay(tmp_path):
+    """Told by age: a live writer's job touches its files every second (whatever its pid)."""
     writer = ArchiveWriter(tmp_path / "20261124T213000Z-full.backup.tar.gz")
     live = writer.partial_path
     dead = tmp_path / ".20261124T213000Z-full.backup.tar.gz.999999999-0a1b2c3d.partial"
     for partial in (live, dead):
         partial.write_bytes(b"half")
+    an_hour_ago = os.path.getmtime(dead) - 3600
+    os.utime(dead, (an_hour_ago, an_hour_ago))
 
-    removed = remove_leftovers(tmp_path, alive=lambda pid: pid == os.getpid())
+    removed = remove_leftovers(tmp_path, older_than=60)
 
     assert removed == [dead]
     assert live.exists()

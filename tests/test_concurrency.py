@@ -21,9 +21,10 @@ import pytest
 from django.db import connection, connections
 
 from crearis.content.models import Tag
-from sync.exporter import export
+from sync.jobs.exports import export
 from tests.archive_tools import dangling_references, read_records
 from tests.conftest import run_command
+from tests.job_tools import reporter_calling
 from tests.sites import Site, database_url
 
 EVENTS = 2000  # ≈17,000 records: an export reads for about a second
@@ -126,7 +127,7 @@ def test_a_row_committed_while_an_export_reads_is_not_in_its_archive(alias, tmp_
             tables=["content.Status", "content.Tag"],
             using=alias,
             output_dir=tmp_path,
-            progress=commit_a_tag,
+            reporter=reporter_calling(commit_a_tag),
         ).path
     finally:
         other.close()
@@ -187,13 +188,16 @@ def test_a_second_import_is_refused_at_once_naming_the_first(site):
     assert still_running, "the first import ended before the second was answered"
     assert second.returncode == 1
     (line,) = second.stderr.strip().splitlines()
-    assert line.startswith(f"CommandError: Refused: import #{first_run} of {the_archive(site)}")
-    assert f"(pid {first.pid} on {socket.gethostname()}) is running on database 'default'" in line
+    assert line.startswith(
+        f"CommandError: Refused: import-{first_run} (replace import of {the_archive(site)}"
+    )
+    assert f"pid {first.pid} on {socket.gethostname()}) is running on database 'default'" in line
 
     assert first.returncode == 0, first_errors
-    statuses = {run_id: status for run_id, status, *_ in site.import_runs()}
-    assert statuses.pop(first_run) == "succeeded"
-    assert set(statuses.values()) <= {"refused"}  # recorded if that did not mean waiting
+    runs = {run_id: (status, error) for run_id, status, _, error in site.import_runs()}
+    assert runs.pop(first_run)[0] == "succeeded"
+    # the refusal is recorded if that did not mean waiting for the first import
+    assert all(status == "failed" and text.startswith("Refused") for status, text in runs.values())
 
 
 def signal_an_import(site: Site, send: Callable[[int], None]) -> tuple[subprocess.Popen, int]:
@@ -234,5 +238,5 @@ def test_ctrl_c_during_an_import_rolls_it_back_and_says_so_in_one_line(site):
     assert errors.strip() == "CommandError: Import interrupted; nothing was changed."
     assert site.content_fingerprint() == before
     (run,) = site.import_runs()
-    assert run[:2] == (run_id, "failed")
+    assert run[:2] == (run_id, "cancelled")
     assert run[3] == "Interrupted (Ctrl-C) before the import finished; nothing was changed."

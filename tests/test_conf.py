@@ -6,8 +6,8 @@ from pathlib import Path
 
 from crearis.content.models import Tag
 from sync.conf import DEFAULTS, sync_settings
-from sync.exporter import export
-from sync.runs import run_import
+from sync.jobs.exports import export
+from sync.jobs.imports import run_import
 from tests.cli import cli
 
 

@@ -33,11 +33,11 @@ from crearis.content.models import (
     User,
 )
 from sync.archive import ArchiveReader
-from sync.exporter import export
 from sync.importer import ImportFailed, import_records
+from sync.jobs.exports import export
+from sync.jobs.imports import run_import
 from sync.models import ImportRun
 from sync.records import line_loader
-from sync.runs import run_import
 from sync.sources import ArchiveSource
 from tests.conftest import run_command
 

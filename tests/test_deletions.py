@@ -6,8 +6,8 @@ import pytest
 from django.db.models import signals
 
 from crearis.content.models import Event, Instructor, Participant, User
-from sync.exporter import export
-from sync.runs import run_import
+from sync.jobs.exports import export
+from sync.jobs.imports import run_import
 from tests.archive_tools import rewrite_archive
 
 SIGNALS = {

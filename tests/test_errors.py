@@ -11,9 +11,9 @@ import pytest
 import sync
 from crearis.content.models import User
 from sync.errors import SyncError
-from sync.exporter import export
 from sync.importer import ImportFailed
-from sync.runs import run_import
+from sync.jobs.exports import export
+from sync.jobs.imports import run_import
 from sync.verify import verify_archive
 from tests.archive_tools import rewrite_archive
 from tests.fingerprint import fingerprint

@@ -214,11 +214,15 @@ def test_inspect_lists_backups(demo, tmp_path):
 
 
 def test_killed_export_leaves_no_archive_and_a_stale_record(tmp_path):
+    """SIGKILL: nothing can clean up. The record turns stale once the heartbeat is older than
+    SYNC_JOB_STALE_AFTER, and the next export marks it failed and removes the spool files."""
     backups = tmp_path / "backups"
     env = {
         **{k: v for k, v in os.environ.items() if k not in ("SYNC_EXTRA_DATABASES",)},
         "DATABASE_URL": f"sqlite:///{tmp_path / 'site.sqlite3'}",
         "BACKUP_DIR": str(backups),
+        "SYNC_CACHE_URL": f"filecache://{tmp_path / 'cache'}",
+        "SYNC_JOB_STALE_AFTER": "3",
     }
 
     def manage(*args: str) -> str:
@@ -250,10 +254,20 @@ def test_killed_export_leaves_no_archive_and_a_stale_record(tmp_path):
         exporting.wait()
 
     assert not [p for p in backups.iterdir() if p.name.endswith(".backup.tar.xz")]
+    assert [r["status"] for r in orjson.loads(manage("syncinspect", "--json"))] == ["running"]
+    time.sleep(3.5)  # the heartbeat grows older than SYNC_JOB_STALE_AFTER
     out = manage("syncinspect")
     assert re.search(r"stale\s+0 rec\s+\S+-full\.backup\.tar\.xz \(left running by a process", out)
     rows = orjson.loads(manage("syncinspect", "--json"))
     assert [r["status"] for r in rows] == ["stale"]
+    assert [p.name for p in backups.iterdir() if p.name.startswith(".sync-spool-")]
+
+    manage("syncexport", "--tables", "content.Tag", "--compression", "none")
+
+    rows = orjson.loads(manage("syncinspect", "--json"))
+    assert [r["status"] for r in rows] == ["succeeded", "failed"]
+    assert rows[1]["error"].startswith("Stale: no heartbeat since")
+    assert [p.suffix for p in backups.iterdir()] == [".tar"]  # the leftovers are gone
 
 
 def test_a_model_that_cannot_be_keyed_is_a_command_error(demo, tmp_path, settings):

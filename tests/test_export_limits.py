@@ -10,10 +10,11 @@ import pytest
 from django.db import connections
 
 from crearis.content.models import SystemConfig, Tag
-from sync.exporter import export
+from sync.jobs.exports import export
 from sync.models import BackupRecord
 from sync.verify import JSON_MAX_DEPTH, verify_archive
 from tests.cli import assert_refused, cli
+from tests.job_tools import reporter_calling
 
 pytestmark = pytest.mark.django_db
 
@@ -97,7 +98,8 @@ def exports_in_one_second(output_dir) -> list:
 
         try:
             results[position] = export(
-                output_dir=output_dir, on_start=chose, progress=wait_for_the_first
+                output_dir=output_dir,
+                reporter=reporter_calling(wait_for_the_first, on_total=chose),
             )
         except Exception as exc:  # reported by the caller
             errors.append(exc)

@@ -23,11 +23,13 @@ from crearis.content.models import (
     User,
 )
 from sync.archive import ArchiveError, ArchiveReader
-from sync.exporter import ExportError, export, select_models
+from sync.exporter import ExportError, select_models
+from sync.jobs.exports import export
 from sync.models import BackupRecord, SyncState
 from sync.schema import syncable_models
 from tests.awkward.models import Specimen
 from tests.cli import cli
+from tests.job_tools import reporter_calling
 
 pytestmark = pytest.mark.django_db
 
@@ -273,16 +275,19 @@ def test_a_failing_table_leaves_no_archive_and_a_failed_record(
     assert backup.finished_at is not None
 
 
-def test_an_interrupted_export_leaves_no_archive_and_a_failed_record(demo, tmp_path):
+def test_an_interrupted_export_leaves_no_archive_and_a_cancelled_record(demo, tmp_path):
     def interrupt(written: int) -> None:
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        export(output_dir=tmp_path, progress=interrupt)
+        export(output_dir=tmp_path, reporter=reporter_calling(interrupt))
 
     assert list(tmp_path.iterdir()) == []
     backup = BackupRecord.objects.get()
-    assert (backup.status, backup.error) == (BackupRecord.Status.FAILED, "KeyboardInterrupt")
+    assert backup.status == BackupRecord.Status.CANCELLED
+    assert backup.error == (
+        "Interrupted (Ctrl-C) before the export finished; no archive was written."
+    )
     assert not SyncState.objects.filter(last_export_at__isnull=False).exists()
 
 
@@ -396,21 +401,36 @@ def test_index_has_what_docs_schemas_require(demo, tmp_path):
         assert set(entry["fields"].values()) <= set(record_schema["$defs"])
 
 
-def test_export_clears_leftovers_of_killed_writers_only(seeded, tmp_path):
-    import subprocess
+def test_export_clears_leftovers_by_age_never_by_pid(seeded, tmp_path, settings):
+    """Spool folders and partial archives nothing touched for SYNC_JOB_STALE_AFTER are a
+    killed writer's; fresh ones are a live writer's, whatever pid their name carries (it may
+    be another container's, on a shared volume)."""
+    settings.SYNC_JOB_STALE_AFTER = 60
+    an_hour_ago = os.path.getmtime(tmp_path) - 3600  # the folder was made just now
 
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    dead_spool = tmp_path / f".sync-spool-{dead.pid}-abc"
+    def aged(path: Path) -> Path:
+        os.utime(path, (an_hour_ago, an_hour_ago))
+        return path
+
+    dead_spool = tmp_path / ".sync-spool-4242-abc"
     dead_spool.mkdir()
     (dead_spool / "001.jsonl").write_bytes(b"{}\n")
-    dead_partial = tmp_path / f".20260101T000000Z-full.backup.tar.gz.{dead.pid}.partial"
+    aged(dead_spool / "001.jsonl")
+    aged(dead_spool)
+    dead_partial = tmp_path / ".20260101T000000Z-full.backup.tar.gz.4242.partial"
     dead_partial.write_bytes(b"half")
-    live_partial = tmp_path / f".20260101T000000Z-full.backup.tar.gz.{os.getpid()}.partial"
+    aged(dead_partial)
+    # another container's writer: a pid that is nobody here, files written a moment ago
+    live_partial = tmp_path / ".20260101T000000Z-full.backup.tar.gz.999999.partial"
     live_partial.write_bytes(b"still writing")
+    live_spool = tmp_path / ".sync-spool-999999-def"
+    live_spool.mkdir()
+    (live_spool / "001.jsonl").write_bytes(b"{}\n")
+    aged(live_spool)  # the folder is old, the table being spooled into it is not
 
     export(tables=["content.Tag"], output_dir=tmp_path)
 
     assert not dead_spool.exists()
     assert not dead_partial.exists()
     assert live_partial.exists()
+    assert live_spool.exists()

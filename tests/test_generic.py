@@ -21,9 +21,10 @@ from django.test import override_settings
 
 from crearis.content.models import Tag, User
 from sync.archive import ArchiveError
-from sync.exporter import ExportError, export
+from sync.exporter import ExportError
 from sync.importer import ImportFailed
-from sync.runs import run_import
+from sync.jobs.exports import export
+from sync.jobs.imports import run_import
 from sync.schema import key_paths, plan_models
 from sync.verify import line_checker, verify_archive
 from tests.archive_tools import read_records, rewrite_archive

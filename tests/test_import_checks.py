@@ -17,10 +17,10 @@ from django.core.exceptions import ValidationError
 from django.db import connection, connections, models
 
 from crearis.content.models import Event, EventInstructor, Participant, Tag, User
-from sync.exporter import export
+from sync.jobs.exports import export
+from sync.jobs.imports import run_import
 from sync.models import ImportRun
 from sync.records import field_decoder
-from sync.runs import run_import
 from tests.archive_tools import read_records, rewrite_archive
 from tests.awkward.models import Form, Seat
 from tests.cli import assert_refused, cli

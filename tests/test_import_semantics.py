@@ -20,9 +20,9 @@ from crearis.content.models import (
     Tag,
     User,
 )
-from sync.exporter import export
 from sync.importer import ImportFailed, ImportResult
-from sync.runs import run_import
+from sync.jobs.exports import export
+from sync.jobs.imports import run_import
 from tests.archive_tools import read_records, rewrite_archive
 from tests.awkward.models import Article, Node, Seat
 from tests.cli import assert_refused

@@ -14,11 +14,11 @@ from django.db import connection
 
 from crearis.content.demo import delete_content
 from crearis.content.models import Event, Participant, Project, Status, Tag, User
-from sync.exporter import export
 from sync.importer import ImportFailed, stamp_peek
+from sync.jobs.exports import export
+from sync.jobs.imports import run_import
 from sync.locking import _lock_id, _sqlite_lock_path
 from sync.models import ImportRun, SyncState
-from sync.runs import run_import
 from tests.archive_tools import read_records, rewrite_archive
 from tests.conftest import run_command
 
@@ -340,11 +340,17 @@ def lock_held_elsewhere():
 
 
 def test_a_second_import_is_refused_naming_the_running_one(tag_scenario):
-    running = ImportRun.objects.create(archive="first.backup.tar.gz", mode="replace", pid=4242)
+    running = ImportRun.objects.create(
+        archive="first.backup.tar.gz", mode="replace", status=ImportRun.Status.RUNNING, pid=4242
+    )
     with lock_held_elsewhere(), pytest.raises(ImportFailed) as refused:
         run_import(tag_scenario)
-    assert f"import #{running.pk} of first.backup.tar.gz" in str(refused.value)
-    assert ImportRun.objects.exclude(pk=running.pk).get().status == ImportRun.Status.REFUSED
+    assert f"{running.label} (replace import of first.backup.tar.gz" in str(refused.value)
+    assert f"syncjobs --cancel {running.label}" in str(refused.value)
+    # Recorded as refused (the lock was taken first; writing the row did not mean waiting).
+    refused_run = ImportRun.objects.exclude(pk=running.pk).get()
+    assert (refused_run.status, refused_run.error) == ("failed", str(refused.value))
+    assert refused_run.error_detail == {"reason": "refused"}
     assert "e" not in tags()
 
 

@@ -29,9 +29,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sync.archive import ArchiveReader
-from sync.exporter import export
+from sync.jobs.exports import export
+from sync.jobs.imports import run_import
 from sync.records import line_loader
-from sync.runs import run_import
 from tests.awkward.models import Specimen
 from tests.cli import assert_refused
 

@@ -5,29 +5,27 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
+import time
+from datetime import timedelta
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from crearis.content.models import Tag
-from sync.exporter import export
-from sync.models import BackupRecord, ImportRun, mark_stale
-from sync.runs import INTERRUPTED, INTERRUPTED_BY_USER, run_import
+from sync.jobs.channel import JobChannel, Progress
+from sync.jobs.exports import export
+from sync.jobs.imports import INTERRUPTED, run_import
+from sync.jobs.lifecycle import mark_stale_jobs
+from sync.models import BackupRecord, ImportRun, Job
 from tests.cli import assert_refused
 from tests.fingerprint import fingerprint
+from tests.job_tools import reporter_calling
 from tests.test_importer import lock_held_elsewhere
 
 pytestmark = pytest.mark.django_db
 
 HERE = socket.gethostname()
-
-
-def dead_pid() -> int:
-    """The id of a process of this host that has ended."""
-    process = subprocess.Popen(["true"])
-    process.wait()
-    return process.pid
 
 
 @pytest.fixture
@@ -38,36 +36,49 @@ def tags_archive(seeded, tmp_path):
     return archive
 
 
-def import_run(pid: int, hostname: str = HERE, archive: str = "a.backup.tar.gz") -> ImportRun:
-    return ImportRun.objects.create(archive=archive, mode="replace", pid=pid, hostname=hostname)
+def running(model=ImportRun, alive: bool = True, hostname: str = HERE, **fields) -> Job:
+    """A job recorded as running: ``alive``, its process beats (a fresh heartbeat); else it
+    went silent five minutes ago."""
+    if model is ImportRun:
+        fields = {"archive": "a.backup.tar.gz", "mode": "replace"} | fields
+    started = timezone.now() - timedelta(minutes=5)
+    job = model.objects.create(
+        status=Job.Status.RUNNING, pid=os.getpid(), hostname=hostname, started_at=started, **fields
+    )
+    if alive:
+        JobChannel(job.token).publish(Progress("reading", heartbeat=time.time()))
+    return job
+
+
+def import_run(alive: bool, archive: str) -> ImportRun:
+    return running(ImportRun, alive, archive=archive)
 
 
 # -- runs whose process is gone ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("model", "fields"),
-    [(BackupRecord, {}), (ImportRun, {"archive": "a.backup.tar.gz", "mode": "replace"})],
-)
-def test_backups_and_imports_tell_dead_runs_alike(model, fields):
-    alive = model.objects.create(pid=os.getpid(), hostname=HERE, **fields)
-    dead = model.objects.create(pid=dead_pid(), hostname=HERE, **fields)
-    elsewhere = model.objects.create(pid=dead.pid, hostname="another-host", **fields)
+@pytest.mark.parametrize("model", [BackupRecord, ImportRun])
+def test_backups_and_imports_tell_dead_runs_alike(model):
+    alive = running(model)
+    dead = running(model, alive=False)
+    elsewhere = running(model, hostname="another-host")  # its pid means nothing here
 
     assert [alive.is_stale, dead.is_stale, elsewhere.is_stale] == [False, True, False]
-    assert mark_stale(model.objects.all(), "Interrupted.") == 1
+    assert [job.pk for job in mark_stale_jobs("default")] == [dead.pk]
     assert dict(model.objects.values_list("pk", "status")) == {
         alive.pk: "running",
         dead.pk: "failed",
-        elsewhere.pk: "running",  # its host alone can tell
+        elsewhere.pk: "running",  # its heartbeat says it is alive
     }
     dead.refresh_from_db()
-    assert (dead.error, dead.is_stale) == ("Interrupted.", False)
+    assert dead.error.startswith("Stale: no heartbeat since") and not dead.is_stale
     assert dead.finished_at is not None
 
 
 def test_the_next_import_marks_a_dead_import_failed(tags_archive):
-    dead = import_run(dead_pid())
+    """Holding the import lock, an import knows no other one runs: one recorded as running
+    is dead, even while its heartbeat is still fresh."""
+    dead = running(ImportRun, alive=True)
 
     _, run = run_import(tags_archive)
 
@@ -78,18 +89,18 @@ def test_the_next_import_marks_a_dead_import_failed(tags_archive):
 
 
 def test_a_refusal_names_the_live_import_never_a_dead_one(tags_archive):
-    import_run(dead_pid(), archive="dead.backup.tar.gz")
-    live = import_run(os.getpid(), archive="live.backup.tar.gz")
+    import_run(alive=False, archive="dead.backup.tar.gz")
+    live = import_run(alive=True, archive="live.backup.tar.gz")
 
     with lock_held_elsewhere(), pytest.raises(Exception) as refused:
         run_import(tags_archive)
 
-    assert f"Refused: import #{live.pk} of live.backup.tar.gz" in str(refused.value)
+    assert f"Refused: {live.label} (replace import of live.backup.tar.gz" in str(refused.value)
     assert "dead" not in str(refused.value)
 
 
 def test_a_refusal_with_only_dead_runs_recorded_names_no_process(tags_archive):
-    import_run(dead_pid(), archive="dead.backup.tar.gz")
+    import_run(alive=False, archive="dead.backup.tar.gz")
 
     with lock_held_elsewhere(), pytest.raises(Exception) as refused:
         run_import(tags_archive)
@@ -120,16 +131,19 @@ def test_an_interrupted_import_is_rolled_back_and_recorded(tags_archive):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_import(tags_archive, progress=interrupt)
+        run_import(tags_archive, reporter=reporter_calling(interrupt))
 
     assert fingerprint() == before
     run = ImportRun.objects.get()
-    assert (run.status, run.error) == (ImportRun.Status.FAILED, INTERRUPTED_BY_USER)
+    assert (run.status, run.error) == (
+        ImportRun.Status.CANCELLED,
+        "Interrupted (Ctrl-C) before the import finished; nothing was changed.",
+    )
 
 
 def test_the_admin_shows_a_dead_import_as_stale(admin_client):
-    import_run(dead_pid(), archive="dead.backup.tar.gz")
-    import_run(os.getpid(), archive="live.backup.tar.gz")
+    import_run(alive=False, archive="dead.backup.tar.gz")
+    import_run(alive=True, archive="live.backup.tar.gz")
 
     listing = admin_client.get(reverse("admin:sync_importrun_changelist")).content.decode()
 

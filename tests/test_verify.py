@@ -22,7 +22,7 @@ from django.core.management import CommandError
 
 from crearis.content.models import Event, Tag
 from sync.archive import COMPRESSIONS, ArchiveError
-from sync.exporter import export
+from sync.jobs.exports import export
 from sync.models import ImportRun
 from sync.verify import verify_archive, verify_lines
 from tests import hostile

@@ -9,13 +9,14 @@ from django.db import DataError, IntegrityError, OperationalError, connections, 
 from django.utils import timezone
 
 from crearis.content.models import Tag
-from sync.exporter import export
 from sync.importer import ImportFailed
+from sync.jobs.exports import export
+from sync.jobs.imports import run_import
 from sync.models import ImportRun
-from sync.runs import run_import
 from sync.writer import RowWriter
 from tests.conftest import run_command
 from tests.fingerprint import fingerprint
+from tests.job_tools import reporter_calling
 
 pytestmark = [
     pytest.mark.crossdb,
@@ -88,7 +89,7 @@ def test_an_import_whose_connection_is_terminated_fails_in_one_line(tmp_path):
             terminated.append(True)
 
     with pytest.raises(ImportFailed) as failed:
-        run_import(archive, using="pg", progress=terminate_once)
+        run_import(archive, using="pg", reporter=reporter_calling(terminate_once))
 
     assert str(failed.value).startswith("Database error during import: ")
     assert "\n" not in str(failed.value)

@@ -1,13 +1,14 @@
-import sys
+import getpass
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
-from tqdm import tqdm
 
 from sync.archive import COMPRESSIONS
 from sync.errors import SyncError
-from sync.exporter import export
+from sync.jobs.exports import execute_export, start_export
+from sync.jobs.reporter import JobCancelled, JobReporter
 from sync.management.database import usable_database
+from sync.management.progress import ProgressBar
 
 
 class Command(BaseCommand):
@@ -50,28 +51,27 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         usable_database(options["database"])
         quiet = options["quiet"] or options["verbosity"] == 0
-        bar = tqdm(unit="rec", disable=quiet or not sys.stderr.isatty(), desc="export")
+        using = options["database"]
         try:
-            result = export(
+            backup = start_export(
                 tables=options["tables"],
                 exclude=options["exclude"],
                 with_dependencies=options["with_dependencies"],
                 compression=options["compression"],
                 level=options["level"],
                 output_dir=options["output"],
-                using=options["database"],
+                using=using,
                 include_secrets=options["include_secrets"],
-                progress=bar.update,
-                on_start=lambda total: bar.reset(total=total),
+                started_by=f"syncexport ({getpass.getuser()})",
             )
+            with ProgressBar("export", enabled=not quiet) as bar:
+                result = execute_export(backup.pk, using, JobReporter(bar))
+        except JobCancelled as exc:
+            raise CommandError(str(exc)) from exc
         except (SyncError, OSError) as exc:
             raise CommandError(f"Export failed: {exc}") from exc
         except DatabaseError as exc:
-            raise CommandError(
-                f"Export failed reading the {options['database']!r} database: {exc}"
-            ) from exc
-        finally:
-            bar.close()
+            raise CommandError(f"Export failed reading the {using!r} database: {exc}") from exc
         self.stdout.write(str(result.path))
         for label, nulled in result.nulled.items():  # even when quiet: values changed
             self.stderr.write(

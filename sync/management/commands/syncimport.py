@@ -1,13 +1,13 @@
 import getpass
-import sys
 
 import orjson
 from django.core.management.base import BaseCommand, CommandError
-from tqdm import tqdm
 
 from sync.importer import MODES, ImportFailed, ImportResult
+from sync.jobs.imports import run_import
+from sync.jobs.reporter import JobCancelled, JobReporter
 from sync.management.database import usable_database
-from sync.runs import run_import
+from sync.management.progress import ProgressBar
 
 
 class Command(BaseCommand):
@@ -65,8 +65,8 @@ class Command(BaseCommand):
             )
 
     def run(self, options, dry_run: bool, details: bool, quiet: bool) -> ImportResult:
-        show_bar = not quiet and not options["json"] and sys.stderr.isatty()
-        with tqdm(unit="rec", disable=not show_bar, desc="dry run" if dry_run else "import") as bar:
+        title = "dry run" if dry_run else "import"
+        with ProgressBar(title, enabled=not quiet and not options["json"]) as bar:
             try:
                 result, _ = run_import(
                     options["archive"],
@@ -76,10 +76,10 @@ class Command(BaseCommand):
                     tables=options["tables"],
                     collect_changes=details,
                     started_by=f"syncimport ({getpass.getuser()})",
-                    progress=bar.update,
+                    reporter=JobReporter(bar),
                     drop_unresolved=options["drop_unresolved"],
                 )
-            except ImportFailed as exc:
+            except (ImportFailed, JobCancelled) as exc:
                 raise CommandError(str(exc)) from exc
             except KeyboardInterrupt as exc:  # the import's transaction was rolled back
                 what = "Dry run" if dry_run else "Import"

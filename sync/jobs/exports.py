@@ -1,0 +1,113 @@
+"""Export jobs: created (``start_export``), then executed (``execute_export``) inline or by a
+worker — recorded to their end, stale jobs marked, leftovers of dead writers removed.
+
+Commands, Celery tasks and admin views go through here; ``sync.exporter`` writes the archive.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sync.archive import FORMAT_VERSION, check_compression, remove_leftovers
+from sync.conf import sync_settings
+from sync.exporter import archive_path, select_models, write_archive
+from sync.generic import NulledReferences
+from sync.jobs.lifecycle import claim, executing, finish, load_job, mark_stale_jobs
+from sync.jobs.reporter import JobReporter
+from sync.locking import write_transaction
+from sync.models import BackupRecord, Job, SyncState
+from sync.schema import plan_models
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    backup: BackupRecord
+    counts: dict[str, int] = field(default_factory=dict)
+    # Per table: generic references that named no row, written as null (see sync.generic)
+    nulled: dict[str, NulledReferences] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def start_export(
+    tables: Iterable[str] | None = None,
+    exclude: Iterable[str] | None = None,
+    with_dependencies: bool = False,
+    compression: str = "gz",
+    level: int | None = None,
+    output_dir: Path | str | None = None,
+    using: str = "default",
+    include_secrets: bool = False,
+    started_by: str = "",
+    user=None,
+    task_id: str = "",
+) -> BackupRecord:
+    """Record an export to be done (queued), with the tables resolved: everything
+    ``execute_export`` needs is on the row. Bad options are refused before any row exists."""
+    check_compression(compression, level)
+    chosen = select_models(tables, exclude, with_dependencies)
+    plans = plan_models(chosen, include_secrets)  # refuses a model that cannot be keyed
+    mark_stale_jobs(using)
+    return BackupRecord.objects.using(using).create(
+        tables=[plan.label for plan in plans],
+        compression=compression,
+        level=level,
+        output_dir=str(output_dir or ""),
+        include_secrets=include_secrets,
+        format_version=FORMAT_VERSION,
+        database=using,
+        started_by=started_by,
+        user=user,
+        task_id=task_id,
+    )
+
+
+def execute_export(
+    backup_id: int, using: str = "default", reporter: JobReporter | None = None
+) -> ExportResult:
+    """Write the archive of the queued export ``backup_id`` of database ``using``.
+
+    On any failure, or a cancel (JobCancelled), no archive appears under its final name and
+    the record says why."""
+    backup = load_job(BackupRecord, backup_id, using)
+    reporter = reporter or JobReporter()
+    claim(backup)
+    with executing(backup, reporter, "no archive was written"):
+        output_dir = Path(backup.output_dir or sync_settings.BACKUP_DIR)
+        remove_leftovers(output_dir, older_than=sync_settings.SYNC_JOB_STALE_AFTER)
+        path = archive_path(output_dir, backup.kind, backup.compression, backup.started_at)
+        backup.file_name, backup.storage_path = path.name, str(path.resolve())
+        backup.backup_id = uuid.uuid4()
+        backup.save(using=using, update_fields=["file_name", "storage_path", "backup_id"])
+        written = write_archive(backup, path, reporter)
+    archive = written.archive
+    finish(
+        backup,
+        Job.Status.SUCCEEDED,
+        progress=reporter.snapshot(),
+        file_name=archive.path.name,
+        storage_path=str(archive.path.resolve()),
+        counts=written.counts,
+        total_records=sum(written.counts.values()),
+        size=archive.size,
+        sha256=archive.sha256,
+    )
+    with write_transaction(using):
+        SyncState.objects.using(using).update_or_create(
+            database=using, defaults={"last_export_at": backup.finished_at}
+        )
+    return ExportResult(archive.path, backup, backup.counts, written.nulled)
+
+
+def export(*, reporter: JobReporter | None = None, **options: Any) -> ExportResult:
+    """Create and execute an export at once, as the commands do (options: see
+    ``start_export``)."""
+    backup = start_export(**options)
+    return execute_export(backup.pk, backup.database, reporter)

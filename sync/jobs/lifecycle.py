@@ -1,0 +1,304 @@
+"""The lifecycle every export and import job shares.
+
+queued (``start_*``) → running (``claim``) → succeeded | failed | cancelled (``finish``).
+A running job is *stale* when its heartbeat in the sync cache is older than
+``SYNC_JOB_STALE_AFTER`` seconds: its process is gone (killed, out of memory, container
+stopped). Not a process id: the web and worker containers share databases and a backup volume,
+and a pid means nothing in another container. Stale jobs are marked failed when the next job
+starts on the database (``mark_stale_jobs``). A queued job is never stale: it waits for a
+worker. ``job_finished`` is sent once a job has ended, after that was committed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from sync.conf import sync_settings
+from sync.errors import SyncError
+from sync.jobs.channel import JobChannel, Progress
+from sync.jobs.reporter import JobCancelled, JobReporter
+from sync.models import FINISHED, BackupRecord, ImportRun, Job
+from sync.signals import job_finished
+
+KINDS: dict[str, type[Job]] = {"export": BackupRecord, "import": ImportRun}
+NAME_HELP = (
+    "A job is named by its kind and number, as syncjobs lists it: export-12, import-7 "
+    "(export12 and export:12 are read the same). Exports and imports are numbered separately, "
+    "so a number alone is not enough."
+)
+_NAME = re.compile(r"\s*(export|import)\s*[-:#]?\s*(\d+)\s*", re.IGNORECASE)
+
+
+class JobError(SyncError):
+    """A request about a job that cannot be done (unknown job, already ended…)."""
+
+
+def channel_of(job: Job) -> JobChannel:
+    return JobChannel(job.token)
+
+
+def database_of(job: Job) -> str:
+    return job._state.db or "default"
+
+
+# -- moving through the states -----------------------------------------------------------------
+
+
+def claim(job: Job) -> None:
+    """queued → running, in one conditional update: of two workers handed the same job, one
+    runs it and the other is refused."""
+    now = timezone.now()
+    where = {"hostname": socket.gethostname(), "pid": os.getpid()}
+    claimed = (
+        type(job)
+        ._default_manager.using(database_of(job))
+        .filter(pk=job.pk, status=Job.Status.QUEUED)
+        .update(status=Job.Status.RUNNING, started_at=now, **where)
+    )
+    if not claimed:
+        job.refresh_from_db()
+        raise JobError(f"{job.label} is {job.status}: only a queued job can be executed.")
+    job.status, job.started_at = Job.Status.RUNNING, now
+    job.hostname, job.pid = where["hostname"], where["pid"]
+
+
+def finish(
+    job: Job,
+    status: str,
+    error: str = "",
+    detail: dict | None = None,
+    progress: Progress | None = None,
+    **fields: Any,
+) -> None:
+    """Record how the job ended, and send ``job_finished`` once the row is committed (inside
+    a transaction: when it commits, with the work it records).
+
+    The job's own process knows best how it ended: its end is written even over a
+    ``failed`` that ``end_dead`` wrongly wrote meanwhile (a heartbeat that could not reach
+    the cache), and is sent again then."""
+    job.status = status
+    job.error = error
+    job.error_detail = detail or {}
+    job.finished_at = timezone.now()
+    if progress is not None:
+        job.progress = progress.as_dict()
+    for name, value in fields.items():
+        setattr(job, name, value)
+    job.save(using=database_of(job))
+    announce(job)
+
+
+@contextmanager
+def executing(job: Job, reporter: JobReporter, left: str) -> Iterator[None]:
+    """Do the block as ``job``'s work: its progress published, its cancel flag heeded, and
+    any end but success recorded; ``left`` says what a stopped job left ("nothing was
+    changed"). A cancel is raised again as JobCancelled naming the job."""
+    channel = channel_of(job)
+    try:
+        with reporter.attached(channel):
+            yield
+    except JobCancelled as exc:
+        message = f"Cancelled on request; {left}."
+        finish(job, Job.Status.CANCELLED, message, {"reason": "cancelled"}, reporter.snapshot())
+        raise JobCancelled(f"{job.label} cancelled on request; {left}.") from exc
+    except KeyboardInterrupt:
+        message = f"Interrupted (Ctrl-C) before the {job.KIND} finished; {left}."
+        finish(job, Job.Status.CANCELLED, message, {"reason": "cancelled"}, reporter.snapshot())
+        raise
+    except BaseException as exc:
+        error = str(exc) or type(exc).__name__
+        finish(job, Job.Status.FAILED, error, progress=reporter.snapshot())
+        raise
+    finally:
+        channel.clear()  # the heartbeat has stopped: nothing publishes after this
+
+
+def announce(job: Job) -> None:
+    transaction.on_commit(
+        lambda: job_finished.send(sender=type(job), job=job), using=database_of(job)
+    )
+
+
+# -- staleness ---------------------------------------------------------------------------------
+
+
+def last_heartbeat(job: Job, progress: Progress | None = None) -> float:
+    """When the job last said it is alive: its heartbeat in the cache, else when it started."""
+    if progress is not None and progress.heartbeat is not None:
+        return progress.heartbeat
+    return (job.started_at or job.created_at).timestamp()
+
+
+def is_stale(job: Job) -> bool:
+    return job.status == Job.Status.RUNNING and silent_too_long(job, channel_of(job).read())
+
+
+def silent_too_long(job: Job, progress: Progress | None) -> bool:
+    """Whether the heartbeat in ``progress`` (read from the cache) is too old for a job that
+    runs; ``None``: the cache has none."""
+    return time.time() - last_heartbeat(job, progress) > sync_settings.SYNC_JOB_STALE_AFTER
+
+
+def mark_stale_jobs(using: str) -> list[Job]:
+    """Mark as failed the running jobs of ``using`` whose heartbeat stopped; return them."""
+    marked = []
+    for model in KINDS.values():
+        for job in model.objects.using(using).filter(status=Job.Status.RUNNING):
+            progress = channel_of(job).read()
+            if not silent_too_long(job, progress):
+                continue
+            seen = datetime.fromtimestamp(last_heartbeat(job, progress), tz=UTC)
+            error = (
+                f"Stale: no heartbeat since {seen:%Y-%m-%d %H:%M:%S} UTC; the process that ran "
+                f"it (pid {job.pid} on {job.hostname or 'an unknown host'}) is gone."
+            )
+            if end_dead(job, error, "stale", progress):
+                marked.append(job)
+    return marked
+
+
+def end_dead(job: Job, error: str, reason: str, progress: Progress | None = None) -> bool:
+    """Record a running job whose process is gone as failed, unless it ended meanwhile (the
+    update is conditional, so a job ending this very moment keeps its own end)."""
+    last = (progress or Progress.from_dict(job.progress) or Progress()).as_dict()
+    ended = type(job)._default_manager.using(database_of(job))
+    if not ended.filter(pk=job.pk, status=Job.Status.RUNNING).update(
+        status=Job.Status.FAILED,
+        error=error,
+        error_detail={"reason": reason},
+        finished_at=timezone.now(),
+        progress=last | {"heartbeat": None},
+    ):
+        return False
+    job.refresh_from_db()
+    channel_of(job).clear()
+    announce(job)
+    return True
+
+
+# -- cancelling --------------------------------------------------------------------------------
+
+
+def request_cancel(job: Job) -> Job:
+    """Ask ``job`` to stop, from any process. A queued job is cancelled at once; a running
+    one stops at its next progress check (within a few seconds) and records itself
+    cancelled: an import rolls back, an export leaves no archive."""
+    if job.status in FINISHED:
+        raise JobError(f"{job.label} has already ended ({job.status}); nothing to cancel.")
+    channel_of(job).request_cancel()  # first: a worker claiming it meanwhile still sees it
+    using = database_of(job)
+    cancelled = (
+        type(job)
+        ._default_manager.using(using)
+        .filter(pk=job.pk, status=Job.Status.QUEUED)
+        .update(
+            status=Job.Status.CANCELLED,
+            error="Cancelled before it started.",
+            error_detail={"reason": "cancelled"},
+            finished_at=timezone.now(),
+        )
+    )
+    job.refresh_from_db()
+    if cancelled:
+        channel_of(job).clear()
+        announce(job)
+    return job
+
+
+# -- finding and showing jobs ------------------------------------------------------------------
+
+
+def find_job(name: str, using: str = "default") -> Job:
+    """The job named ``name`` (``export-12``, ``import-7``); JobError if there is none."""
+    match = _NAME.fullmatch(name)
+    if match is None:
+        raise JobError(f"{name!r} is not a job name. {NAME_HELP}")
+    kind, number = match[1].lower(), int(match[2])
+    try:
+        return KINDS[kind].objects.using(using).get(pk=number)
+    except KINDS[kind].DoesNotExist as exc:
+        raise JobError(f"There is no {kind}-{number} in database {using!r}.") from exc
+
+
+def load_job(model: type[Job], pk: int, using: str) -> Job:
+    try:
+        return model.objects.using(using).get(pk=pk)
+    except model.DoesNotExist as exc:
+        raise JobError(f"There is no {model.KIND}-{pk} in database {using!r}.") from exc
+
+
+def recent_jobs(using: str = "default", limit: int = 20) -> list[Job]:
+    """The latest ``limit`` jobs of both kinds, newest first."""
+    jobs: list[Job] = []
+    for model in KINDS.values():
+        jobs += model.objects.using(using).select_related("user").order_by("-created_at")[:limit]
+    jobs.sort(key=lambda job: (job.created_at, job.KIND, job.pk), reverse=True)
+    return jobs[:limit]
+
+
+@dataclass(frozen=True)
+class JobState:
+    """A job as a person watching it sees it: for a listing, a page, or JSON."""
+
+    name: str
+    kind: str
+    status: str  # a Job.Status, or "stale"
+    phase: str
+    table: str
+    done: int
+    total: int | None
+    who: str
+    database: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str
+
+    @classmethod
+    def of(cls, job: Job) -> JobState:
+        running = job.status == Job.Status.RUNNING
+        live = channel_of(job).read() if running else None
+        progress = live or Progress.from_dict(job.progress) or Progress()
+        return cls(
+            name=job.label,
+            kind=job.KIND,
+            status="stale" if running and silent_too_long(job, live) else job.status,
+            phase=progress.phase,
+            table=progress.table,
+            done=progress.done,
+            total=progress.total,
+            who=job.who,
+            database=job.database,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            error=job.error,
+        )
+
+    @property
+    def progress_text(self) -> str:
+        if self.status == Job.Status.QUEUED:
+            return "waiting for a worker"
+        counted = f"{self.done:,}" + (f"/{self.total:,}" if self.total is not None else "")
+        # A job that succeeded went through every phase; one that did not stopped in this one.
+        phase = "done" if self.status == Job.Status.SUCCEEDED else self.phase
+        table = "" if self.status == Job.Status.SUCCEEDED else self.table
+        parts = [phase, table, f"{counted} records" if phase else ""]
+        return " · ".join(part for part in parts if part)
+
+    def as_dict(self) -> dict:
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        for name in ("created_at", "started_at", "finished_at"):
+            data[name] = data[name].isoformat() if data[name] else None
+        return data

@@ -6,8 +6,9 @@ This is the engine; export jobs (records, stale marking, leftover cleanup) are
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -48,6 +49,12 @@ from sync.schema import (
 
 CHUNK = 2000
 PRODUCER_VERSION = "0.1.0"
+# An export's kind names its archive (``…Z-full.backup.tar.gz``) and is in its index.
+KIND = re.compile(r"[a-z][a-z_]{0,19}")
+
+# Narrows the rows of a table an export writes (the incremental export's "changed since");
+# given the table's plan and all its rows, it returns a queryset of the same model.
+TableFilter = Callable[[SyncModel, models.QuerySet], models.QuerySet]
 
 
 class ExportError(SyncError):
@@ -142,7 +149,26 @@ class WrittenExport:
         return {entry["model"]: entry["count"] for entry in self.entries}
 
 
-def write_archive(backup: BackupRecord, path: Path, reporter: JobReporter) -> WrittenExport:
+def check_kind(kind: str) -> None:
+    if not (isinstance(kind, str) and KIND.fullmatch(kind)):
+        raise ExportError(
+            f"Export kind {kind!r} is not a word of at most 20 lowercase letters "
+            f"(it names the archive), e.g. 'full'."
+        )
+
+
+def table_rows(plan: SyncModel, using: str, table_filter: TableFilter | None) -> models.QuerySet:
+    """The rows of ``plan``'s table an export writes: all of them, or the filter's."""
+    rows = plan.model._base_manager.using(using)
+    return rows if table_filter is None else table_filter(plan, rows)
+
+
+def write_archive(
+    backup: BackupRecord,
+    path: Path,
+    reporter: JobReporter,
+    table_filter: TableFilter | None = None,
+) -> WrittenExport:
     """Write the archive ``backup`` describes (tables, compression, secrets) to ``path``, or
     the next free numbered name if another export took it meanwhile.
 
@@ -153,14 +179,14 @@ def write_archive(backup: BackupRecord, path: Path, reporter: JobReporter) -> Wr
     with ArchiveWriter(path, backup.compression, backup.level) as writer:
         reporter.keep_fresh(writer.working_paths)
         with read_snapshot(using):
-            total = sum(p.model._base_manager.using(using).count() for p in plans)
+            total = sum(table_rows(p, using, table_filter).count() for p in plans)
             reporter.phase("reading", total=total)
             entries = []
             nulled = {}
             for plan in plans:
                 reporter.table(plan.label)
                 spool = writer.add_table(plan.label)
-                nulled[plan.label] = write_table(plan, spool, using, reporter)
+                nulled[plan.label] = write_table(plan, spool, using, reporter, table_filter)
                 entries.append(table_entry(plan, spool))
         index = build_index(backup, entries, using, backup.compression, backup.include_secrets)
         reporter.table("")
@@ -171,7 +197,11 @@ def write_archive(backup: BackupRecord, path: Path, reporter: JobReporter) -> Wr
 
 
 def write_table(
-    plan: SyncModel, spool: MemberSpool, using: str, reporter: JobReporter
+    plan: SyncModel,
+    spool: MemberSpool,
+    using: str,
+    reporter: JobReporter,
+    table_filter: TableFilter | None = None,
 ) -> NulledReferences:
     """Write every row of ``plan``'s table to ``spool``, one JSON line per record; return the
     generic references that named no row, written as null (others are refused).
@@ -189,7 +219,7 @@ def write_table(
         for position, lookup in enumerate(encoder.lookups)
     ]
     lookups += ["pk"] if plan.m2m_fields else []
-    queryset = plan.model._base_manager.using(using).order_by("pk")
+    queryset = table_rows(plan, using, table_filter).order_by("pk")
     queryset = queryset.values_list(*generic.lookups(lookups))
     names = encoder.names + [f.name for f in plan.m2m_fields]
     dangling = DanglingCheck.of(plan, names)

@@ -31,14 +31,18 @@ class SyncError(Exception):
         self.table, self.key, self.field, self.value = table, key, field, value
         self.member, self.line = member, line
 
-    def as_dict(self) -> dict[str, Any]:
-        """The message and the set fields, for a job or a page to store."""
-        where = {
+    def where(self) -> dict[str, Any]:
+        """The set place fields (not the value: it may be large), as a job stores them."""
+        place = {
             "table": self.table,
             "key": self.key,
             "field": self.field,
-            "value": self.value,
             "member": self.member,
             "line": self.line,
         }
-        return {"message": str(self)} | {name: v for name, v in where.items() if v is not None}
+        return {name: value for name, value in place.items() if value is not None}
+
+    def as_dict(self) -> dict[str, Any]:
+        """The message, the place and the value if there is one, for a page to show."""
+        value = {} if self.value is None else {"value": self.value}
+        return {"message": str(self)} | self.where() | value

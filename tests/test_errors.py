@@ -14,6 +14,7 @@ from sync.errors import SyncError
 from sync.importer import ImportFailed
 from sync.jobs.exports import export
 from sync.jobs.imports import run_import
+from sync.models import ImportRun
 from sync.verify import verify_archive
 from tests.archive_tools import rewrite_archive
 from tests.fingerprint import fingerprint
@@ -74,6 +75,9 @@ def test_a_refused_value_names_its_table_key_field_and_value(demo, tmp_path):
     )
     assert str(error).startswith(f"content.User {sysmail!r}: field 'role': bad value")
     assert error.as_dict()["field"] == "role"
+    job = ImportRun.objects.get()
+    assert job.error == str(error)
+    assert job.error_detail == {"table": "content.User", "key": sysmail, "field": "role"}
 
 
 def test_a_refused_secret_is_named_without_its_value(demo, tmp_path):
@@ -86,6 +90,7 @@ def test_a_refused_secret_is_named_without_its_value(demo, tmp_path):
         None,
     )
     assert "SECRETHASH" not in repr(error.as_dict())
+    assert "SECRETHASH" not in repr(ImportRun.objects.get().error_detail)
 
 
 def test_an_archive_line_error_names_its_member_and_line(demo, tmp_path):

@@ -164,7 +164,7 @@ def execute_locked(run: ImportRun, reporter: JobReporter) -> ImportResult:
                 )
     except ArchiveError as exc:
         message = str(exc) if archive.name in str(exc) else f"{archive.name}: {exc}"
-        raise ImportFailed(message) from exc
+        raise ImportFailed(message, member=exc.member, line=exc.line) from exc
     return result
 
 

@@ -118,7 +118,8 @@ def executing(job: Job, reporter: JobReporter, left: str) -> Iterator[None]:
         raise
     except BaseException as exc:
         error = str(exc) or type(exc).__name__
-        finish(job, Job.Status.FAILED, error, progress=reporter.snapshot())
+        detail = exc.where() if isinstance(exc, SyncError) else None
+        finish(job, Job.Status.FAILED, error, detail, reporter.snapshot())
         raise
     finally:
         channel.clear()  # the heartbeat has stopped: nothing publishes after this

@@ -67,21 +67,9 @@ def positive_int(value) -> bool:
 def check_read_limits(app_configs, **kwargs) -> list[Error]:
     """The bounds of what a reader takes from an archive (see sync.archive.ReadLimits)."""
     return [
-        Error(f"{name} must be a positive number of bytes, not {value!r}.", id="sync.E002")
+        error
         for name in ("SYNC_MAX_MEMBER_SIZE", "SYNC_MAX_LINE_SIZE")
-        if not positive_int(value := getattr(sync_settings, name))
-    ]
-
-
-@register()
-def check_key_map_limit(app_configs, **kwargs) -> list[Error]:
-    value = sync_settings.SYNC_KEY_MAP_LIMIT
-    if positive_int(value):
-        return []
-    return [
-        Error(
-            f"SYNC_KEY_MAP_LIMIT must be a positive number of rows, not {value!r}.", id="sync.E003"
-        )
+        for error in unless(positive_int, name, "a positive number of bytes", "sync.E002")
     ]
 
 
@@ -89,31 +77,45 @@ def list_of_strings(value) -> bool:
     return isinstance(value, list | tuple) and all(type(item) is str for item in value)
 
 
+def key_overrides(value) -> bool:
+    return isinstance(value, dict) and all(
+        type(label) is str and list_of_strings(fields) and fields for label, fields in value.items()
+    )
+
+
+def unless(valid, name: str, expected: str, check_id: str) -> list[Error]:
+    """An error naming setting ``name`` and its value unless ``valid(value)``."""
+    value = getattr(sync_settings, name)
+    return (
+        [] if valid(value) else [Error(f"{name} must be {expected}, not {value!r}.", id=check_id)]
+    )
+
+
 @register()
-def check_sensitive_fields(app_configs, **kwargs) -> list[Error]:
-    value = sync_settings.SYNC_SENSITIVE_FIELDS
-    if list_of_strings(value):
-        return []
+def check_value_types(app_configs, **kwargs) -> list[Error]:
     return [
-        Error(
-            f'SYNC_SENSITIVE_FIELDS must be a list of patterns ("app_label.Model.field", '
-            f"fnmatch), not {value!r}.",
-            id="sync.E004",
-        )
+        *unless(positive_int, "SYNC_KEY_MAP_LIMIT", "a positive number of rows", "sync.E003"),
+        *unless(
+            list_of_strings,
+            "SYNC_SENSITIVE_FIELDS",
+            'a list of patterns ("app_label.Model.field", fnmatch)',
+            "sync.E004",
+        ),
+        *unless(
+            key_overrides, "SYNC_KEYS", "a map of model labels to lists of field names", "sync.E007"
+        ),
     ]
 
 
 @register()
 def check_default_apps(app_configs, **kwargs) -> list[Error]:
-    value = sync_settings.SYNC_DEFAULT_APPS
-    if not list_of_strings(value):
-        return [
-            Error(f"SYNC_DEFAULT_APPS must be a list of app labels, not {value!r}.", id="sync.E005")
-        ]
+    wrong = unless(list_of_strings, "SYNC_DEFAULT_APPS", "a list of app labels", "sync.E005")
+    if wrong:
+        return wrong
     installed = {config.label for config in apps.get_app_configs()}
     return [
         Error(f"SYNC_DEFAULT_APPS: {label!r} is not the label of an installed app.", id="sync.E005")
-        for label in value
+        for label in sync_settings.SYNC_DEFAULT_APPS
         if label not in installed
     ]
 
@@ -127,18 +129,3 @@ def check_backup_dir(app_configs, **kwargs) -> list[Error]:
     if path.exists() and not path.is_dir():
         return [Error(f"BACKUP_DIR {str(path)!r} is not a directory.", id="sync.E006")]
     return []
-
-
-@register()
-def check_keys(app_configs, **kwargs) -> list[Error]:
-    value = sync_settings.SYNC_KEYS
-    if isinstance(value, dict) and all(
-        type(label) is str and list_of_strings(fields) and fields for label, fields in value.items()
-    ):
-        return []
-    return [
-        Error(
-            f"SYNC_KEYS must map model labels to lists of field names, not {value!r}.",
-            id="sync.E007",
-        )
-    ]

@@ -56,7 +56,7 @@ def test_backup_dir_must_be_a_path_to_a_directory(settings, tmp_path):
 def test_keys_must_map_labels_to_field_lists(settings, value):
     settings.SYNC_KEYS = value
     assert errors("sync.E007") == [
-        f"SYNC_KEYS must map model labels to lists of field names, not {value!r}."
+        f"SYNC_KEYS must be a map of model labels to lists of field names, not {value!r}."
     ]
 
 

@@ -9,6 +9,7 @@ from crearis.content.models import Event, Instructor, Participant, User
 from sync.jobs.exports import export
 from sync.jobs.imports import run_import
 from tests.archive_tools import rewrite_archive
+from tests.conftest import run_command
 
 SIGNALS = {
     "pre_delete": signals.pre_delete,
@@ -72,4 +73,29 @@ def test_a_deletion_that_sets_references_to_null_sends_no_signal(demo, tmp_path,
 
     assert not Instructor.objects.filter(pk=gone.pk).exists()
     assert set(User.objects.filter(pk__in=users).values_list("instructor", flat=True)) == {None}
+    assert heard == []
+
+
+@pytest.mark.crossdb
+@pytest.mark.django_db(databases=["default", "pg", "maria"], transaction=True)
+@pytest.mark.parametrize("alias", ["pg", "maria"])
+def test_signal_free_deletions_cascade_on_every_engine(tmp_path, heard, alias):
+    """MariaDB checks foreign keys per statement: the deletions' order must be Django's."""
+    run_command("syncseed", database=alias)
+    run_command("syncdemo", events=6, seed=7, database=alias)
+    events = Event.objects.using(alias)
+    exported = export(tables=["content.Event"], using=alias, output_dir=tmp_path).path
+    gone = events.filter(participants__isnull=False).distinct().first()
+    without = rewrite_archive(
+        exported,
+        tmp_path / "without.tar.gz",
+        lambda label, rows: [r for r in rows if r["xmlid"] != gone.xmlid],
+    )
+    heard.clear()  # the demo data was made by saving models
+
+    result, _ = run_import(without, mode="replace", using=alias)
+
+    assert result.cascaded["participants"] > 0
+    assert not events.filter(pk=gone.pk).exists()
+    assert not Participant.objects.using(alias).filter(event_id=gone.pk).exists()
     assert heard == []

@@ -80,6 +80,12 @@ class KeyIndex:
 def ids_of_keys(queryset: models.QuerySet, paths: list, keys: list[tuple]) -> dict:
     """Key → id of the rows of ``queryset`` with these keys: the rows whose first key part
     matches, kept if the whole key does (one query, whatever the key's shape)."""
+    if connections[queryset.db].vendor == "postgresql":
+        # No PostgreSQL row holds a NUL character, and a query naming one fails: such a key
+        # is simply not found (the caller names the record that refers to it).
+        keys = [key for key in keys if not holds_nul(key)]
+        if not keys:
+            return {}
     wanted = set(keys)
     rows = prefilter(queryset, paths, keys)
     return {key: pk for key, pk in keyed_ids(rows, paths) if key in wanted}
@@ -92,6 +98,14 @@ def prefilter(queryset: models.QuerySet, paths: list, keys: Iterable[tuple]) -> 
         if type(path) is not GenericPart:
             return filter_in(queryset, path, {key[position] for key in keys})
     return queryset
+
+
+def holds_nul(key: tuple) -> bool:
+    """Whether a text part of ``key`` (nested parts included) holds a NUL character."""
+    return any(
+        "\x00" in part if type(part) is str else type(part) is tuple and holds_nul(part)
+        for part in key
+    )
 
 
 # Columns whose values go to the driver unprepared when every value has the plain type.

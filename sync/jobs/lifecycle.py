@@ -118,11 +118,23 @@ def executing(job: Job, reporter: JobReporter, left: str) -> Iterator[None]:
         raise
     except BaseException as exc:
         error = str(exc) or type(exc).__name__
-        detail = exc.where() if isinstance(exc, SyncError) else None
+        detail = storable(exc.where()) if isinstance(exc, SyncError) else None
         finish(job, Job.Status.FAILED, error, detail, reporter.snapshot())
         raise
     finally:
         channel.clear()  # the heartbeat has stopped: nothing publishes after this
+
+
+def storable(value: Any) -> Any:
+    """``value`` with each NUL character written as ``\\x00``: PostgreSQL's JSON cannot hold
+    one, and a refused key may (the error names it)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\\x00")
+    if isinstance(value, dict):
+        return {name: storable(item) for name, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(item) for item in value]
+    return value
 
 
 def announce(job: Job) -> None:

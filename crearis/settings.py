@@ -10,6 +10,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from sync.conf import DEFAULTS as SYNC_DEFAULTS
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
 
@@ -118,23 +120,28 @@ CELERY_TASK_TIME_LIMIT = 6 * 60 * 60
 CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 60
 
 # --- Crearis Sync ---------------------------------------------------------------------------
+# The app has a default for each (sync.conf.DEFAULTS); these read the environment.
 BACKUP_DIR = Path(env.str("BACKUP_DIR", default=str(VAR_DIR / "backups")))
 # Apps whose models `syncexport` takes when no --tables are given.
 SYNC_DEFAULT_APPS = env.list("SYNC_DEFAULT_APPS", default=["content"])
 # Fields left out of archives unless --include-secrets ("app_label.Model.field", fnmatch).
-SYNC_SENSITIVE_FIELDS = env.list("SYNC_SENSITIVE_FIELDS", default=["*.password"])
+SYNC_SENSITIVE_FIELDS = env.list(
+    "SYNC_SENSITIVE_FIELDS", default=SYNC_DEFAULTS["SYNC_SENSITIVE_FIELDS"]
+)
 # Generic references that no GenericForeignKey declares: (model label, content type field, id
 # field). Their ids are written as the referenced record's sync key, like a GenericForeignKey's.
 SYNC_GENERIC_RELATIONS = [("admin.LogEntry", "content_type", "object_id")]
 # Largest archive member syncverify / syncimport will read, in bytes (a guard against bombs).
-SYNC_MAX_MEMBER_SIZE = env.int("SYNC_MAX_MEMBER_SIZE", default=20 * 1024**3)
+SYNC_MAX_MEMBER_SIZE = env.int(
+    "SYNC_MAX_MEMBER_SIZE", default=SYNC_DEFAULTS["SYNC_MAX_MEMBER_SIZE"]
+)
 # Longest record line (one row, newline included) a reader takes into memory, and an export
 # writes. Far above any real row; what each reading process may need for one line.
-SYNC_MAX_LINE_SIZE = env.int("SYNC_MAX_LINE_SIZE", default=64 * 1024**2)
+SYNC_MAX_LINE_SIZE = env.int("SYNC_MAX_LINE_SIZE", default=SYNC_DEFAULTS["SYNC_MAX_LINE_SIZE"])
 
 # Import: largest target table nothing references whose key → id map is held in memory whole;
 # larger ones are looked up a chunk at a time (memory stays flat, a little slower).
-SYNC_KEY_MAP_LIMIT = env.int("SYNC_KEY_MAP_LIMIT", default=100_000)
+SYNC_KEY_MAP_LIMIT = env.int("SYNC_KEY_MAP_LIMIT", default=SYNC_DEFAULTS["SYNC_KEY_MAP_LIMIT"])
 # Where import jobs keep their plans (see docs/plans.md): beside the backups, a volume the
 # web and worker containers share.
 SYNC_PLAN_DIR = Path(env.str("SYNC_PLAN_DIR", default=str(BACKUP_DIR / "plans")))
@@ -152,7 +159,9 @@ if CACHES["sync"]["BACKEND"].endswith("FileBasedCache"):
     # A full file cache deletes a third of its entries at random: never a running job's.
     CACHES["sync"].setdefault("OPTIONS", {}).setdefault("MAX_ENTRIES", 100_000)
 # A running job whose heartbeat (once a second) is older than this is stale: its process is gone.
-SYNC_JOB_STALE_AFTER = env.int("SYNC_JOB_STALE_AFTER", default=60)
+SYNC_JOB_STALE_AFTER = env.int(
+    "SYNC_JOB_STALE_AFTER", default=SYNC_DEFAULTS["SYNC_JOB_STALE_AFTER"]
+)
 
 LOGGING = {
     "version": 1,

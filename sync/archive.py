@@ -37,6 +37,8 @@ from typing import IO, Any
 import orjson
 import zstandard
 
+from sync.errors import SyncError
+
 FORMAT_NAME = "crearis-sync-archive"
 FORMAT_VERSION = 1
 INDEX_NAME = "index.json"
@@ -63,7 +65,7 @@ READ_ERRORS = (
 )
 
 
-class ArchiveError(Exception):
+class ArchiveError(SyncError):
     """An archive that cannot be read or trusted; the message names the problem."""
 
 
@@ -410,9 +412,10 @@ class ReadLimits:
 
     @classmethod
     def from_settings(cls, max_member_size: int | None = None) -> ReadLimits:
-        from django.conf import settings
+        from sync.conf import sync_settings
 
-        return cls(max_member_size or settings.SYNC_MAX_MEMBER_SIZE, settings.SYNC_MAX_LINE_SIZE)
+        conf = sync_settings
+        return cls(max_member_size or conf.SYNC_MAX_MEMBER_SIZE, conf.SYNC_MAX_LINE_SIZE)
 
 
 def _shown(value: Any) -> str:
@@ -798,7 +801,9 @@ class ArchiveReader:
                 if len(line) > limit:
                     raise ArchiveError(
                         f"{member.name}, line {number}: longer than {limit} bytes, the limit "
-                        f"for a record (SYNC_MAX_LINE_SIZE)."
+                        f"for a record (SYNC_MAX_LINE_SIZE).",
+                        member=member.name,
+                        line=number,
                     )
                 digest.update(line)
                 yield line

@@ -1,10 +1,14 @@
-"""System checks for the app's settings (``manage.py check``)."""
+"""System checks for the app's settings (``manage.py check``); defaults in ``sync.conf``."""
 
 from __future__ import annotations
 
+import os
+
+from django.apps import apps
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 
+from sync.conf import project_value, sync_settings
 from sync.generic import setting_problems
 from sync.jobs.channel import CACHE_ALIAS
 from sync.jobs.reporter import HEARTBEAT_SECONDS
@@ -43,7 +47,7 @@ def check_job_settings(app_configs, **kwargs) -> list:
                 id="sync.W010",
             )
         )
-    stale_after = getattr(settings, "SYNC_JOB_STALE_AFTER", None)
+    stale_after = sync_settings.SYNC_JOB_STALE_AFTER
     if not isinstance(stale_after, int | float) or stale_after < 3 * HEARTBEAT_SECONDS:
         problems.append(
             Error(
@@ -55,11 +59,73 @@ def check_job_settings(app_configs, **kwargs) -> list:
     return problems
 
 
+def positive_int(value) -> bool:
+    return type(value) is int and value > 0
+
+
 @register()
 def check_read_limits(app_configs, **kwargs) -> list[Error]:
     """The bounds of what a reader takes from an archive (see sync.archive.ReadLimits)."""
     return [
-        Error(f"{name} must be a positive number of bytes, not {value!r}.", id="sync.E002")
+        error
         for name in ("SYNC_MAX_MEMBER_SIZE", "SYNC_MAX_LINE_SIZE")
-        if not (type(value := getattr(settings, name)) is int and value > 0)
+        for error in unless(positive_int, name, "a positive number of bytes", "sync.E002")
     ]
+
+
+def list_of_strings(value) -> bool:
+    return isinstance(value, list | tuple) and all(type(item) is str for item in value)
+
+
+def key_overrides(value) -> bool:
+    return isinstance(value, dict) and all(
+        type(label) is str and list_of_strings(fields) and fields for label, fields in value.items()
+    )
+
+
+def unless(valid, name: str, expected: str, check_id: str) -> list[Error]:
+    """An error naming setting ``name`` and its value unless ``valid(value)``."""
+    value = getattr(sync_settings, name)
+    return (
+        [] if valid(value) else [Error(f"{name} must be {expected}, not {value!r}.", id=check_id)]
+    )
+
+
+@register()
+def check_value_types(app_configs, **kwargs) -> list[Error]:
+    return [
+        *unless(positive_int, "SYNC_KEY_MAP_LIMIT", "a positive number of rows", "sync.E003"),
+        *unless(
+            list_of_strings,
+            "SYNC_SENSITIVE_FIELDS",
+            'a list of patterns ("app_label.Model.field", fnmatch)',
+            "sync.E004",
+        ),
+        *unless(
+            key_overrides, "SYNC_KEYS", "a map of model labels to lists of field names", "sync.E007"
+        ),
+    ]
+
+
+@register()
+def check_default_apps(app_configs, **kwargs) -> list[Error]:
+    wrong = unless(list_of_strings, "SYNC_DEFAULT_APPS", "a list of app labels", "sync.E005")
+    if wrong:
+        return wrong
+    installed = {config.label for config in apps.get_app_configs()}
+    return [
+        Error(f"SYNC_DEFAULT_APPS: {label!r} is not the label of an installed app.", id="sync.E005")
+        for label in sync_settings.SYNC_DEFAULT_APPS
+        if label not in installed
+    ]
+
+
+@register()
+def check_backup_dir(app_configs, **kwargs) -> list[Error]:
+    value = project_value("BACKUP_DIR")
+    if value is not None and not isinstance(value, str | os.PathLike):
+        return [Error(f"BACKUP_DIR must be a path, not {value!r}.", id="sync.E006")]
+    path = sync_settings.BACKUP_DIR
+    if path.exists() and not path.is_dir():
+        return [Error(f"BACKUP_DIR {str(path)!r} is not a directory.", id="sync.E006")]
+    return []

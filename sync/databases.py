@@ -9,8 +9,10 @@ from pathlib import Path
 from django.db import DatabaseError, connections
 from django.db.migrations.executor import MigrationExecutor
 
+from sync.errors import SyncError
 
-class DatabaseUnavailable(Exception):
+
+class DatabaseUnavailable(SyncError):
     """A database that cannot be used as it is; the message says why and what to do."""
 
 

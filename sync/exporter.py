@@ -6,8 +6,9 @@ This is the engine; export jobs (records, stale marking, leftover cleanup) are
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,6 +31,8 @@ from sync.archive import (
     numbered,
 )
 from sync.columns import read_columns, reads_datetimes_as_text, utc_datetime_texts
+from sync.conf import sync_settings
+from sync.errors import SyncError
 from sync.generic import DanglingCheck, DanglingReference, GenericPart, NulledReferences
 from sync.jobs.reporter import JobReporter
 from sync.models import BackupRecord
@@ -46,9 +49,15 @@ from sync.schema import (
 
 CHUNK = 2000
 PRODUCER_VERSION = "0.1.0"
+# An export's kind names its archive (``…Z-full.backup.tar.gz``) and is in its index.
+KIND = re.compile(r"[a-z][a-z_]{0,19}")
+
+# Narrows the rows of a table an export writes (the incremental export's "changed since");
+# given the table's plan and all its rows, it returns a queryset of the same model.
+TableFilter = Callable[[SyncModel, models.QuerySet], models.QuerySet]
 
 
-class ExportError(Exception):
+class ExportError(SyncError):
     """An export that cannot run; the message says why."""
 
 
@@ -67,6 +76,8 @@ def select_models(
             chosen = [m for m in chosen if m not in excluded]
     except SchemaError as exc:
         raise ExportError(str(exc)) from exc
+    if not chosen and not tables:
+        raise ExportError("No tables to export: name them (--tables) or set SYNC_DEFAULT_APPS.")
     if not chosen:
         raise ExportError("No tables left to export.")
     return chosen
@@ -138,7 +149,26 @@ class WrittenExport:
         return {entry["model"]: entry["count"] for entry in self.entries}
 
 
-def write_archive(backup: BackupRecord, path: Path, reporter: JobReporter) -> WrittenExport:
+def check_kind(kind: str) -> None:
+    if not (isinstance(kind, str) and KIND.fullmatch(kind)):
+        raise ExportError(
+            f"Export kind {kind!r} is not a word of at most 20 lowercase letters "
+            f"(it names the archive), e.g. 'full'."
+        )
+
+
+def table_rows(plan: SyncModel, using: str, table_filter: TableFilter | None) -> models.QuerySet:
+    """The rows of ``plan``'s table an export writes: all of them, or the filter's."""
+    rows = plan.model._base_manager.using(using)
+    return rows if table_filter is None else table_filter(plan, rows)
+
+
+def write_archive(
+    backup: BackupRecord,
+    path: Path,
+    reporter: JobReporter,
+    table_filter: TableFilter | None = None,
+) -> WrittenExport:
     """Write the archive ``backup`` describes (tables, compression, secrets) to ``path``, or
     the next free numbered name if another export took it meanwhile.
 
@@ -149,14 +179,14 @@ def write_archive(backup: BackupRecord, path: Path, reporter: JobReporter) -> Wr
     with ArchiveWriter(path, backup.compression, backup.level) as writer:
         reporter.keep_fresh(writer.working_paths)
         with read_snapshot(using):
-            total = sum(p.model._base_manager.using(using).count() for p in plans)
+            total = sum(table_rows(p, using, table_filter).count() for p in plans)
             reporter.phase("reading", total=total)
             entries = []
             nulled = {}
             for plan in plans:
                 reporter.table(plan.label)
                 spool = writer.add_table(plan.label)
-                nulled[plan.label] = write_table(plan, spool, using, reporter)
+                nulled[plan.label] = write_table(plan, spool, using, reporter, table_filter)
                 entries.append(table_entry(plan, spool))
         index = build_index(backup, entries, using, backup.compression, backup.include_secrets)
         reporter.table("")
@@ -167,7 +197,11 @@ def write_archive(backup: BackupRecord, path: Path, reporter: JobReporter) -> Wr
 
 
 def write_table(
-    plan: SyncModel, spool: MemberSpool, using: str, reporter: JobReporter
+    plan: SyncModel,
+    spool: MemberSpool,
+    using: str,
+    reporter: JobReporter,
+    table_filter: TableFilter | None = None,
 ) -> NulledReferences:
     """Write every row of ``plan``'s table to ``spool``, one JSON line per record; return the
     generic references that named no row, written as null (others are refused).
@@ -185,7 +219,7 @@ def write_table(
         for position, lookup in enumerate(encoder.lookups)
     ]
     lookups += ["pk"] if plan.m2m_fields else []
-    queryset = plan.model._base_manager.using(using).order_by("pk")
+    queryset = table_rows(plan, using, table_filter).order_by("pk")
     queryset = queryset.values_list(*generic.lookups(lookups))
     names = encoder.names + [f.name for f in plan.m2m_fields]
     dangling = DanglingCheck.of(plan, names)
@@ -280,7 +314,7 @@ def encode_lines(plan: SyncModel, names: list[str], values: list[list]) -> list[
     """The JSON lines of a chunk's records (``values``: one list per field), or an
     ExportError naming the first record an import would refuse: a value that cannot be
     written exactly, or a line over ``SYNC_MAX_LINE_SIZE``."""
-    limit = settings.SYNC_MAX_LINE_SIZE
+    limit = sync_settings.SYNC_MAX_LINE_SIZE
     rows = list(zip(*values, strict=True))
     try:
         lines = [dumps_line(dict(zip(names, row, strict=True))) for row in rows]

@@ -39,10 +39,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from django.apps import apps
-from django.conf import settings
 from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.db import models
 
+from sync.conf import sync_settings
+from sync.errors import SyncError
 from sync.fieldtypes import INTEGER_FIELDS, TEXT_FIELDS
 
 if TYPE_CHECKING:
@@ -78,7 +79,7 @@ def generic_relations(model: type[models.Model]) -> dict[str, GenericRelation]:
             if isinstance(f, GenericForeignKey):
                 found[f.fk_field] = GenericRelation(f.ct_field, f.fk_field)
     label = model._meta.label_lower
-    for entry in getattr(settings, "SYNC_GENERIC_RELATIONS", ()):
+    for entry in sync_settings.SYNC_GENERIC_RELATIONS:
         if _well_formed(entry) and entry[0].lower() == label:  # else: see setting_problems
             found[entry[2]] = GenericRelation(entry[1], entry[2])
     return found
@@ -95,7 +96,7 @@ def _well_formed(entry: Any) -> bool:
 def setting_problems() -> list[str]:
     """What is wrong with ``SYNC_GENERIC_RELATIONS`` (for the system check)."""
     problems = []
-    for entry in getattr(settings, "SYNC_GENERIC_RELATIONS", ()):
+    for entry in sync_settings.SYNC_GENERIC_RELATIONS:
         if not _well_formed(entry):
             problems.append(f"{entry!r} is not a (model label, content type field, id field).")
             continue
@@ -357,12 +358,17 @@ def keys_by_pk(model: type[models.Model], pks: set, using: str, depth: int = 0) 
 # -- export: references that name no row ----------------------------------------------------
 
 
-class DanglingReference(Exception):
+class DanglingReference(SyncError):
     """A record whose generic reference names no row; its key, field and what it named."""
 
     def __init__(self, table: str, key: Any, field_name: str, reference: str):
-        super().__init__(f"{table} {key!r}: field {field_name!r} refers to {reference}")
-        self.table, self.key, self.field, self.reference = table, key, field_name, reference
+        super().__init__(
+            f"{table} {key!r}: field {field_name!r} refers to {reference}",
+            table=table,
+            key=key,
+            field=field_name,
+        )
+        self.reference = reference
 
 
 @dataclass
@@ -538,7 +544,7 @@ class GenericImport:
         from sync.keys import SeenKeys  # keys imports this module
 
         if model not in self.dropped:
-            self.dropped[model] = SeenKeys(settings.SYNC_KEY_MAP_LIMIT)
+            self.dropped[model] = SeenKeys(sync_settings.SYNC_KEY_MAP_LIMIT)
         self.dropped[model].add_new([key])
 
     def is_dropped(self, model: type[models.Model], key: tuple) -> bool:
@@ -553,7 +559,7 @@ class _Field:
     waits: bool  # filled in by the second pass (see waiting_fields)
 
 
-class Unresolved(Exception):
+class Unresolved(SyncError):
     """A generic reference that names no row; ``droppable``: --drop-unresolved may leave its
     record out (not when its row may just not be read yet)."""
 

@@ -37,11 +37,12 @@ from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, IntegrityError, connections, models, transaction
-from django.db.models.deletion import Collector, ProtectedError, RestrictedError
+from django.db.models.deletion import ProtectedError, RestrictedError
 from django.db.models.functions import Cast
 
 from sync import generic
 from sync.columns import UTC_TEXT, read_columns, reads_datetimes_as_text, utc_datetime_texts
+from sync.conf import sync_settings
 from sync.decide import (
     SAME,
     SAME_STAMP,
@@ -52,7 +53,14 @@ from sync.decide import (
     needs_content,
     stamp_order,
 )
-from sync.deletions import DryRunCollector, MovedReferences, deleted_ids, updated_ids
+from sync.deletions import (
+    DryRunCollector,
+    MovedReferences,
+    SilentCollector,
+    deleted_ids,
+    updated_ids,
+)
+from sync.errors import SyncError
 from sync.generic import GenericColumns, GenericImport, keys_by_pk
 from sync.jobs.reporter import JobCancelled, JobReporter
 from sync.keys import (
@@ -86,7 +94,7 @@ MODES = ("replace", "update", "append")
 SHOW_CHARS = 60
 
 
-class ImportFailed(Exception):
+class ImportFailed(SyncError):
     """An import that cannot be done; the message names table, key and field."""
 
 
@@ -338,7 +346,7 @@ class TableLoader:
         self.has_updated_at = "updated_at" in present and isinstance(
             opts.get_field("updated_at"), models.DateTimeField
         )
-        self.keys_seen = SeenKeys(settings.SYNC_KEY_MAP_LIMIT)
+        self.keys_seen = SeenKeys(sync_settings.SYNC_KEY_MAP_LIMIT)
         self.stale: dict[Any, tuple] = {}
         # Replace mode: target rows of this table that its own records refer to (id → the
         # first referring key and field), checked against ``stale`` once the table has loaded.
@@ -385,8 +393,17 @@ class TableLoader:
         } | {f.name: f.related_model for f in self.m2m}
 
     # -- reading ---------------------------------------------------------------------------
-    def fail(self, key: tuple, message: str) -> ImportFailed:
-        return ImportFailed(f"{self.label} {json_key(key)!r}: {message}")
+    def fail(
+        self, key: tuple, message: str, field: str | None = None, value: Any = None
+    ) -> ImportFailed:
+        """The error about the record ``key``; ``value`` only when it is no secret."""
+        return ImportFailed(
+            f"{self.label} {json_key(key)!r}: {message}",
+            table=self.label,
+            key=json_key(key),
+            field=field,
+            value=value,
+        )
 
     def decode(self, key: tuple, record: dict) -> tuple[dict[str, Any], dict[str, Any], dict]:
         """(values by attname, deferred references by name, m2m ids by name) of a record."""
@@ -398,7 +415,7 @@ class TableLoader:
             if column.reference is not None:
                 if raw is None:
                     if not f.null and not column.deferred:
-                        raise self.fail(key, f"field {f.name!r} may not be empty")
+                        raise self.fail(key, f"field {f.name!r} may not be empty", f.name)
                     values[f.attname] = None
                 elif column.deferred:
                     deferred[f.name] = raw
@@ -410,9 +427,10 @@ class TableLoader:
                 value = column.decode(raw)
             except (ValidationError, ValueError, TypeError) as exc:
                 shown = self.bad(f, raw, exc)
-                raise self.fail(key, f"field {f.name!r}: bad value {shown}") from exc
+                safe = None if f.attname in self.secrets else raw
+                raise self.fail(key, f"field {f.name!r}: bad value {shown}", f.name, safe) from exc
             if value is None and not f.null:
-                raise self.fail(key, f"field {f.name!r} may not be empty")
+                raise self.fail(key, f"field {f.name!r} may not be empty", f.name)
             values[f.attname] = value
         if self.generic is not None:
             self.generic.apply(record, values, deferred)
@@ -420,7 +438,7 @@ class TableLoader:
         for f in self.m2m:
             raw = record.get(f.name) or []
             if not isinstance(raw, list):
-                raise self.fail(key, f"field {f.name!r} must be a list of keys")
+                raise self.fail(key, f"field {f.name!r} must be a list of keys", f.name)
             m2m[f.name] = {self.resolve(f.related_model, k, key, f) for k in raw}
         return values, deferred, m2m
 
@@ -492,7 +510,7 @@ class TableLoader:
         manager = self.model._base_manager.using(self.using)
         self.rows_before = manager.count()
         # The keys of both sides mostly overlap: the larger side is what a whole map holds.
-        self.by_chunk = max(self.rows_before, self.source.count) > settings.SYNC_KEY_MAP_LIMIT
+        self.by_chunk = max(self.rows_before, self.source.count) > sync_settings.SYNC_KEY_MAP_LIMIT
         if self.needs_ids:
             self.importer.key_index(self.model, bounded=self.by_chunk)
         if not self.by_chunk:
@@ -542,7 +560,7 @@ class TableLoader:
             return None
         key_of = key_lookup(self.model, self.using, self.key_paths)
         return UniqueValues(
-            self.model, self.using, groups, key_of, self.fail, settings.SYNC_KEY_MAP_LIMIT
+            self.model, self.using, groups, key_of, self.fail, sync_settings.SYNC_KEY_MAP_LIMIT
         )
 
     def check_references_kept(self, decoded: list) -> None:
@@ -580,6 +598,7 @@ class TableLoader:
             key,
             f"field {name!r} refers to {model._meta.label} {json_key(target)!r}, which is not "
             f"in the archive: replace mode would delete it (the archive is inconsistent)",
+            name,
         )
 
     def check_unique(self, keys: list[tuple]) -> None:
@@ -1061,6 +1080,8 @@ class Importer:
                 key,
                 f"field {f.name!r} refers to {target._meta.label} {raw!r}, which is neither in "
                 f"the archive nor in the target database",
+                f.name,
+                raw,
             )
         return pk
 
@@ -1193,7 +1214,7 @@ class Importer:
         the archive holds must not go with them: that is refused.
         """
         if self.moved is None:
-            collector = Collector(using=self.using, origin=None)
+            collector = SilentCollector(using=self.using, origin=None)
         else:
             collector = DryRunCollector(self.using, self.moved)
         stale_loaders = [loader for loader in self.loaders.values() if loader.stale]
@@ -1245,7 +1266,7 @@ class Importer:
         ]
         loader.record(planned)
 
-    def record_cascaded(self, collector: Collector) -> None:
+    def record_cascaded(self, collector: SilentCollector) -> None:
         """Record the rows on_delete rules take with the stale ones, record by record."""
         for model, pks in deleted_ids(collector).items():
             loader = self.loaders.get(model._meta.label)
@@ -1253,7 +1274,7 @@ class Importer:
             for chunk in chunked(cascaded, CHUNK):
                 self.record_deleted(model, chunk, "cascade (on_delete)")
 
-    def refuse_changed_records(self, collector: Collector) -> None:
+    def refuse_changed_records(self, collector: SilentCollector) -> None:
         """Replace mode: an ``on_delete`` rule (SET_NULL, SET_DEFAULT, SET(…)) of a row the
         import deletes must not change a record the archive holds: the result would not be
         the archive. Rows the target holds are in the collector's field updates; rows the

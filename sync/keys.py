@@ -8,10 +8,10 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from django.conf import settings
 from django.db import connections, models
 
 from sync.columns import read_columns
+from sync.conf import sync_settings
 from sync.fieldtypes import INTEGER_FIELDS, TEXT_FIELDS
 from sync.generic import GenericPart, fold, lookups
 from sync.records import column_keys, key_tuple, normalise_key
@@ -45,7 +45,7 @@ class KeyIndex:
 
     def is_bounded(self) -> bool:
         if self.bounded is None:
-            self.bounded = self.rows().count() > settings.SYNC_KEY_MAP_LIMIT
+            self.bounded = self.rows().count() > sync_settings.SYNC_KEY_MAP_LIMIT
         return self.bounded
 
     def rows(self) -> models.QuerySet:

@@ -18,10 +18,12 @@ from pathlib import Path
 
 from django.db import connections, transaction
 
+from sync.errors import SyncError
+
 LOCK_NAME = "crearis-sync-import"
 
 
-class LockBusy(Exception):
+class LockBusy(SyncError):
     pass
 
 

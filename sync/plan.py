@@ -22,8 +22,9 @@ from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
+
+from sync.conf import sync_settings
 
 ACTIONS = ("insert", "update", "delete", "skip", "unchanged", "conflict")
 BATCH = 2000
@@ -46,7 +47,7 @@ def dumps(value: Any) -> str:
 
 
 def plan_dir() -> Path:
-    return Path(settings.SYNC_PLAN_DIR)
+    return sync_settings.SYNC_PLAN_DIR
 
 
 def plan_path(label: str, database: list, created: datetime) -> Path:

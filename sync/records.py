@@ -24,6 +24,7 @@ from django.db import models
 from django.db.backends.base.operations import BaseDatabaseOperations
 from django.utils.duration import duration_iso_string
 
+from sync.errors import SyncError
 from sync.fieldtypes import INTEGER_FIELDS, TEXT_FIELDS
 from sync.generic import GenericPart
 from sync.schema import SyncModel, key_paths
@@ -44,12 +45,11 @@ def _default(value: Any) -> Any:
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
-class UnwritableValue(ValueError):
+class UnwritableValue(SyncError, ValueError):
     """A record value no archive line can hold as the import reads it back."""
 
     def __init__(self, field: str, reason: str):
-        super().__init__(f"field {field!r} {reason}")
-        self.field = field
+        super().__init__(f"field {field!r} {reason}", field=field)
         self.reason = reason
 
 

@@ -25,13 +25,14 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from django.apps import apps
-from django.conf import settings
 from django.db import models
 
+from sync.conf import sync_settings
+from sync.errors import SyncError
 from sync.generic import GenericPart, GenericRelation, generic_relations, load_after, waiting_fields
 
 
-class SchemaError(Exception):
+class SchemaError(SyncError):
     """A table, field or model that the engine cannot work with, named for the user."""
 
 
@@ -136,7 +137,8 @@ class SyncModel:
 
 def is_sensitive(model: type[models.Model], field_name: str) -> bool:
     name = f"{model._meta.label}.{field_name}"
-    return any(fnmatch.fnmatchcase(name, pattern) for pattern in settings.SYNC_SENSITIVE_FIELDS)
+    patterns = sync_settings.SYNC_SENSITIVE_FIELDS
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
 
 
 def _usable(f: models.Field) -> bool:
@@ -146,7 +148,7 @@ def _usable(f: models.Field) -> bool:
 def sync_key_fields(model: type[models.Model]) -> tuple[str, ...]:
     """The fields that identify a row of ``model`` in any database (see the module doc)."""
     opts = model._meta
-    overrides = getattr(settings, "SYNC_KEYS", {})
+    overrides = sync_settings.SYNC_KEYS
     if opts.label in overrides:
         return tuple(overrides[opts.label])
     try:
@@ -232,7 +234,7 @@ def resolve_tables(names: Iterable[str]) -> list[type[models.Model]]:
 
 
 def default_models() -> list[type[models.Model]]:
-    return resolve_tables(settings.SYNC_DEFAULT_APPS)
+    return resolve_tables(sync_settings.SYNC_DEFAULT_APPS)
 
 
 def with_dependencies(chosen: list[type[models.Model]]) -> list[type[models.Model]]:

@@ -232,9 +232,11 @@ def verify_lines(
         try:
             problem = check(line, loads(line))
         except orjson.JSONDecodeError as exc:
-            raise ArchiveError(f"{member}, line {count}: not valid JSON ({exc}).") from exc
+            raise ArchiveError(
+                f"{member}, line {count}: not valid JSON ({exc}).", member=member, line=count
+            ) from exc
         if problem:
-            raise ArchiveError(f"{member}, line {count}: {problem}.")
+            raise ArchiveError(f"{member}, line {count}: {problem}.", member=member, line=count)
     return count
 
 

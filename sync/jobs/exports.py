@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
-
 from sync.archive import FORMAT_VERSION, check_compression, remove_leftovers
-from sync.exporter import archive_path, select_models, write_archive
+from sync.conf import sync_settings
+from sync.exporter import TableFilter, archive_path, check_kind, select_models, write_archive
 from sync.generic import NulledReferences
 from sync.jobs.lifecycle import claim, executing, finish, load_job, mark_stale_jobs
 from sync.jobs.reporter import JobReporter
@@ -39,6 +38,7 @@ class ExportResult:
 
 def start_export(
     tables: Iterable[str] | None = None,
+    kind: str = "full",
     exclude: Iterable[str] | None = None,
     with_dependencies: bool = False,
     compression: str = "gz",
@@ -53,10 +53,12 @@ def start_export(
     """Record an export to be done (queued), with the tables resolved: everything
     ``execute_export`` needs is on the row. Bad options are refused before any row exists."""
     check_compression(compression, level)
+    check_kind(kind)
     chosen = select_models(tables, exclude, with_dependencies)
     plans = plan_models(chosen, include_secrets)  # refuses a model that cannot be keyed
     mark_stale_jobs(using)
     return BackupRecord.objects.using(using).create(
+        kind=kind,
         tables=[plan.label for plan in plans],
         compression=compression,
         level=level,
@@ -71,9 +73,13 @@ def start_export(
 
 
 def execute_export(
-    backup_id: int, using: str = "default", reporter: JobReporter | None = None
+    backup_id: int,
+    using: str = "default",
+    reporter: JobReporter | None = None,
+    table_filter: TableFilter | None = None,
 ) -> ExportResult:
-    """Write the archive of the queued export ``backup_id`` of database ``using``.
+    """Write the archive of the queued export ``backup_id`` of database ``using``, each table's
+    rows narrowed by ``table_filter`` if given (``sync.exporter.TableFilter``).
 
     On any failure, or a cancel (JobCancelled), no archive appears under its final name and
     the record says why."""
@@ -81,13 +87,13 @@ def execute_export(
     reporter = reporter or JobReporter()
     claim(backup)
     with executing(backup, reporter, "no archive was written"):
-        output_dir = Path(backup.output_dir or settings.BACKUP_DIR)
-        remove_leftovers(output_dir, older_than=settings.SYNC_JOB_STALE_AFTER)
+        output_dir = Path(backup.output_dir or sync_settings.BACKUP_DIR)
+        remove_leftovers(output_dir, older_than=sync_settings.SYNC_JOB_STALE_AFTER)
         path = archive_path(output_dir, backup.kind, backup.compression, backup.started_at)
         backup.file_name, backup.storage_path = path.name, str(path.resolve())
         backup.backup_id = uuid.uuid4()
         backup.save(using=using, update_fields=["file_name", "storage_path", "backup_id"])
-        written = write_archive(backup, path, reporter)
+        written = write_archive(backup, path, reporter, table_filter)
     archive = written.archive
     finish(
         backup,
@@ -107,8 +113,13 @@ def execute_export(
     return ExportResult(archive.path, backup, backup.counts, written.nulled)
 
 
-def export(*, reporter: JobReporter | None = None, **options: Any) -> ExportResult:
+def export(
+    *,
+    reporter: JobReporter | None = None,
+    table_filter: TableFilter | None = None,
+    **options: Any,
+) -> ExportResult:
     """Create and execute an export at once, as the commands do (options: see
     ``start_export``)."""
     backup = start_export(**options)
-    return execute_export(backup.pk, backup.database, reporter)
+    return execute_export(backup.pk, backup.database, reporter, table_filter)

@@ -12,11 +12,11 @@ from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.db import OperationalError, connections, transaction
 from django.utils import timezone
 
 from sync.archive import ArchiveError
+from sync.conf import sync_settings
 from sync.importer import MODES, ImportFailed, ImportResult, import_records
 from sync.jobs.lifecycle import (
     announce,
@@ -45,7 +45,7 @@ INTERRUPTED = (
 def verification(archive: Path) -> Iterator[VerifyProcess]:
     """Verify ``archive`` in a separate process while the import reads it; the importer's
     write gate waits for the verdict before its first write (see sync.writer.WriteGate)."""
-    checker = VerifyProcess(archive, settings.SYNC_MAX_MEMBER_SIZE)
+    checker = VerifyProcess(archive, sync_settings.SYNC_MAX_MEMBER_SIZE)
     try:
         yield checker
     finally:
@@ -185,7 +185,7 @@ def execute_locked(run: ImportRun, reporter: JobReporter) -> ImportResult:
                 )
     except ArchiveError as exc:
         message = str(exc) if archive.name in str(exc) else f"{archive.name}: {exc}"
-        raise ImportFailed(message) from exc
+        raise ImportFailed(message, member=exc.member, line=exc.line) from exc
     return result
 
 

@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from sync.conf import sync_settings
+from sync.errors import SyncError
 from sync.jobs.channel import JobChannel, Progress
 from sync.jobs.reporter import JobCancelled, JobReporter
 from sync.models import FINISHED, BackupRecord, ImportRun, Job
@@ -39,7 +40,7 @@ NAME_HELP = (
 _NAME = re.compile(r"\s*(export|import)\s*[-:#]?\s*(\d+)\s*", re.IGNORECASE)
 
 
-class JobError(Exception):
+class JobError(SyncError):
     """A request about a job that cannot be done (unknown job, already ended…)."""
 
 
@@ -117,10 +118,23 @@ def executing(job: Job, reporter: JobReporter, left: str) -> Iterator[None]:
         raise
     except BaseException as exc:
         error = str(exc) or type(exc).__name__
-        finish(job, Job.Status.FAILED, error, progress=reporter.snapshot())
+        detail = storable(exc.where()) if isinstance(exc, SyncError) else None
+        finish(job, Job.Status.FAILED, error, detail, reporter.snapshot())
         raise
     finally:
         channel.clear()  # the heartbeat has stopped: nothing publishes after this
+
+
+def storable(value: Any) -> Any:
+    """``value`` with each NUL character written as ``\\x00``: PostgreSQL's JSON cannot hold
+    one, and a refused key may (the error names it)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\\x00")
+    if isinstance(value, dict):
+        return {name: storable(item) for name, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(item) for item in value]
+    return value
 
 
 def announce(job: Job) -> None:
@@ -146,7 +160,7 @@ def is_stale(job: Job) -> bool:
 def silent_too_long(job: Job, progress: Progress | None) -> bool:
     """Whether the heartbeat in ``progress`` (read from the cache) is too old for a job that
     runs; ``None``: the cache has none."""
-    return time.time() - last_heartbeat(job, progress) > settings.SYNC_JOB_STALE_AFTER
+    return time.time() - last_heartbeat(job, progress) > sync_settings.SYNC_JOB_STALE_AFTER
 
 
 def mark_stale_jobs(using: str) -> list[Job]:

@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
+from sync.errors import SyncError
 from sync.jobs.channel import JobChannel, Progress
 
 HEARTBEAT_SECONDS = 1.0
@@ -28,7 +29,7 @@ HEARTBEAT_SECONDS = 1.0
 logger = logging.getLogger(__name__)
 
 
-class JobCancelled(Exception):
+class JobCancelled(SyncError):
     """The job was asked to stop (``request_cancel``); raised at the engine's next check."""
 
 

@@ -3,13 +3,12 @@ import getpass
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
-from sync.archive import COMPRESSIONS, ArchiveError
-from sync.exporter import ExportError
+from sync.archive import COMPRESSIONS
+from sync.errors import SyncError
 from sync.jobs.exports import execute_export, start_export
 from sync.jobs.reporter import JobCancelled, JobReporter
 from sync.management.database import usable_database
 from sync.management.progress import ProgressBar
-from sync.schema import SchemaError
 
 
 class Command(BaseCommand):
@@ -69,7 +68,7 @@ class Command(BaseCommand):
                 result = execute_export(backup.pk, using, JobReporter(bar))
         except JobCancelled as exc:
             raise CommandError(str(exc)) from exc
-        except (ExportError, ArchiveError, SchemaError, OSError) as exc:
+        except (SyncError, OSError) as exc:
             raise CommandError(f"Export failed: {exc}") from exc
         except DatabaseError as exc:
             raise CommandError(f"Export failed reading the {using!r} database: {exc}") from exc

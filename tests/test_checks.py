@@ -1,0 +1,67 @@
+"""sync.checks: each sync setting with a bad value is a system check error with its own id."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.checks import run_checks
+
+from sync.conf import DEFAULTS
+
+
+def errors(check_id: str) -> list[str]:
+    return [e.msg for e in run_checks() if e.id == check_id]
+
+
+def test_the_project_settings_pass_every_check():
+    assert [e for e in run_checks() if e.id.startswith("sync.")] == []
+
+
+@pytest.mark.parametrize("value", [0, -5, "100000", 1.5, None])
+def test_a_key_map_limit_that_is_not_a_positive_int_is_refused(settings, value):
+    settings.SYNC_KEY_MAP_LIMIT = value
+    assert errors("sync.E003") == [
+        f"SYNC_KEY_MAP_LIMIT must be a positive number of rows, not {value!r}."
+    ]
+
+
+@pytest.mark.parametrize("value", ["*.password", ["*.password", 3], None])
+def test_sensitive_fields_that_are_not_a_list_of_strings_are_refused(settings, value):
+    settings.SYNC_SENSITIVE_FIELDS = value
+    assert errors("sync.E004") == [
+        f'SYNC_SENSITIVE_FIELDS must be a list of patterns ("app_label.Model.field", fnmatch), '
+        f"not {value!r}."
+    ]
+
+
+def test_default_apps_must_be_installed_app_labels(settings):
+    settings.SYNC_DEFAULT_APPS = ["content", "nosuchapp"]
+    assert errors("sync.E005") == [
+        "SYNC_DEFAULT_APPS: 'nosuchapp' is not the label of an installed app."
+    ]
+    settings.SYNC_DEFAULT_APPS = "content"
+    assert errors("sync.E005") == ["SYNC_DEFAULT_APPS must be a list of app labels, not 'content'."]
+
+
+def test_backup_dir_must_be_a_path_to_a_directory(settings, tmp_path):
+    settings.BACKUP_DIR = 42
+    assert errors("sync.E006") == ["BACKUP_DIR must be a path, not 42."]
+    (a_file := tmp_path / "file").write_text("")
+    settings.BACKUP_DIR = str(a_file)
+    assert errors("sync.E006") == [f"BACKUP_DIR {str(a_file)!r} is not a directory."]
+    settings.BACKUP_DIR = tmp_path / "not-yet"  # made by the first export
+    assert errors("sync.E006") == []
+
+
+@pytest.mark.parametrize("value", [["content.Tag"], {"content.Tag": "xmlid"}, {"content.Tag": []}])
+def test_keys_must_map_labels_to_field_lists(settings, value):
+    settings.SYNC_KEYS = value
+    assert errors("sync.E007") == [
+        f"SYNC_KEYS must be a map of model labels to lists of field names, not {value!r}."
+    ]
+
+
+def test_the_defaults_pass_every_check(settings):
+    for name in DEFAULTS:
+        if hasattr(settings, name):
+            delattr(settings, name)
+    assert [e for e in run_checks() if e.id.startswith("sync.")] == []

@@ -25,6 +25,7 @@ from typing import Any
 from django.core.serializers.json import DjangoJSONEncoder
 
 from sync.conf import sync_settings
+from sync.errors import SyncError
 
 ACTIONS = ("insert", "update", "delete", "skip", "unchanged", "conflict")
 BATCH = 2000
@@ -37,7 +38,7 @@ CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
-class PlanError(Exception):
+class PlanError(SyncError):
     """A plan that cannot be read or applied; the message says why, in one line."""
 
 

@@ -1,13 +1,10 @@
-import fcntl
 import gc
 import os
 import subprocess
 import sys
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import orjson
-import psycopg
 import pytest
 from django.core.management import CommandError
 from django.db import connection
@@ -17,10 +14,10 @@ from crearis.content.models import Event, Participant, Project, Status, Tag, Use
 from sync.importer import ImportFailed, stamp_peek
 from sync.jobs.exports import export
 from sync.jobs.imports import run_import
-from sync.locking import _lock_id, _sqlite_lock_path
 from sync.models import ImportRun, SyncState
 from tests.archive_tools import read_records, rewrite_archive
 from tests.conftest import run_command
+from tests.locks import lock_held_elsewhere
 
 pytestmark = pytest.mark.django_db
 
@@ -325,20 +322,6 @@ def test_wrong_type_and_missing_reference_are_named(demo, tmp_path):
     bad = rewrite_archive(exported, tmp_path / "ref.backup.tar.gz", missing_event)
     with pytest.raises(CommandError, match=r"event.*nowhere\.event__gone.*neither in the archive"):
         run_command("syncimport", str(bad), no_input=True)
-
-
-@contextmanager
-def lock_held_elsewhere():
-    """Take the import lock the way a second process would."""
-    if connection.vendor == "postgresql":
-        params = connection.get_connection_params()
-        with psycopg.connect(**params, autocommit=True) as other:
-            other.execute("SELECT pg_advisory_lock(%s)", [_lock_id("default")])
-            yield
-    else:
-        with open(_sqlite_lock_path("default"), "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            yield
 
 
 def test_a_second_import_is_refused_naming_the_running_one(tag_scenario):

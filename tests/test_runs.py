@@ -21,7 +21,7 @@ from sync.models import BackupRecord, ImportRun, Job
 from tests.cli import assert_refused
 from tests.fingerprint import fingerprint
 from tests.job_tools import reporter_calling
-from tests.test_importer import lock_held_elsewhere
+from tests.locks import lock_held_elsewhere
 
 pytestmark = pytest.mark.django_db
 

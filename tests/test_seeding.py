@@ -5,6 +5,7 @@ from crearis.content.models import Status, SystemConfig, Tag
 from sync.seeding import SYSTEM_DATA_FILE
 from tests.cli import cli
 from tests.conftest import run_command
+from tests.locks import lock_held_elsewhere
 
 pytestmark = pytest.mark.django_db
 
@@ -57,8 +58,6 @@ def test_deleted_system_row_comes_back():
 
 
 def test_seeding_is_refused_while_an_import_holds_the_lock(db):
-    from tests.test_importer import lock_held_elsewhere
-
     with lock_held_elsewhere():
         outcome = cli("syncseed")
     assert outcome.status == 1

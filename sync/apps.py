@@ -1,4 +1,14 @@
+import logging
+
 from django.apps import AppConfig
+
+
+def not_cleanup_noise(record: logging.LogRecord) -> bool:
+    """False for psycopg's "error ignored terminating …" warning: psycopg logs it when ending a
+    pipeline or COPY fails while another exception (a Ctrl-C, a cancel, a refusal) is already
+    on its way up. That exception is what the user is told; the warning only repeats it as
+    noise on stderr, where a one-line error was promised."""
+    return not record.getMessage().startswith("error ignored terminating")
 
 
 class SyncConfig(AppConfig):
@@ -8,3 +18,5 @@ class SyncConfig(AppConfig):
 
     def ready(self) -> None:
         from sync import checks  # noqa: F401 - registers the system checks
+
+        logging.getLogger("psycopg").addFilter(not_cleanup_noise)

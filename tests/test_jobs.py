@@ -424,3 +424,20 @@ def test_syncjobs_watch_of_the_list_ends_when_nothing_runs(tags_archive):
     outcome = cli("syncjobs", "--watch", interval=0.01)
 
     assert outcome.status == 0 and run.label in outcome.out
+
+
+# -- dispatch ----------------------------------------------------------------------------------
+
+
+def test_without_a_broker_a_dispatched_job_of_either_kind_runs_inline(seeded, tmp_path):
+    from sync.jobs.dispatch import dispatch
+
+    backup = start_export(tables=["content.Tag"], output_dir=tmp_path)
+    dispatch(backup)
+    backup.refresh_from_db()
+    assert backup.status == Job.Status.SUCCEEDED and (tmp_path / backup.file_name).exists()
+
+    run = start_import(tmp_path / backup.file_name, mode="update", dry_run=True)
+    dispatch(run)
+    run.refresh_from_db()
+    assert run.status == Job.Status.SUCCEEDED and run.counts["content.Tag"]["unchanged"] > 0

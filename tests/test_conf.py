@@ -51,3 +51,24 @@ def test_an_export_of_no_named_tables_without_default_apps_says_what_to_set(sett
     assert outcome.status == 1
     assert "No tables to export: name them (--tables) or set SYNC_DEFAULT_APPS." in outcome.error
     assert list(tmp_path.iterdir()) == []
+
+
+def test_archives_live_in_backup_dir_unless_a_sync_storage_is_named(settings, tmp_path):
+    from django.core.files.base import ContentFile
+
+    from sync.storage import archive_storage
+
+    settings.BACKUP_DIR = tmp_path / "here"
+    settings.STORAGES = {k: v for k, v in settings.STORAGES.items() if k != "sync"}
+    archive_storage().save("a.txt", ContentFile(b"x"))
+    assert (tmp_path / "here" / "a.txt").read_bytes() == b"x"
+
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "sync": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path / "there")},
+        },
+    }
+    archive_storage().save("b.txt", ContentFile(b"y"))
+    assert (tmp_path / "there" / "b.txt").read_bytes() == b"y"

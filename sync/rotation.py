@@ -181,11 +181,14 @@ def decide(
     keep_rules(ranked, policy, now, tz, rules)
     if ranked and not rules[ranked[0].id]:
         rules[ranked[0].id].append("newest successful")
-    keep_dependencies(ranked, rules)
+    others = {b.id: unranked_decision(b) for b in every if b.id not in rules}
+    # What stays, whatever it is (a running incremental export too), keeps its parents.
+    staying = [b for b in every if rules.get(b.id) or (b.id in others and others[b.id].keep)]
+    keep_dependencies(staying, ranked, rules)
     return [
-        ranked_decision(backup, rules[backup.id], policy)
-        if backup.id in rules
-        else unranked_decision(backup)
+        others[backup.id]
+        if backup.id in others
+        else ranked_decision(backup, rules[backup.id], policy)
         for backup in every
     ]
 
@@ -231,10 +234,13 @@ def keep_newest_of_periods(
         count -= 1
 
 
-def keep_dependencies(ranked: list[Backup], rules: dict[int, list[str]]) -> None:
-    """Keep every backup a kept backup depends on, and what those depend on in turn."""
+def keep_dependencies(
+    staying: list[Backup], ranked: list[Backup], rules: dict[int, list[str]]
+) -> None:
+    """Keep every ranked backup that a staying backup depends on, and what those depend on
+    in turn."""
     by_id = {b.id: b for b in ranked}
-    waiting = [b for b in ranked if rules[b.id]]
+    waiting = list(staying)
     while waiting:
         kept = waiting.pop()
         for parent_id in kept.depends_on:

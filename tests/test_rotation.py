@@ -208,6 +208,16 @@ def test_a_backup_a_kept_backup_depends_on_stays_and_so_do_its_own_parents():
     assert not decisions[3].keep
 
 
+def test_a_running_export_keeps_what_it_depends_on():
+    backups = [
+        Backup(1, at("2026-01-01 03:00")),
+        Backup(2, at("2026-11-24 03:00")),
+        Backup(3, at("2026-11-25 11:00"), status=Job.Status.RUNNING, depends_on=(1,)),
+    ]
+    decisions = {d.backup.id: d for d in decide(backups, Policy(keep_last=1), NOW)}
+    assert decisions[1].keep and decisions[1].rules == ("needed by #3",)
+
+
 def test_with_no_rule_everything_is_kept():
     assert all(d.keep for d in decide(BACKUPS, Policy(), NOW))
 
@@ -284,12 +294,53 @@ def test_what_any_policy_keeps(backups, policy):
             assert backup.id in kept
         if backup.status == Job.Status.FAILED:
             assert backup.id not in kept
-        if backup.id in kept and backup.status == Job.Status.SUCCEEDED:
-            ranked = {b.id for b in successful}
-            assert set(backup.depends_on) & ranked <= kept
+        if backup.id in kept:  # what stays keeps the successful backups it depends on
+            assert set(backup.depends_on) & {b.id for b in successful} <= kept
         if (
             policy.max_age_days is not None
             and backup.status == Job.Status.SUCCEEDED
             and NOW - backup.time <= timedelta(days=policy.max_age_days)
         ):
             assert backup.id in kept
+
+
+# -- settings ----------------------------------------------------------------------------------
+
+
+def rotation_errors() -> list[str]:
+    from sync.checks import check_rotation
+
+    return [error.msg for error in check_rotation(None)]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("BACKUP_KEEP_COUNT", 0, "BACKUP_KEEP_COUNT must be None or a positive number, not 0."),
+        ("BACKUP_KEEP_COUNT", "7", "BACKUP_KEEP_COUNT must be None or a positive number, not '7'."),
+        (
+            "BACKUP_MAX_AGE_DAYS",
+            -3,
+            "BACKUP_MAX_AGE_DAYS must be None or a positive number of days, not -3.",
+        ),
+        (
+            "SYNC_KEEP_WEEKLY",
+            None,
+            "SYNC_KEEP_WEEKLY must be a whole number of 0 or more, not None.",
+        ),
+    ],
+)
+def test_manage_py_check_tells_a_bad_rotation_setting(settings, name, value, message):
+    assert rotation_errors() == []
+    setattr(settings, name, value)
+    assert rotation_errors() == [message]
+
+
+def test_the_policy_of_the_settings_and_of_the_options(settings):
+    settings.BACKUP_KEEP_COUNT = 4
+    settings.SYNC_KEEP_MONTHLY = 6
+    settings.BACKUP_MAX_AGE_DAYS = 30
+    assert Policy.from_settings() == Policy(keep_last=4, keep_monthly=6, max_age_days=30)
+    given = Policy.from_settings(keep_last=1, keep_daily=7, max_age_days=None)
+    assert given == Policy(keep_last=1, keep_daily=7, keep_monthly=6, max_age_days=30)
+    assert str(given) == "keep-last 1, keep-daily 7, keep-monthly 6, max-age 30 days"

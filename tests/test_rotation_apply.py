@@ -318,3 +318,14 @@ def test_times_are_shown_in_the_time_zone(archives, settings):
     local = timezone.localtime(record.started_at)
     assert f"{local:%Y-%m-%d %H:%M} CE" in outcome.out
     assert isinstance(local, datetime)
+
+
+def test_the_task_rotates_by_the_settings(archives, settings):
+    from sync.tasks import rotate as rotate_task
+
+    records = five_days(archives)
+    settings.BACKUP_KEEP_COUNT = 2
+    summary = rotate_task.apply().get()
+    assert [entry["id"] for entry in summary["deleted"]] == [r.pk for r in records[2:]]
+    assert summary["policy"] == "keep-last 2"
+    assert [on_disk(record) for record in records] == [True, True, False, False, False]

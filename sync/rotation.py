@@ -18,7 +18,7 @@ on.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
@@ -410,11 +410,18 @@ def plan_rotation(
     ]
     by_id = {record.pk: record for record in records}
     plan = RotationPlan(policy, using, now)
-    for decision in decide(backups, policy, now):
+    decisions = decide(backups, policy, now)
+    staying_names = {names[decision.backup.id] for decision in decisions if decision.keep}
+    for decision in decisions:
         record = by_id[decision.backup.id]
         name = names[record.pk]
         if not decision.keep and not decision.backup.present:
             continue  # a failed job that left nothing: nothing to delete, nothing to say
+        if not decision.keep and name in staying_names:
+            # A record that stays names the same archive (a failed export's first-choice name,
+            # taken by a later export): this record goes, the archive stays.
+            decision = replace(decision, rules=(*decision.rules, "its archive is another's"))
+            name = None
         plan.entries.append(Planned(decision, record, name))
     return plan
 

@@ -83,22 +83,26 @@ def test_keep_weekly_keeps_the_newest_of_each_iso_week():
     )
 
 
+# The newest backup of each month before November 2026 that has backups (not March 2026),
+# eleven of them: with November 2026's, what keep-monthly 12 keeps.
+MONTHS_BEFORE_NOVEMBER = (
+    "2026-10-26",
+    "2026-09-28",
+    "2026-08-31",
+    "2026-07-27",
+    "2026-06-29",
+    "2026-05-25",
+    "2026-04-27",
+    "2026-02-23",
+    "2026-01-26",
+    "2025-12-29",  # ISO week 2026-W01, but a December backup
+    "2025-11-24",
+)
+
+
 def test_keep_monthly_counts_only_months_that_have_backups():
     # March 2026 has none: twelve months reach back to November 2025.
-    assert kept_times(Policy(keep_monthly=12)) == days(
-        "2026-11-25",
-        "2026-10-26",
-        "2026-09-28",
-        "2026-08-31",
-        "2026-07-27",
-        "2026-06-29",
-        "2026-05-25",
-        "2026-04-27",
-        "2026-02-23",
-        "2026-01-26",
-        "2025-12-29",  # ISO week 2026-W01, but a December backup
-        "2025-11-24",
-    )
+    assert kept_times(Policy(keep_monthly=12)) == days("2026-11-25", *MONTHS_BEFORE_NOVEMBER)
 
 
 def test_a_rule_with_periods_left_over_keeps_the_oldest_backup_too():
@@ -127,19 +131,7 @@ def test_rules_are_ored():
         # keep-weekly 4 adds Sunday 8 November
         | days("2026-11-08")
         # keep-monthly 12 adds the months before November 2026 (not March)
-        | days(
-            "2026-10-26",
-            "2026-09-28",
-            "2026-08-31",
-            "2026-07-27",
-            "2026-06-29",
-            "2026-05-25",
-            "2026-04-27",
-            "2026-02-23",
-            "2026-01-26",
-            "2025-12-29",
-            "2025-11-24",
-        )
+        | days(*MONTHS_BEFORE_NOVEMBER)
     )
     assert kept_times(policy) == expected
     assert len(expected) == 28

@@ -255,6 +255,18 @@ def test_failed_and_stale_jobs_archives_and_killed_writers_leftovers_are_cleaned
     assert not partial.exists() and fresh_partial.exists()
 
 
+def test_a_failed_jobs_record_naming_a_kept_backups_archive_leaves_the_archive(archives):
+    kept = backup(archives, days_ago=0)
+    # A failed export recorded its first-choice name; a later export took that name.
+    failed = backup(archives, days_ago=0.5, status=Job.Status.FAILED, write=False)
+    failed.file_name, failed.storage_path = kept.file_name, kept.storage_path
+    failed.save()
+    result = rotate(Policy(keep_last=1))
+    assert [entry.record.pk for entry in result.deleted] == [failed.pk]
+    assert state(failed)[2:] == ("failed: leftover archive, its archive is another's", True)
+    assert state(kept)[1:] == (None, "", True)
+
+
 # -- refusals: rotation does not delete what it cannot see -------------------------------------
 
 

@@ -104,7 +104,7 @@ class Policy:
         ]
         if self.max_age_days is not None:
             parts.append(f"max-age {self.max_age_days} days")
-        return ", ".join(parts) or "no rule (everything is kept)"
+        return ", ".join(parts) or "no rule: everything is kept"
 
 
 @dataclass(frozen=True)

@@ -157,7 +157,7 @@ def test_the_defaults_come_from_the_settings(archives, settings):
 def test_with_no_rule_nothing_is_deleted(archives):
     records = five_days(archives)
     outcome = cli("syncrotate", no_input=True)
-    assert outcome.out.strip() == "Nothing to delete (no rule (everything is kept))."
+    assert outcome.out.strip() == "Nothing to delete (no rule: everything is kept)."
     assert all(on_disk(record) for record in records)
 
 

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
-from django.core.files.storage import Storage
+from django.core.files.storage import FileSystemStorage, Storage
 from django.db import transaction
 from django.utils import timezone
 
@@ -282,11 +282,10 @@ def storage_name(record: BackupRecord, storage: Storage) -> str | None:
     path = record.storage_path or record.file_name
     if not Path(path).is_absolute():
         return path
-    location = getattr(storage, "location", None)
-    if location is None:
+    if not isinstance(storage, FileSystemStorage):
         return None
     try:
-        return Path(path).relative_to(Path(location).resolve()).as_posix()
+        return Path(path).relative_to(Path(storage.location).resolve()).as_posix()
     except ValueError:
         return None
 
@@ -482,10 +481,11 @@ def apply_rotation(plan: RotationPlan) -> RotationResult:
 def remove_writer_leftovers(storage: Storage) -> list[str]:
     """Partial archives and spool folders of writers that were killed, where the storage is
     a local folder (``sync.archive.remove_leftovers``: by age, so a running export's stay)."""
-    location = getattr(storage, "location", None)
-    if location is None:
+    if not isinstance(storage, FileSystemStorage):  # S3's "location" is a key prefix
         return []
-    removed = remove_leftovers(Path(location), older_than=sync_settings.SYNC_JOB_STALE_AFTER)
+    removed = remove_leftovers(
+        Path(storage.location), older_than=sync_settings.SYNC_JOB_STALE_AFTER
+    )
     return sorted(path.name for path in removed)
 
 

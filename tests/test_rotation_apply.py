@@ -341,3 +341,34 @@ def test_the_task_rotates_by_the_settings(archives, settings):
     assert [entry["id"] for entry in summary["deleted"]] == [r.pk for r in records[2:]]
     assert summary["policy"] == "keep-last 2"
     assert [on_disk(record) for record in records] == [True, True, False, False, False]
+
+
+def test_any_django_storage_is_rotated_by_name(settings):
+    """Records that name their archive in the storage (not a local path), as archives
+    written through the storage API do, in a storage that is no local folder."""
+    from django.core.files.base import ContentFile
+
+    from sync.storage import archive_storage
+
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "sync": {"BACKEND": "django.core.files.storage.InMemoryStorage"},
+    }
+    storage = archive_storage()
+    records = []
+    for days_ago in range(3):
+        when = timezone.now() - timedelta(days=days_ago)
+        name = storage.save(f"{when:%Y%m%dT%H%M%SZ}-full.backup.tar.gz", ContentFile(b"x"))
+        records.append(
+            BackupRecord.objects.create(
+                status=Job.Status.SUCCEEDED,
+                created_at=when,
+                started_at=when,
+                file_name=name,
+                storage_path=name,
+            )
+        )
+    result = rotate(Policy(keep_last=1))
+    assert [entry.name for entry in result.deleted] == [r.file_name for r in records[1:]]
+    assert [storage.exists(r.file_name) for r in records] == [True, False, False]
+    assert result.leftovers == []

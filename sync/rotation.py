@@ -342,6 +342,7 @@ class RotationResult:
     """What a rotation did, as ``rotation_finished`` sends it and a webhook reports it."""
 
     plan: RotationPlan
+    dry_run: bool = False
     deleted: list[Planned] = field(default_factory=list)
     # Partial archives and spool folders of killed writers, removed (local storage only)
     leftovers: list[str] = field(default_factory=list)
@@ -359,6 +360,7 @@ class RotationResult:
 
         return {
             "database": self.plan.using,
+            "dry_run": self.dry_run,
             "policy": str(self.plan.policy),
             "started_at": self.plan.now.isoformat(),
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
@@ -520,5 +522,5 @@ def rotate(
     """Plan and apply a rotation (the settings' policy unless given); a dry run only plans."""
     plan = plan_rotation(policy or Policy.from_settings(), using, dependencies=dependencies)
     if dry_run:
-        return RotationResult(plan)
+        return RotationResult(plan, dry_run=True)
     return apply_rotation(plan)

@@ -339,7 +339,7 @@ def test_the_task_rotates_by_the_settings(archives, settings):
     settings.BACKUP_KEEP_COUNT = 2
     summary = rotate_task.apply().get()
     assert [entry["id"] for entry in summary["deleted"]] == [r.pk for r in records[2:]]
-    assert summary["policy"] == "keep-last 2"
+    assert summary["policy"] == "keep-last 2" and summary["dry_run"] is False
     assert [on_disk(record) for record in records] == [True, True, False, False, False]
 
 
@@ -372,3 +372,25 @@ def test_any_django_storage_is_rotated_by_name(settings):
     assert [entry.name for entry in result.deleted] == [r.file_name for r in records[1:]]
     assert [storage.exists(r.file_name) for r in records] == [True, False, False]
     assert result.leftovers == []
+
+
+def test_a_dry_run_of_the_engine_deletes_nothing_and_sends_nothing(
+    archives, django_capture_on_commit_callbacks
+):
+    records = five_days(archives)
+    sent = []
+
+    def receive(sender, result, **kwargs):
+        sent.append(result)
+
+    rotation_finished.connect(receive)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            result = rotate(Policy(keep_last=1), dry_run=True)
+            rotate(Policy(keep_last=5))  # a real run, to show the receiver hears
+    finally:
+        rotation_finished.disconnect(receive)
+    assert result.as_dict()["dry_run"] is True and result.deleted == []
+    assert len(result.plan.to_delete) == 4
+    assert len(sent) == 1 and not sent[0].dry_run
+    assert all(on_disk(record) for record in records)

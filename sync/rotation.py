@@ -30,6 +30,7 @@ from django.utils import timezone
 from sync.archive import remove_leftovers
 from sync.conf import sync_settings
 from sync.errors import SyncError
+from sync.jobs.lifecycle import mark_stale_jobs
 from sync.models import BackupRecord, Job
 from sync.signals import rotation_finished
 from sync.storage import archive_storage
@@ -455,8 +456,6 @@ def apply_rotation(plan: RotationPlan) -> RotationResult:
     """Delete the archives ``plan`` deletes and mark their records deleted (when and why),
     remove what killed writers left, then send ``rotation_finished``. A record that changed
     since the plan (deleted by another rotation, a job that is no longer failed) is left alone."""
-    from sync.jobs.lifecycle import mark_stale_jobs
-
     result = RotationResult(plan)
     mark_stale_jobs(plan.using)  # stale jobs planned for deletion are failed from here on
     storage = archive_storage()

@@ -27,17 +27,10 @@ def check_generic_relations(app_configs, **kwargs) -> list[Error]:
 @register(Tags.caches)
 def check_job_settings(app_configs, **kwargs) -> list:
     problems = []
+    # No "sync" cache at all is fine: jobs then use a file cache in BACKUP_DIR
+    # (sync.jobs.channel.fallback_cache). (sync.E010, which refused that, is retired.)
     backend = settings.CACHES.get(CACHE_ALIAS, {}).get("BACKEND", "")
-    if not backend:
-        problems.append(
-            Error(
-                f'CACHES has no "{CACHE_ALIAS}" cache: jobs keep progress, heartbeats and cancel '
-                "requests there.",
-                hint="Set SYNC_CACHE_URL (filecache:///path or redis://host:6379/1).",
-                id="sync.E010",
-            )
-        )
-    elif backend.endswith(PROCESS_LOCAL_CACHES):
+    if backend.endswith(PROCESS_LOCAL_CACHES):
         problems.append(
             Warning(
                 f'The "{CACHE_ALIAS}" cache ({backend.rsplit(".", 1)[-1]}) is not shared between '

@@ -97,7 +97,17 @@ def check_value_types(app_configs, **kwargs) -> list[Error]:
         *unless(
             key_overrides, "SYNC_KEYS", "a map of model labels to lists of field names", "sync.E007"
         ),
+        *unless(non_negative_number, "SYNC_PLAN_KEEP_DAYS", "a number of days", "sync.E012"),
+        *unless(is_bool, "SYNC_SAME_STAMP_CHECK", "True or False", "sync.E013"),
     ]
+
+
+def non_negative_number(value) -> bool:
+    return type(value) in (int, float) and value >= 0
+
+
+def is_bool(value) -> bool:
+    return type(value) is bool
 
 
 @register()

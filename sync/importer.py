@@ -58,6 +58,7 @@ from sync.deletions import (
     DryRunCollector,
     MovedReferences,
     SilentCollector,
+    cascade_causes,
     deleted_ids,
     updated_ids,
 )
@@ -93,6 +94,7 @@ from sync.uniques import UniqueValues, key_lookup, unique_groups
 from sync.writer import RowWriter, Verdict, WriteGate, database_error_line
 
 MODES = ("replace", "update", "append")
+CASCADE = "cascade (on_delete)"  # the reason of a deletion an on_delete rule makes
 
 __all__ = ["MODES", "ImportFailed", "ImportResult", "import_records", "stamp_peek"]
 
@@ -270,6 +272,14 @@ class TableLoader:
         )
         self.generic = GenericColumns.of(self)  # None: the table has no generic references
         self.decoder.generic = self.stager.generic = self.generic
+        # key → content type attname → the one its row had, for the second pass's plan
+        self.replaced_types: dict[tuple, dict[str, Any]] = defaultdict(dict)
+        # Generic references a plan shows as keys: (id attname, content type attname).
+        self.generic_attnames = [
+            (opts.get_field(name).attname, opts.get_field(relation.ct_field).attname)
+            for name, relation in plan.generic.items()
+            if name in present and relation.ct_field in present
+        ]
         # What a plan shows as sync keys: references by attname, M2M sets by name.
         self.shown_references = {
             c.field.attname: c.reference for c in columns if c.reference is not None
@@ -306,42 +316,87 @@ class TableLoader:
         name), an update's as (old, new). References become the sync keys of the records they
         name (read once for the whole chunk), secrets a marker."""
         recorder = self.importer.recorder
-        for (key, action, _, reason), fields in zip(planned, self.shown(planned), strict=True):
+        for (key, action, _, reason, *_), fields in zip(planned, self.shown(planned), strict=True):
             recorder.record(self.label, json_key(key), action, fields, reason)
 
-    def shown(self, planned: list[tuple[tuple, str, dict, str]]) -> list[dict]:
-        """The fields of ``planned`` entries as a plan shows them (see ``record``)."""
+    def shown(self, planned: list[tuple]) -> list[dict]:
+        """The fields of ``planned`` entries (key, action, fields, reason[, context]) as a plan
+        shows them (see ``record``); ``context``: an update's unchanged content type fields,
+        attname → (old, new), for its generic references (``generic_keys``)."""
         wanted: dict[type[models.Model], set] = defaultdict(set)
-        for _, action, fields, _ in planned:
+        for _, action, fields, *_ in planned:
             for name, value in fields.items():
                 model = self.shown_references.get(name)
                 if model is not None:
                     for v in value if action == "update" else (value,):
                         wanted[model].update(ids_in(v))
         keys = {model: keys_by_pk(model, ids, self.using) for model, ids in wanted.items()}
+        generic_keys = self.generic_keys(planned) if self.generic_attnames else {}
 
-        def show(name: str, value: Any, marker: str) -> Any:
+        def show(entry: int, name: str, value: Any, side: int, marker: str) -> Any:
             if name in self.secrets and value is not None:
                 return marker
             model = self.shown_references.get(name)
             if model is not None:
                 return referenced_keys_of(value, keys.get(model, {}))
             # A generic reference to a row a dry run would add (see sync.generic).
-            return json_key(value.key) if type(value) is PlaceholderPk else value
+            if type(value) is PlaceholderPk:
+                return json_key(value.key)
+            return generic_keys.get((entry, name, side), value)
 
         return [
             {
-                self.field_name(n): {"old": show(n, v[0], SECRET), "new": show(n, v[1], CHANGED)}
+                self.field_name(n): {
+                    "old": show(i, n, v[0], 0, SECRET),
+                    "new": show(i, n, v[1], 1, CHANGED),
+                }
                 if action == "update"
-                else show(n, v, SECRET)
+                else show(i, n, v, -1, SECRET)
                 for n, v in fields.items()
             }
-            for _, action, fields, _ in planned
+            for i, (_, action, fields, *_) in enumerate(planned)
         ]
+
+    def generic_keys(self, planned: list[tuple]) -> dict[tuple[int, str, int], Any]:
+        """(entry, id attname, side: 0 old, 1 new, -1 the value) → the sync key of the row a
+        generic reference to an existing row names (a text saying so, when it names none),
+        read in one query per content type."""
+        slots, ct_ids, raw_ids = [], [], []
+        for i, (_, action, fields, _, *context) in enumerate(planned):
+            for id_attname, ct_attname in self.generic_attnames:
+                if id_attname not in fields:
+                    continue
+                value = fields[id_attname]
+                if action != "update":
+                    pairs = [(-1, fields.get(ct_attname), value)]
+                else:
+                    ct = fields.get(ct_attname) or (context[0].get(ct_attname) if context else None)
+                    if ct is None:
+                        continue
+                    pairs = [(0, ct[0], value[0]), (1, ct[1], value[1])]
+                for side, ct_id, raw in pairs:
+                    if raw is not None and type(raw) is not PlaceholderPk:
+                        slots.append((i, id_attname, side))
+                        ct_ids.append(ct_id)
+                        raw_ids.append(raw)
+        found = generic.referenced_keys(ct_ids, raw_ids, self.using)
+        return {
+            slot: str(key) if isinstance(key, str) else json_key(key)
+            for slot, key in zip(slots, found, strict=True)
+        }
 
     def field_name(self, name: str) -> str:
         f = self.by_attname.get(name)
         return name if f is None else f.name
+
+    def replaced_type(self, key: tuple, ct_attname: str, row: dict | None) -> dict[str, tuple]:
+        """{ct attname: (the content type the record's row had before the import,)}: for the
+        plan of a generic reference the second pass changes. The first pass may have written
+        the new one already (a real run): then its old one was kept (``replaced_types``)."""
+        if row is None:
+            return {ct_attname: (None,)}
+        old = self.replaced_types.get(key, {}).get(ct_attname, row[ct_attname])
+        return {ct_attname: (old,)}
 
     def count(self, decision: Decision, key: tuple, planned: list | None = None) -> None:
         """Count a record that is not written (skipped or unchanged), and plan it."""
@@ -390,12 +445,13 @@ class TableLoader:
     def by_stamp(self, rows: list[tuple]) -> Iterator[tuple]:
         """Update mode: the (key, id, record) rows whose content ``sync.decide`` needs; the
         others are decided by their ``updated_at`` alone, counted and planned unread."""
+        same_stamp_check = self.importer.same_stamp_check
         for key, pk, record, stamps in self.matcher.stamps_of(rows):
             if stamps is None:
                 yield key, pk, record
                 continue
             order = stamp_order(*stamps)
-            if needs_content(order):
+            if needs_content(order, same_stamp_check):
                 yield key, pk, record
             else:  # decided unread
                 self.count(decide("update", True, order, False), key)
@@ -533,7 +589,10 @@ class TableLoader:
                 continue
             self.diff.updated += 1
             if planned is not None:
-                planned.append((key, "update", changed | m2m_changes, ""))
+                context = {ct: (old[ct], values[ct]) for _, ct in self.generic_attnames}
+                for ct in context.keys() & changed.keys():  # for the second pass's plan
+                    self.replaced_types[key][ct] = old[ct]
+                planned.append((key, "update", changed | m2m_changes, "", context))
             if changed:
                 updates.append(
                     (pk, {a: values[a] for a in values if a not in self.deferred_attnames})
@@ -630,6 +689,7 @@ class Importer:
         self.writer = RowWriter(self.connection)
         self.gate = WriteGate(verdict, self.reporter)
         self.datetimes_as_text = reads_datetimes_as_text(self.connection)
+        self.same_stamp_check = sync_settings.SYNC_SAME_STAMP_CHECK
         self.source_tables = {t.label: t for t in source.table_list()}
         self.plans = self.check_schema(tables)
         self.needs_ids = {ref.target for p in self.plans for ref in p.references.values()}
@@ -840,6 +900,8 @@ class Importer:
         current = loader.current_rows([pk for pk in pks if not isinstance(pk, PlaceholderPk)])
         updates: dict[Any, dict] = defaultdict(dict)
         amended: dict[tuple, dict] = defaultdict(dict)  # the plan's second-pass fields
+        types: dict[tuple, dict] = defaultdict(dict)  # their generic references' content types
+        type_of = dict(loader.generic_attnames)
         for pk, (key, _, name, target, state) in zip(pks, chunk, strict=True):
             f = fields[name]
             wanted = None
@@ -862,8 +924,11 @@ class Importer:
                 loader.diff.updated += 1
             if self.recorder is not None:
                 amended[key][f.attname] = (old, wanted)
+                if f.attname in type_of and target is not None:
+                    types[key] |= loader.replaced_type(key, type_of[f.attname], current.get(pk))
+                    types[key][type_of[f.attname]] += (content_type_id(model, self.using),)
         if amended:
-            planned = [(key, "update", fields, "") for key, fields in amended.items()]
+            planned = [(key, "update", fields, "", types[key]) for key, fields in amended.items()]
             for key, fields in zip(amended, loader.shown(planned), strict=True):
                 self.recorder.amend(loader.label, json_key(key), fields)
         if not self.dry_run:
@@ -924,30 +989,56 @@ class Importer:
         if not self.dry_run:
             collector.delete()
 
-    def record_deleted(self, model: type[models.Model], pks: list, reason: str) -> None:
-        """Record the deletion of ``model``'s rows ``pks`` with their values."""
+    def record_deleted(
+        self, model: type[models.Model], pks: list, reason: str, reasons: dict | None = None
+    ) -> None:
+        """Record the deletion of ``model``'s rows ``pks`` with their values; ``reasons``:
+        id → a row's own reason, instead of ``reason``."""
+        reasons = reasons or {}
         loader = self.loaders.get(model._meta.label)
         rows = model._base_manager.using(self.using).filter(pk__in=pks)
         if loader is None:  # a table the import does not load: the key alone
-            for key, _ in keyed_ids(rows, key_paths(model)):
-                self.recorder.record(model._meta.label, json_key(key), "delete", reason=reason)
+            for key, pk in keyed_ids(rows, key_paths(model)):
+                why = reasons.get(pk, reason)
+                self.recorder.record(model._meta.label, json_key(key), "delete", reason=why)
             return
         current = loader.current_rows(pks)
         keys = dict((pk, key) for key, pk in keyed_ids(rows, loader.key_paths))
         planned = [
-            (keys[pk], "delete", {a: v for a, v in current[pk].items() if a != "pk"}, reason)
+            (
+                keys[pk],
+                "delete",
+                {a: v for a, v in current[pk].items() if a != "pk"},
+                reasons.get(pk, reason),
+            )
             for pk in pks
             if pk in current
         ]
         loader.record(planned)
 
     def record_cascaded(self, collector: SilentCollector) -> None:
-        """Record the rows on_delete rules take with the stale ones, record by record."""
-        for model, pks in deleted_ids(collector).items():
+        """Record the rows on_delete rules take with the stale ones, record by record, each
+        naming the deleted record that took it (``cascade (on_delete) of app.Model key``)."""
+        removed = deleted_ids(collector)
+        for model, pks in removed.items():
             loader = self.loaders.get(model._meta.label)
             cascaded = sorted(pks - (loader.stale.keys() if loader else set()))
             for chunk in chunked(cascaded, CHUNK):
-                self.record_deleted(model, chunk, "cascade (on_delete)")
+                causes = cascade_causes(model, chunk, removed, self.using)
+                self.record_deleted(model, chunk, CASCADE, self.cascade_reasons(causes))
+
+    def cascade_reasons(self, causes: dict[Any, tuple[type[models.Model], Any]]) -> dict:
+        """Id → ``cascade (on_delete) of app.Model key`` for ``cascade_causes``."""
+        wanted: dict[type[models.Model], set] = defaultdict(set)
+        for model, pk in causes.values():
+            wanted[model].add(pk)
+        keys = {model: keys_by_pk(model, pks, self.using) for model, pks in wanted.items()}
+        reasons = {}
+        for pk, (model, cause) in causes.items():
+            key = keys[model].get(cause)
+            if key is not None:
+                reasons[pk] = f"{CASCADE} of {model._meta.label} {json_key(key)!r}"
+        return reasons
 
     def refuse_changed_records(self, collector: SilentCollector) -> None:
         """Replace mode: an ``on_delete`` rule (SET_NULL, SET_DEFAULT, SET(…)) of a row the
@@ -985,6 +1076,12 @@ class Importer:
             f"is in the archive, but replace mode {what} with a row that the import deletes "
             "(the archive is inconsistent)",
         )
+
+
+def content_type_id(model: type[models.Model], using: str) -> Any:
+    from django.contrib.contenttypes.models import ContentType  # (an installed app's model)
+
+    return ContentType.objects.db_manager(using).get_for_model(model).pk
 
 
 @contextmanager

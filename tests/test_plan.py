@@ -198,7 +198,7 @@ def test_a_new_dry_run_prunes_old_plans_of_ended_jobs_but_none_still_needed(
     archive = export(tables=["content.Tag"], output_dir=tmp_path).path
     ended = [run_import(archive, dry_run=True)[1] for _ in range(3)]
     old_done, applied, recent = ended
-    applying = ImportRun.objects.create(
+    ImportRun.objects.create(  # an import applying it, queued
         archive=str(archive), mode="replace", applies=applied, database="default"
     )
     waiting = ImportRun.objects.create(
@@ -222,3 +222,26 @@ def test_a_new_dry_run_prunes_old_plans_of_ended_jobs_but_none_still_needed(
     assert other_database.exists()  # another database's, pruned by its own jobs
     with pytest.raises(ImportFailed, match=f"{old_done.label}: No plan at"):
         apply_plan(old_done.label)
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "real"])
+def test_with_the_same_stamp_check_other_content_under_the_same_updated_at_is_reported(
+    demo, tmp_path, settings, dry_run
+):
+    settings.SYNC_SAME_STAMP_CHECK = True
+    archive = export(output_dir=tmp_path, compression="none").path
+    project = Project.objects.order_by("domaincode").first()
+    Project.objects.filter(pk=project.pk).update(name="edited, same stamp")  # no auto_now
+
+    result, run = run_import(archive, mode="update", dry_run=dry_run, collect_changes=True)
+
+    projects = result.tables["content.Project"]
+    assert (projects.skipped, projects.updated, projects.same_stamp) == (1, 0, 1)
+    assert projects.unchanged == Project.objects.count() - 1
+    assert Project.objects.get(pk=project.pk).name == "edited, same stamp"  # kept
+    [skipped] = plan_entries(run, "content.Project", "skip")
+    assert skipped["key"] == project.domaincode
+    assert skipped["reason"] == "same-timestamp-different-content"
+    assert all(t.same_stamp == 0 for label, t in result.tables.items() if label != projects.label)
+    shown = cli("syncimport", str(archive), mode="update", dry_run=True).out
+    assert "1 with the target's updated_at but other content" in shown

@@ -151,20 +151,6 @@ def test_syncplan_refuses_what_has_no_plan(previewed):
 
 
 @pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "real"])
-def test_the_same_updated_at_is_taken_as_unchanged_unread(demo, tmp_path, dry_run):
-    """For now (sync.decide.needs_content): a record with the target's updated_at is not
-    read, so another content under the same stamp is kept and counted unchanged."""
-    archive = export(output_dir=tmp_path, compression="none").path
-    project = Project.objects.order_by("domaincode").first()
-    Project.objects.filter(pk=project.pk).update(name="edited, same stamp")  # no auto_now
-    result, _ = run_import(archive, mode="update", dry_run=dry_run, collect_changes=True)
-    projects = result.tables["content.Project"]
-    assert (projects.skipped, projects.updated, projects.same_stamp) == (0, 0, 0)
-    assert projects.unchanged == Project.objects.count()
-    assert Project.objects.get(pk=project.pk).name == "edited, same stamp"
-
-
-@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "real"])
 def test_a_cascaded_deletion_names_the_record_whose_deletion_took_it(demo, tmp_path, dry_run):
     from crearis.content.models import Participant
     from tests.archive_tools import rewrite_archive
@@ -225,10 +211,12 @@ def test_a_new_dry_run_prunes_old_plans_of_ended_jobs_but_none_still_needed(
 
 
 @pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "real"])
-def test_with_the_same_stamp_check_other_content_under_the_same_updated_at_is_reported(
-    demo, tmp_path, settings, dry_run
-):
-    settings.SYNC_SAME_STAMP_CHECK = True
+@pytest.mark.parametrize("check", [False, True], ids=["by-default", "same-stamp-check"])
+def test_other_content_under_the_same_updated_at(demo, tmp_path, settings, check, dry_run):
+    """By default (sync.decide.needs_content) a record with the target's updated_at is not
+    read: another content under the same stamp is kept and counted unchanged. With
+    SYNC_SAME_STAMP_CHECK it is read, kept too, and reported as its own case."""
+    settings.SYNC_SAME_STAMP_CHECK = check
     archive = export(output_dir=tmp_path, compression="none").path
     project = Project.objects.order_by("domaincode").first()
     Project.objects.filter(pk=project.pk).update(name="edited, same stamp")  # no auto_now
@@ -236,12 +224,14 @@ def test_with_the_same_stamp_check_other_content_under_the_same_updated_at_is_re
     result, run = run_import(archive, mode="update", dry_run=dry_run, collect_changes=True)
 
     projects = result.tables["content.Project"]
-    assert (projects.skipped, projects.updated, projects.same_stamp) == (1, 0, 1)
-    assert projects.unchanged == Project.objects.count() - 1
+    reported = int(check)
+    assert (projects.skipped, projects.updated, projects.same_stamp) == (reported, 0, reported)
+    assert projects.unchanged == Project.objects.count() - reported
     assert Project.objects.get(pk=project.pk).name == "edited, same stamp"  # kept
-    [skipped] = plan_entries(run, "content.Project", "skip")
-    assert skipped["key"] == project.domaincode
-    assert skipped["reason"] == "same-timestamp-different-content"
+    skipped = plan_entries(run, "content.Project", "skip")
+    assert [(e["key"], e["reason"]) for e in skipped] == [
+        (project.domaincode, "same-timestamp-different-content")
+    ][:reported]
     assert all(t.same_stamp == 0 for label, t in result.tables.items() if label != projects.label)
     shown = cli("syncimport", str(archive), mode="update", dry_run=True).out
-    assert "1 with the target's updated_at but other content" in shown
+    assert ("1 with the target's updated_at but other content" in shown) is check

@@ -288,7 +288,7 @@ def test_a_queued_sqlite_job_refused_while_the_import_writes_ends_failed(tmp_pat
                 writing.rollback()
                 writing.close()
         assert seen == []
-        marked = mark_stale_jobs("sqlitefile")  # as the next job started does
+        marked = mark_stale_jobs("sqlitefile")  # as the next job started does (or its claim)
 
     assert [job.pk for job in marked] == [run.pk]
     run.refresh_from_db()
@@ -296,6 +296,8 @@ def test_a_queued_sqlite_job_refused_while_the_import_writes_ends_failed(tmp_pat
     assert run.error.startswith("Refused: another import is running on database 'sqlitefile'")
     assert seen == [(run.label, "failed")]
     assert mark_stale_jobs("sqlitefile") == [] and seen == [(run.label, "failed")]
+    with pytest.raises(JobError, match="is failed: only a queued job can be executed"):
+        execute_import(run.pk, using="sqlitefile")  # a refused job is not run later
 
 
 def test_a_job_wrongly_marked_stale_announces_each_of_its_ends_once(

@@ -64,7 +64,13 @@ def database_of(job: Job) -> str:
 
 def claim(job: Job) -> None:
     """queued → running, in one conditional update: of two workers handed the same job, one
-    runs it and the other is refused."""
+    runs it and the other is refused. A job refused while its row could not be written is
+    recorded failed now, not run (see ``end_refused``)."""
+    refused = channel_of(job).refusal()
+    if refused is not None:
+        end_refused(job, refused)
+        job.refresh_from_db()
+        raise JobError(f"{job.label} is {job.status}: only a queued job can be executed.")
     now = timezone.now()
     where = {"hostname": socket.gethostname(), "pid": os.getpid()}
     claimed = (

@@ -264,7 +264,6 @@ class TableLoader:
             c.field.attname: c.reference for c in columns if c.reference and not c.deferred
         }
         self.deferred: list[tuple[tuple, Any, str, Any, str]] = []
-        self.source = source
         self.uniques = self.unique_values()
         self.decoder = RecordDecoder(columns, self.m2m, self.secrets, self.fail, self.unresolved)
         self.stager = TableStager(

@@ -132,3 +132,30 @@ def check_backup_dir(app_configs, **kwargs) -> list[Error]:
     if path.exists() and not path.is_dir():
         return [Error(f"BACKUP_DIR {str(path)!r} is not a directory.", id="sync.E006")]
     return []
+
+
+def whole_number(value) -> bool:
+    return type(value) is int and value >= 0
+
+
+def positive_or_none(value) -> bool:
+    return value is None or positive_int(value)
+
+
+@register()
+def check_rotation(app_configs, **kwargs) -> list[Error]:
+    """The rotation policy's settings (sync.rotation.Policy)."""
+    return [
+        *unless(positive_or_none, "BACKUP_KEEP_COUNT", "None or a positive number", "sync.E020"),
+        *unless(
+            positive_or_none,
+            "BACKUP_MAX_AGE_DAYS",
+            "None or a positive number of days",
+            "sync.E020",
+        ),
+        *(
+            error
+            for name in ("SYNC_KEEP_DAILY", "SYNC_KEEP_WEEKLY", "SYNC_KEEP_MONTHLY")
+            for error in unless(whole_number, name, "a whole number of 0 or more", "sync.E020")
+        ),
+    ]

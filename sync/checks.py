@@ -129,3 +129,26 @@ def check_backup_dir(app_configs, **kwargs) -> list[Error]:
     if path.exists() and not path.is_dir():
         return [Error(f"BACKUP_DIR {str(path)!r} is not a directory.", id="sync.E006")]
     return []
+
+
+@register()
+def check_task_time_limits(app_configs, **kwargs) -> list[Error]:
+    """The soft limit must come first: it is what lets a job record its end and roll back."""
+    wrong = [
+        error
+        for name in ("SYNC_TASK_SOFT_TIME_LIMIT", "SYNC_TASK_TIME_LIMIT")
+        for error in unless(positive_int, name, "a positive number of seconds", "sync.E020")
+    ]
+    if wrong:
+        return wrong
+    soft, hard = sync_settings.SYNC_TASK_SOFT_TIME_LIMIT, sync_settings.SYNC_TASK_TIME_LIMIT
+    if soft >= hard:
+        return [
+            Error(
+                f"SYNC_TASK_SOFT_TIME_LIMIT ({soft} s) must be below SYNC_TASK_TIME_LIMIT "
+                f"({hard} s): at the hard limit the worker process is killed, and the job cannot "
+                "record its end.",
+                id="sync.E020",
+            )
+        ]
+    return []

@@ -39,6 +39,10 @@ DEFAULTS: dict[str, Any] = {
     "SYNC_JOB_STALE_AFTER": 60,
     # Where import jobs keep their plans (docs/plans.md); None: ``plans`` in BACKUP_DIR.
     "SYNC_PLAN_DIR": None,
+    # Celery tasks (docs/celery.md), in seconds: at the soft limit a task's job stops, failed
+    # and rolled back; at the hard limit its worker process is killed (the job turns stale).
+    "SYNC_TASK_SOFT_TIME_LIMIT": 6 * 3600 - 300,
+    "SYNC_TASK_TIME_LIMIT": 6 * 3600,
 }
 
 

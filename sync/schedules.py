@@ -32,9 +32,9 @@ from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from sync.conf import sync_settings
 from sync.errors import SyncError
-from sync.jobs.dispatch import execute_job
+from sync.jobs.dispatch import execute_queued
 from sync.jobs.exports import start_export
-from sync.jobs.lifecycle import is_stale
+from sync.jobs.lifecycle import database_of, is_stale
 from sync.models import BackupRecord, Job
 
 logger = logging.getLogger(__name__)
@@ -372,7 +372,8 @@ def export_options(schedule: str, options: Mapping[str, Any]) -> dict[str, Any]:
 def run_scheduled_export(schedule: str, options: Mapping[str, Any]) -> ScheduledRun:
     """Run one export of ``schedule`` with ``options`` (start_export's), here and now — or
     skip it when the previous run of the schedule is still going. A failed export is recorded
-    on its job and returned; bad options raise SyncError before any job exists."""
+    on its job and returned (``execute_queued``); bad options raise SyncError before any job
+    exists."""
     chosen = export_options(schedule, options)
     going = previous_run_going(schedule, chosen.get("using", "default"))
     if going is not None:
@@ -383,9 +384,6 @@ def run_scheduled_export(schedule: str, options: Mapping[str, Any]) -> Scheduled
         logger.warning("Scheduled export %r skipped: %s.", schedule, reason)
         return ScheduledRun(schedule, going, reason)
     backup = start_export(**chosen, started_by=started_by(schedule))
-    try:
-        execute_job(backup)
-    except SyncError as exc:  # recorded on the job (failed or cancelled)
-        logger.warning("Scheduled export %r: %s failed: %s", schedule, backup.label, exc)
+    execute_queued("export", backup.pk, database_of(backup))  # how it ended: on its row
     backup.refresh_from_db()
     return ScheduledRun(schedule, backup)

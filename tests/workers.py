@@ -1,0 +1,187 @@
+"""A Celery worker as production runs one: ``celery -A crearis worker`` in a process of its
+own, on a real Redis, executing the tasks of a site (``tests.sites.Site``) whose database
+the test reads and writes too.
+
+Each family of tests uses a Redis database of its own (``redis_url(5)``), emptied when its
+first worker starts: a worker only ever sees the tasks of its tests. Redis down: the tests
+fail (``empty_redis`` raises), they are not skipped.
+
+    site = worker_site("sqlitefile", folder, redis_url(5), SYNC_JOB_STALE_AFTER="3")
+    with running_worker(site) as worker:
+        site.run("syncexport", "--async")
+        worker.kill()      # SIGKILL, the worker and its pool process
+        worker.start()     # a new one, on the same queue
+
+``celery_client(url)`` sends tasks by name, as beat or another worker would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import redis
+from celery import Celery
+from django.db import connections
+
+from tests.job_tools import cache_url
+from tests.sites import ROOT, Site, database_url
+
+REDIS = "redis://127.0.0.1:6379"
+READY = " ready."  # what a worker logs once it consumes tasks
+
+
+def redis_url(number: int) -> str:
+    """Redis database ``number`` of the local server, as a broker URL."""
+    return f"{REDIS}/{number}"
+
+
+def empty_redis(url: str) -> None:
+    """Empty the Redis database of ``url``: no task of an earlier run is left to deliver.
+    Raises (the test fails) when Redis cannot be reached."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=5)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+
+
+def worker_site(alias: str, folder: Path, broker: str, **settings: str) -> Site:
+    """A site on the test database ``alias`` (a SQLite file, or a PostgreSQL/MariaDB test
+    database) whose processes share this test run's sync cache and use ``broker``; more
+    environment in ``settings`` (SYNC_JOB_STALE_AFTER="3"…). In the site's processes the
+    database is ``default``: hand tasks ``"default"`` as their database alias."""
+    connection = connections[alias]
+    if connection.vendor == "sqlite":
+        url = f"sqlite:///{connection.settings_dict['NAME']}"
+    else:
+        url = database_url(alias)
+    environment = {"CELERY_BROKER_URL": broker, "SYNC_CACHE_URL": cache_url(), **settings}
+    return Site(url, folder / "backups", alias, environment)
+
+
+@dataclass
+class Worker:
+    """One ``celery worker`` process (a prefork pool of one: time limits need it) for
+    ``site``; its log lines are kept in ``log``."""
+
+    site: Site
+    args: tuple[str, ...] = ()
+    process: subprocess.Popen | None = None
+    log: list[str] = field(default_factory=list)
+
+    def start(self, timeout: float = 60) -> Worker:
+        """Start the worker and wait until it consumes tasks."""
+        self.stop()
+        self.log = []
+        command = self.site.command("-m", "celery", "-A", "crearis", *self.celery_args())
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env=self.site.env(), text=True, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        threading.Thread(target=self._read, args=(self.process,), daemon=True).start()
+        self.wait_for_log(self.ready, timeout)
+        return self
+
+    ready: ClassVar[str] = READY
+
+    def celery_args(self) -> tuple[str, ...]:
+        return (
+            "worker", "--pool=prefork", "--concurrency=1", "--loglevel=INFO",
+            "--without-gossip", "--without-mingle", "--without-heartbeat",
+            "--hostname", f"sync-test-{uuid.uuid4().hex[:8]}@%h", *self.args,
+        )  # fmt: skip
+
+    def _read(self, process: subprocess.Popen) -> None:
+        for line in process.stdout:
+            self.log.append(line.rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.log)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def wait_for_log(self, text: str, timeout: float = 60) -> str:
+        """The first log line holding ``text``, once the worker wrote it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = next((line for line in self.log if text in line), None)
+            if line is not None:
+                return line
+            if not self.alive():
+                raise AssertionError(f"the worker ended before logging {text!r}:\n{self.output}")
+            time.sleep(0.05)
+        raise AssertionError(f"the worker did not log {text!r} within {timeout} s:\n{self.output}")
+
+    def kill(self) -> None:
+        """SIGKILL the worker and its pool process at once, as a crash or OOM kill does."""
+        if self.alive():
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self._reap()
+
+    def stop(self, timeout: float = 10) -> None:
+        """End the worker (warm shutdown; killed if that takes longer than ``timeout``)."""
+        if self.alive():
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+        self._reap()
+
+    def _reap(self) -> None:
+        if self.process is not None:
+            self.process.wait()
+            self.process.stdout.close()
+        self.process = None
+
+
+@contextmanager
+def running_worker(site: Site, *args: str, timeout: float = 60) -> Iterator[Worker]:
+    """A worker for ``site`` (more ``celery worker`` ARGS in ``args``), stopped after the
+    block; the site's Redis database is emptied first."""
+    empty_redis(site.settings["CELERY_BROKER_URL"])
+    worker = Worker(site, args)
+    try:
+        yield worker.start(timeout)
+    finally:
+        worker.stop()
+
+
+class Beat(Worker):
+    """``celery beat`` for ``site`` on the database scheduler (django-celery-beat), as the
+    compose file runs it: it sends the site's schedules (rows of its database) when due."""
+
+    ready: ClassVar[str] = "beat: Starting..."
+
+    def celery_args(self) -> tuple[str, ...]:
+        scheduler = "django_celery_beat.schedulers:DatabaseScheduler"
+        return ("beat", "--scheduler", scheduler, "--loglevel=INFO", *self.args)
+
+
+@contextmanager
+def running_beat(site: Site, *args: str, timeout: float = 60) -> Iterator[Beat]:
+    """Beat for ``site`` (more ``celery beat`` ARGS in ``args``), stopped after the block.
+    Start the site's worker first: it empties the broker's Redis database."""
+    beat = Beat(site, args)
+    try:
+        yield beat.start(timeout)
+    finally:
+        beat.stop()
+
+
+def celery_client(broker: str) -> Celery:
+    """A Celery app of this process that sends tasks by name to ``broker`` and reads their
+    results there (``client.send_task("sync.export", [job_id, "default"]).get(60)``)."""
+    return Celery("sync-tests", broker=broker, backend=broker, set_as_current=False)

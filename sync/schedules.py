@@ -358,15 +358,20 @@ def previous_run_going(schedule: str, using: str = "default") -> BackupRecord | 
 
 
 def export_options(schedule: str, options: Mapping[str, Any]) -> dict[str, Any]:
-    """The start_export options of a schedule's kwargs; ScheduleError names one it does not
-    know (a typo made in the admin's JSON)."""
+    """The start_export options of a schedule's kwargs (a name list may be written as one
+    comma-separated string); ScheduleError names an option it does not know (a typo made in
+    the admin's JSON)."""
     unknown = sorted(set(options) - set(EXPORT_OPTIONS))
     if unknown:
         raise ScheduleError(
             f"Schedule {schedule!r}: unknown export option {unknown[0]!r} in its kwargs; "
             f"the options are schedule, {', '.join(EXPORT_OPTIONS)}."
         )
-    return dict(options)
+    chosen = dict(options)
+    for name in ("tables", "exclude"):  # "content.Tag, content.Event" as a list of names
+        if isinstance(chosen.get(name), str):
+            chosen[name] = [part.strip() for part in chosen[name].split(",") if part.strip()]
+    return chosen
 
 
 def run_scheduled_export(schedule: str, options: Mapping[str, Any]) -> ScheduledRun:

@@ -114,25 +114,23 @@ class DefaultSchedule:
         } | UNSET_OPTIONS
 
 
+def export_at_half_past_three(name: str, days: str, kind: str, which: str) -> DefaultSchedule:
+    """A default export of the default apps at 03:30 on ``days`` (crontab day_of_week)."""
+    return DefaultSchedule(
+        name=name,
+        task=EXPORT_TASK,
+        crontab=Crontab(minute="30", hour="3", day_of_week=days),
+        kwargs={"schedule": name, "kind": kind, "compression": "gz"},
+        description=f"Export of the default apps, {which} (syncschedule default).",
+    )
+
+
 # Times keep clear of 01:00 to 03:00, where a daylight saving change skips or repeats an hour
-# in most time zones that have one.
-# The nightly export takes the weekdays the weekly one leaves: one full export per night.
+# in most time zones that have one. The nightly export takes the days the weekly one leaves:
+# one export a night. It is full until incremental exports exist, then becomes incremental.
 DEFAULT_SCHEDULES: tuple[DefaultSchedule, ...] = (
-    DefaultSchedule(
-        name="sync: nightly export",
-        task=EXPORT_TASK,
-        crontab=Crontab(minute="30", hour="3", day_of_week="1-6"),
-        # A full export until incremental exports exist; then this one becomes incremental.
-        kwargs={"schedule": "sync: nightly export", "kind": "full", "compression": "gz"},
-        description="Export of the default apps, Monday to Saturday (syncschedule default).",
-    ),
-    DefaultSchedule(
-        name="sync: weekly full export",
-        task=EXPORT_TASK,
-        crontab=Crontab(minute="30", hour="3", day_of_week="0"),
-        kwargs={"schedule": "sync: weekly full export", "kind": "full", "compression": "gz"},
-        description="Full export of the default apps, on Sundays (syncschedule default).",
-    ),
+    export_at_half_past_three("sync: nightly export", "1-6", "full", "Monday to Saturday"),
+    export_at_half_past_three("sync: weekly full export", "0", "full", "full, on Sundays"),
     DefaultSchedule(
         name="sync: daily rotation",
         task=ROTATE_TASK,
@@ -140,6 +138,7 @@ DEFAULT_SCHEDULES: tuple[DefaultSchedule, ...] = (
         description="Removes archives the retention rules no longer keep (syncschedule default).",
     ),
 )
+
 
 # -- reading rows ------------------------------------------------------------------------------
 

@@ -181,9 +181,10 @@ def test_a_previous_run_whose_worker_died_does_not_hold_the_schedule_up(seeded):
     claim(dead)  # running, in a worker that then died: no heartbeat for an hour
     BackupRecord.objects.filter(pk=dead.pk).update(started_at=timezone.now() - timedelta(hours=1))
 
-    run = run_scheduled_export(NIGHTLY, {"tables": ["content.Tag"], "compression": "none"})
+    run = run_scheduled_export(NIGHTLY, {"tables": "content.Tag", "compression": "none"})
 
     assert run.skipped == "" and run.job.status == Job.Status.SUCCEEDED
+    assert run.job.tables == ["content.Tag"]  # a comma-separated string is a list of names
     assert Path(run.job.storage_path).name.endswith(".tar")
     dead.refresh_from_db()
     assert dead.status == Job.Status.FAILED and dead.error.startswith("Stale")

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
@@ -228,9 +228,18 @@ def install_schedules(
 ) -> list[ScheduleOutcome]:
     """Create the missing defaults; with ``reset``, also put back the edited ones. A default
     as defined is left untouched (its last run is kept), an edited one too unless ``reset``."""
+    try:
+        return apply_defaults(chosen_defaults(names), reset, dry_run)
+    except IntegrityError:  # another process (a second web container) created one meanwhile
+        return apply_defaults(chosen_defaults(names), reset, dry_run)
+
+
+def apply_defaults(
+    defaults: list[DefaultSchedule], reset: bool, dry_run: bool
+) -> list[ScheduleOutcome]:
     outcomes = []
     with transaction.atomic():
-        for default in chosen_defaults(names):
+        for default in defaults:
             row = PeriodicTask.objects.filter(name=default.name).select_related("crontab").first()
             if row is None:
                 action: Action = "created"

@@ -74,12 +74,23 @@ def test_syncschedule_installs_the_defaults_and_a_second_run_changes_nothing(db)
     assert "0 schedule(s) written, 3 left as they are." in again.out
 
 
-def test_an_edited_schedule_is_kept_and_reset_restores_it(db):
+def change_form_data(response) -> dict:
+    """What the admin's change form would post back as it shows it."""
+    form = response.context["adminform"].form
+    values = {name: form[name].value() for name in form.fields}
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def test_an_edited_schedule_is_kept_and_reset_restores_it(admin_client):
     cli("syncschedule")
     nightly = PeriodicTask.objects.get(name=NIGHTLY)
-    nightly.kwargs = json.dumps({"schedule": NIGHTLY, "tables": ["content.Tag"], "level": 9})
-    nightly.crontab = CrontabSchedule.objects.create(minute="15", hour="1", timezone="UTC")
-    nightly.save()  # as the admin's change form does
+    change = reverse("admin:django_celery_beat_periodictask_change", args=[nightly.pk])
+    data = change_form_data(admin_client.get(change))
+    assert admin_client.post(change, data).status_code == 302  # saved as it was
+    assert "3 left as they are" in cli("syncschedule").out  # still the default
+    data["kwargs"] = json.dumps({"schedule": NIGHTLY, "tables": ["content.Tag"], "level": 9})
+    data["crontab"] = CrontabSchedule.objects.create(minute="15", hour="1", timezone="UTC").pk
+    assert admin_client.post(change, data).status_code == 302
     edited = schedule_rows()
 
     outcome = cli("syncschedule")

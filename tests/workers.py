@@ -142,10 +142,14 @@ class Worker:
 
 
 @contextmanager
-def running_worker(site: Site, *args: str, timeout: float = 60) -> Iterator[Worker]:
+def running_worker(
+    site: Site, *args: str, timeout: float = 60, empty: bool = True
+) -> Iterator[Worker]:
     """A worker for ``site`` (more ``celery worker`` ARGS in ``args``), stopped after the
-    block; the site's Redis database is emptied first."""
-    empty_redis(site.settings["CELERY_BROKER_URL"])
+    block; the site's Redis database is emptied first unless ``empty`` is false (a second
+    worker beside a running one)."""
+    if empty:
+        empty_redis(site.settings["CELERY_BROKER_URL"])
     worker = Worker(site, args)
     try:
         yield worker.start(timeout)

@@ -114,10 +114,9 @@ def executing(job: Job, reporter: JobReporter, left: str) -> Iterator[None]:
         finish(job, Job.Status.CANCELLED, message, {"reason": "cancelled"}, reporter.snapshot())
         raise JobCancelled(f"{job.label} cancelled on request; {left}.") from exc
     except SoftTimeLimitExceeded:
-        limit = sync_settings.SYNC_TASK_SOFT_TIME_LIMIT
         message = (
-            f"Stopped: the {job.KIND} ran into its task's time limit ({limit} s, "
-            f"SYNC_TASK_SOFT_TIME_LIMIT); {left}."
+            f"Stopped: the {job.KIND} ran longer than its task's soft time limit "
+            f"(SYNC_TASK_SOFT_TIME_LIMIT); {left}."
         )
         finish(job, Job.Status.FAILED, message, {"reason": "time limit"}, reporter.snapshot())
         raise

@@ -10,6 +10,7 @@ kills it starts a new one.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ from tests.workers import Worker, celery_client, redis_url, running_worker, work
 
 ALIAS = "default" if connection.vendor == "postgresql" else "sqlitefile"
 BROKER = redis_url(5)
+UNREACHABLE = "redis://127.0.0.1:1/0"  # nothing listens on port 1
 STALE_AFTER = 3  # seconds without a heartbeat: a killed worker's job shows stale soon
 TAGS = 200_000  # an import or export of a few seconds
 
@@ -250,6 +252,20 @@ def test_an_import_reaching_the_soft_time_limit_fails_and_is_rolled_back(
         "(SYNC_TASK_SOFT_TIME_LIMIT); nothing was changed."
     )
     assert tag_names(site) == before
+
+
+def test_a_broker_that_cannot_be_reached_fails_the_job_in_one_line(site):
+    unreachable = replace(site, settings=site.settings | {"CELERY_BROKER_URL": UNREACHABLE})
+
+    done = unreachable.run("syncexport", "--async", check=False)
+
+    backup = BackupRecord.objects.using(site.alias).get()
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        f"CommandError: Could not hand {backup.label} to a worker: no broker answered "
+        "(Error 111 connecting to 127.0.0.1:1. Connection refused.)."
+    )
+    assert (backup.status, backup.error_detail) == (Job.Status.FAILED, {"reason": "broker"})
 
 
 def test_async_is_refused_without_a_broker():

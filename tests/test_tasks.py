@@ -9,7 +9,6 @@ kills it starts a new one.
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from sync.jobs.lifecycle import JobState, find_job
 from sync.models import BackupRecord, ImportRun, Job
 from tests.cli import assert_refused, cli
 from tests.conftest import run_command
-from tests.job_tools import many_tags_archive
+from tests.job_tools import many_tags_archive, running_with_records, watch
 from tests.sites import Site
 from tests.workers import Worker, celery_client, redis_url, running_worker, worker_site
 
@@ -95,26 +94,8 @@ def named_as_the_worker_names_it(job: Job) -> Job:
     return job
 
 
-def running_with_records(state: JobState) -> bool:
-    return state.status == Job.Status.RUNNING and state.done > 0
-
-
 def tag_names(site: Site) -> list[str]:
     return sorted(Tag.objects.using(site.alias).values_list("name", flat=True))
-
-
-def watch(job: Job, until, timeout: float = 120) -> list[JobState]:
-    """The job as another process sees it (row and sync cache), read every 50 ms until
-    ``until(state)``; every state read."""
-    states = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job.refresh_from_db()
-        states.append(JobState.of(job))
-        if until(states[-1]):
-            return states
-        time.sleep(0.05)
-    raise AssertionError(f"not reached within {timeout} s; last: {states[-1:]}")
 
 
 def ended(state: JobState) -> bool:

@@ -117,6 +117,9 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
+# The queue tasks are sent to and workers read by default: several sites (or test runs) can
+# share one Redis with a queue each.
+CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="celery")
 # How long an export or import task may run (seconds): at the soft limit its job stops, failed
 # and rolled back; at the hard limit the worker kills the process (the job shows stale).
 SYNC_TASK_TIME_LIMIT = env.int(

@@ -134,7 +134,7 @@ def test_a_worker_run_import_is_watched_and_a_second_delivery_while_it_runs_does
 ):
     run = handed_over(site, "syncimport", tags_archive, "--no-input")
     states = watch(run, until=running_with_records)
-    again = celery_client(BROKER).send_task("sync.import", [run.pk, "default"]).get(timeout=60)
+    again = celery_client(site).send_task("sync.import", [run.pk, "default"]).get(timeout=60)
     states += watch(run, until=ended)
 
     assert (again["executed"], again["status"]) == (False, Job.Status.RUNNING)
@@ -205,7 +205,7 @@ def test_a_task_delivered_again_after_its_job_ended_does_nothing(site, worker, t
     backup = handed_over(site, "syncexport", "--tables", "content.Tag", "--output", tmp_path)
     watch(backup, until=ended)
 
-    again = celery_client(BROKER).send_task("sync.export", [backup.pk, "default"]).get(timeout=60)
+    again = celery_client(site).send_task("sync.export", [backup.pk, "default"]).get(timeout=60)
 
     assert (again["executed"], again["status"]) == (False, Job.Status.SUCCEEDED)
     assert again["reason"] == f"{backup.label} has already ended (succeeded); not run again."
@@ -221,7 +221,7 @@ def test_an_import_reaching_the_soft_time_limit_fails_and_is_rolled_back(
     run = named_as_the_worker_names_it(start_import(tags_archive, using=site.alias))
 
     outcome = (
-        celery_client(BROKER)
+        celery_client(site)
         .send_task("sync.import", [run.pk, "default"], soft_time_limit=1, time_limit=60)
         .get(timeout=60)
     )

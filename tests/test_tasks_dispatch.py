@@ -5,6 +5,7 @@ listens on this test's queue: the message is read where a worker would take it."
 from __future__ import annotations
 
 import base64
+import uuid
 
 import orjson
 import pytest
@@ -12,13 +13,13 @@ import redis
 from celery import current_app
 from django.db import transaction
 
-from sync.jobs.dispatch import dispatch
+from sync.jobs.dispatch import dispatch, execute_queued
 from sync.jobs.exports import start_export
 from sync.models import BackupRecord, Job
-from tests.workers import empty_redis, redis_url
+from tests.workers import empty_queue, redis_url
 
 BROKER = redis_url(5)
-QUEUE = "sync-test-dispatch"  # not the queue of tests.test_tasks' worker
+QUEUE = f"sync-test-dispatch-{uuid.uuid4().hex[:12]}"  # no worker reads it
 
 
 @pytest.fixture
@@ -26,10 +27,11 @@ def broker():
     """This process's Celery app sends to Redis (instead of running tasks eagerly)."""
     conf = current_app.conf
     saved = {name: conf[name] for name in ("broker_url", "task_always_eager", "task_default_queue")}
-    empty_redis(BROKER)
+    empty_queue(BROKER, QUEUE)
     conf.update(broker_url=BROKER, task_always_eager=False, task_default_queue=QUEUE)
     client = redis.Redis.from_url(BROKER)
     yield client
+    client.delete(QUEUE)
     client.close()
     conf.update(saved)
     current_app.pool.force_close_all()
@@ -69,3 +71,11 @@ def test_a_job_whose_transaction_rolls_back_is_never_handed_over(broker):
 
     assert queued_messages(broker) == []
     assert not BackupRecord.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_task_for_a_job_deleted_before_a_worker_took_it_does_nothing():
+    delivery = execute_queued("export", 999, "default")
+
+    assert (delivery.job, delivery.executed) == ("export-999", False)
+    assert delivery.reason == "There is no export-999 in database 'default'."

@@ -136,7 +136,11 @@ def execute_queued(kind: str, job_id: int, using: str = "default") -> Delivery:
     timeout). A job whose process died (stale) is not run again either: it is marked failed,
     and a person or the next schedule starts a new one. How the job ended is on its row; a
     failure the engine recorded is not raised again."""
-    job = load_job(KINDS[kind], job_id, using)
+    try:
+        job = load_job(KINDS[kind], job_id, using)
+    except JobError as exc:  # deleted before a worker took it
+        logger.warning("Task for %s-%s: %s", kind, job_id, exc)
+        return Delivery(f"{kind}-{job_id}", False, "", str(exc))
     if job.status != Job.Status.QUEUED:
         return passed_over(job)
     try:

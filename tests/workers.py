@@ -2,9 +2,10 @@
 own, on a real Redis, executing the tasks of a site (``tests.sites.Site``) whose database
 the test reads and writes too.
 
-Each family of tests uses a Redis database of its own (``redis_url(5)``), emptied when its
-first worker starts: a worker only ever sees the tasks of its tests. Redis down: the tests
-fail (``empty_redis`` raises), they are not skipped.
+Each family of tests uses a Redis database of its own (``redis_url(5)``), and each site a
+queue of its own (``CELERY_TASK_DEFAULT_QUEUE``, emptied when a worker starts): test runs
+side by side (the SQLite and PostgreSQL passes, other engineers) never take each other's
+tasks. Redis down: the tests fail (``running_worker`` raises at once), they are not skipped.
 
     site = worker_site("sqlitefile", folder, redis_url(5), SYNC_JOB_STALE_AFTER="3")
     with running_worker(site) as worker:
@@ -12,7 +13,8 @@ fail (``empty_redis`` raises), they are not skipped.
         worker.kill()      # SIGKILL, the worker and its pool process
         worker.start()     # a new one, on the same queue
 
-``celery_client(url)`` sends tasks by name, as beat or another worker would.
+``celery_client(site)`` sends tasks by name to the site's queue, as beat or another worker
+would.
 """
 
 from __future__ import annotations
@@ -45,12 +47,12 @@ def redis_url(number: int) -> str:
     return f"{REDIS}/{number}"
 
 
-def empty_redis(url: str) -> None:
-    """Empty the Redis database of ``url``: no task of an earlier run is left to deliver.
-    Raises (the test fails) when Redis cannot be reached."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=5)
+def empty_queue(broker: str, queue: str) -> None:
+    """Drop the tasks waiting in ``queue``: none of an earlier run is left to deliver. Raises
+    (the test fails) when Redis cannot be reached."""
+    client = redis.Redis.from_url(broker, socket_connect_timeout=5)
     try:
-        client.flushdb()
+        client.delete(queue)
     finally:
         client.close()
 
@@ -58,14 +60,20 @@ def empty_redis(url: str) -> None:
 def worker_site(alias: str, folder: Path, broker: str, **settings: str) -> Site:
     """A site on the test database ``alias`` (a SQLite file, or a PostgreSQL/MariaDB test
     database) whose processes share this test run's sync cache and use ``broker``; more
-    environment in ``settings`` (SYNC_JOB_STALE_AFTER="3"…). In the site's processes the
-    database is ``default``: hand tasks ``"default"`` as their database alias."""
+    environment in ``settings`` (SYNC_JOB_STALE_AFTER="3"…). Its tasks go to a queue of its
+    own. In the site's processes the database is ``default``: hand tasks ``"default"`` as
+    their database alias."""
     connection = connections[alias]
     if connection.vendor == "sqlite":
         url = f"sqlite:///{connection.settings_dict['NAME']}"
     else:
         url = database_url(alias)
-    environment = {"CELERY_BROKER_URL": broker, "SYNC_CACHE_URL": cache_url(), **settings}
+    environment = {
+        "CELERY_BROKER_URL": broker,
+        "CELERY_TASK_DEFAULT_QUEUE": f"sync-test-{uuid.uuid4().hex[:12]}",
+        "SYNC_CACHE_URL": cache_url(),
+        **settings,
+    }
     return Site(url, folder / "backups", alias, environment)
 
 
@@ -98,7 +106,8 @@ class Worker:
         return (
             "worker", "--pool=prefork", "--concurrency=1", "--loglevel=INFO",
             "--without-gossip", "--without-mingle", "--without-heartbeat",
-            "--hostname", f"sync-test-{uuid.uuid4().hex[:8]}@%h", *self.args,
+            "--hostname", f"sync-test-{uuid.uuid4().hex[:8]}@%h",
+            "--queues", self.site.settings["CELERY_TASK_DEFAULT_QUEUE"], *self.args,
         )  # fmt: skip
 
     def _read(self, process: subprocess.Popen) -> None:
@@ -148,10 +157,14 @@ class Worker:
 
 
 @contextmanager
-def running_worker(site: Site, *args: str, timeout: float = 60) -> Iterator[Worker]:
+def running_worker(
+    site: Site, *args: str, timeout: float = 60, empty: bool = True
+) -> Iterator[Worker]:
     """A worker for ``site`` (more ``celery worker`` ARGS in ``args``), stopped after the
-    block; the site's Redis database is emptied first."""
-    empty_redis(site.settings["CELERY_BROKER_URL"])
+    block; the site's queue is emptied first unless ``empty`` is false (a second worker
+    beside a running one)."""
+    if empty:
+        empty_queue(site.settings["CELERY_BROKER_URL"], site.settings["CELERY_TASK_DEFAULT_QUEUE"])
     worker = Worker(site, args)
     try:
         yield worker.start(timeout)
@@ -173,7 +186,7 @@ class Beat(Worker):
 @contextmanager
 def running_beat(site: Site, *args: str, timeout: float = 60) -> Iterator[Beat]:
     """Beat for ``site`` (more ``celery beat`` ARGS in ``args``), stopped after the block.
-    Start the site's worker first: it empties the broker's Redis database."""
+    Start the site's worker first: it empties the site's queue."""
     beat = Beat(site, args)
     try:
         yield beat.start(timeout)
@@ -181,7 +194,10 @@ def running_beat(site: Site, *args: str, timeout: float = 60) -> Iterator[Beat]:
         beat.stop()
 
 
-def celery_client(broker: str) -> Celery:
-    """A Celery app of this process that sends tasks by name to ``broker`` and reads their
-    results there (``client.send_task("sync.export", [job_id, "default"]).get(60)``)."""
-    return Celery("sync-tests", broker=broker, backend=broker, set_as_current=False)
+def celery_client(site: Site) -> Celery:
+    """A Celery app of this process that sends tasks by name to ``site``'s queue and reads
+    their results (``client.send_task("sync.export", [job_id, "default"]).get(60)``)."""
+    broker = site.settings["CELERY_BROKER_URL"]
+    client = Celery("sync-tests", broker=broker, backend=broker, set_as_current=False)
+    client.conf.task_default_queue = site.settings["CELERY_TASK_DEFAULT_QUEUE"]
+    return client

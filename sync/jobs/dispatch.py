@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass
 from celery import current_app
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import transaction
+from django.utils import timezone
+from kombu.exceptions import OperationalError
 
 from sync.errors import SyncError
 from sync.jobs.exports import execute_export
@@ -24,6 +26,7 @@ from sync.jobs.imports import execute_import
 from sync.jobs.lifecycle import (
     KINDS,
     JobError,
+    announce,
     channel_of,
     database_of,
     is_stale,
@@ -68,7 +71,7 @@ def dispatch(job: Job) -> None:
 def enqueue(job: Job) -> str:
     """Hand ``job`` (queued) to a worker once the current transaction of its database commits
     (at once outside one): a worker must find the job's row. Return the task's id, which is
-    recorded on the job."""
+    recorded on the job. A broker that cannot be reached fails the job (NoBroker)."""
     require_broker()
     from sync.tasks import TASKS  # sync.tasks imports this module
 
@@ -77,8 +80,31 @@ def enqueue(job: Job) -> str:
     task_id = str(uuid.uuid4())
     type(job)._default_manager.using(using).filter(pk=job.pk).update(task_id=task_id)
     job.task_id = task_id
-    transaction.on_commit(lambda: task.apply_async((job.pk, using), task_id=task_id), using=using)
+
+    def send() -> None:
+        try:
+            # The job's row is its result: nothing waits for one (nor subscribes to it).
+            task.apply_async((job.pk, using), task_id=task_id, ignore_result=True)
+        except OperationalError as exc:  # kombu's: the broker cannot be reached
+            message = f"Could not hand {job.label} to a worker: no broker answered ({exc})."
+            fail_queued(job, message)
+            raise NoBroker(message) from exc
+
+    transaction.on_commit(send, using=using)
     return task_id
+
+
+def fail_queued(job: Job, error: str) -> None:
+    """Record ``job`` as failed unless it left the queue meanwhile."""
+    queued = type(job)._default_manager.using(database_of(job))
+    if queued.filter(pk=job.pk, status=Job.Status.QUEUED).update(
+        status=Job.Status.FAILED,
+        error=error,
+        error_detail={"reason": "broker"},
+        finished_at=timezone.now(),
+    ):
+        job.refresh_from_db()
+        announce(job)
 
 
 def execute_job(job: Job, reporter: JobReporter | None = None) -> None:
@@ -110,7 +136,11 @@ def execute_queued(kind: str, job_id: int, using: str = "default") -> Delivery:
     timeout). A job whose process died (stale) is not run again either: it is marked failed,
     and a person or the next schedule starts a new one. How the job ended is on its row; a
     failure the engine recorded is not raised again."""
-    job = load_job(KINDS[kind], job_id, using)
+    try:
+        job = load_job(KINDS[kind], job_id, using)
+    except JobError as exc:  # deleted before a worker took it
+        logger.warning("Task for %s-%s: %s", kind, job_id, exc)
+        return Delivery(f"{kind}-{job_id}", False, "", str(exc))
     if job.status != Job.Status.QUEUED:
         return passed_over(job)
     try:

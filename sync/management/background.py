@@ -17,7 +17,10 @@ def require_worker() -> None:
 def hand_over(command: BaseCommand, job: Job, quiet: bool) -> None:
     """Queue ``job`` for a worker and print its name (alone on stdout, for scripts); unless
     ``quiet``, say how to follow it."""
-    enqueue(job)
+    try:
+        enqueue(job)
+    except NoBroker as exc:
+        raise CommandError(str(exc)) from exc
     command.stdout.write(job.label)
     if not quiet:
         command.stderr.write(

@@ -101,6 +101,11 @@ class BackupRecord(Job):
     compression = models.CharField(max_length=10, blank=True)
     level = models.SmallIntegerField(null=True, blank=True, help_text="Compression level.")
     format_version = models.PositiveSmallIntegerField(null=True, blank=True)
+    missing_since = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When syncinspect --reconcile --fix found its archive gone from the storage.",
+    )
 
     class Meta(Job.Meta):
         pass

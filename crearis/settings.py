@@ -122,6 +122,29 @@ CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 60
 # --- Crearis Sync ---------------------------------------------------------------------------
 # The app has a default for each (sync.conf.DEFAULTS); these read the environment.
 BACKUP_DIR = Path(env.str("BACKUP_DIR", default=str(VAR_DIR / "backups")))
+# Where archives live (docs/storage.md): the storage alias "sync". With SYNC_S3_BUCKET set, an
+# S3 bucket (django-storages; credentials from boto3's usual sources: AWS_ACCESS_KEY_ID and
+# AWS_SECRET_ACCESS_KEY, an instance role…); otherwise a FileSystemStorage at BACKUP_DIR.
+SYNC_S3_BUCKET = env.str("SYNC_S3_BUCKET", default="")
+if SYNC_S3_BUCKET:
+    STORAGES = {
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+        "sync": {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {
+                "bucket_name": SYNC_S3_BUCKET,
+                "location": env.str("SYNC_S3_PREFIX", default=""),  # a folder in the bucket
+                "endpoint_url": env.str("AWS_S3_ENDPOINT_URL", default=None),  # MinIO, R2…
+                "region_name": env.str("AWS_S3_REGION_NAME", default=None),
+                # Never replace an archive: a taken name gets a suffix.
+                "file_overwrite": False,
+                # What open() spools in memory before rolling to a temporary file; the sync
+                # engine itself streams reads past open() (docs/storage.md).
+                "max_memory_size": env.int("AWS_S3_MAX_MEMORY_SIZE", default=16 * 1024 * 1024),
+            },
+        },
+    }
 # Apps whose models `syncexport` takes when no --tables are given.
 SYNC_DEFAULT_APPS = env.list("SYNC_DEFAULT_APPS", default=["content"])
 # Fields left out of archives unless --include-secrets ("app_label.Model.field", fnmatch).

@@ -34,11 +34,16 @@ from django.core.files import File
 from django.core.files.storage import FileSystemStorage, Storage, storages
 
 from sync.archive import COPY_BUFFER, ArchiveError, looks_like_backup, numbered, open_regular_file
+from sync.errors import SyncError
 
 ALIAS = "sync"
 # Local working folders of exports that upload to a remote storage; like the archive writer's
 # own spool folders they are leftovers once nothing touches them (sync.archive.remove_leftovers).
 UPLOAD_PREFIX = ".sync-spool-upload-"
+
+
+class StorageError(SyncError):
+    """The archive storage cannot be reached or listed."""
 
 
 def archive_storage() -> Storage:
@@ -67,7 +72,10 @@ def stored_archives(storage: Storage | None = None) -> list[str]:
     root = local_root(storage)
     if root is not None and not root.exists():
         return []
-    _, files = storage.listdir("")
+    try:
+        _, files = storage.listdir("")
+    except Exception as exc:  # whatever the backend raises (OSError, botocore's ClientError…)
+        raise StorageError(f"Cannot list the archive storage: {exc}") from exc
     return sorted(name for name in files if looks_like_backup(name))
 
 
@@ -102,8 +110,11 @@ class ArchiveDestination:
         """``wanted``, or its first free numbered form (``…-2.backup.tar.gz``). Only a first
         choice: another export may take it before this one is done (``publish`` claims it)."""
         number = 1
-        while self.storage.exists(str(numbered(PurePosixPath(wanted), number))):
-            number += 1
+        try:
+            while self.storage.exists(str(numbered(PurePosixPath(wanted), number))):
+                number += 1
+        except Exception as exc:  # whatever the backend raises
+            raise StorageError(f"Cannot reach the archive storage: {exc}") from exc
         return str(numbered(PurePosixPath(wanted), number))
 
     @contextmanager
@@ -130,8 +141,11 @@ class ArchiveDestination:
         if self.root is not None:
             return archive.relative_to(self.root).as_posix()
         name = self.first_name(archive.name)
-        with open(archive, "rb") as data:
-            name = self.storage.save(name, File(data, name=archive.name))
+        try:
+            with open(archive, "rb") as data:
+                name = self.storage.save(name, File(data, name=archive.name))
+        except Exception as exc:  # whatever the backend raises (botocore's ClientError…)
+            raise StorageError(f"Cannot upload {name} to the archive storage: {exc}") from exc
         archive.unlink()
         return name
 

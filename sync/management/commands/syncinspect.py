@@ -2,6 +2,7 @@ import orjson
 from django.core.management.base import BaseCommand, CommandError
 
 from sync.archive import ArchiveError, read_index
+from sync.errors import SyncError
 from sync.management.database import usable_database
 from sync.models import BackupRecord
 from sync.reconcile import Reconciliation, fix, reconcile
@@ -105,10 +106,10 @@ class Command(BaseCommand):
         using = usable_database(using)
         try:
             result = reconcile(using)
-        except OSError as exc:
-            raise CommandError(f"Cannot list the archive storage: {exc}") from exc
-        if fixing:
-            fix(result, using)
+            if fixing:
+                fix(result, using)
+        except SyncError as exc:
+            raise CommandError(str(exc)) from exc
         if as_json:
             self.stdout.write(orjson.dumps(reconciliation_data(result)).decode())
             return
@@ -125,7 +126,7 @@ class Command(BaseCommand):
         for record in result.recorded:
             self.stdout.write(f"Recorded {record.file_name} as {record.label}.")
         for problem in result.unreadable:
-            self.stderr.write(f"Not recorded: {problem.name}: {problem.error}")
+            self.stdout.write(f"Not recorded: {problem.name}: {problem.error}")
         self.stdout.write(
             self.style.SUCCESS(
                 f"Recorded {len(result.recorded)} archive(s); marked {len(result.marked)} "

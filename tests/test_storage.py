@@ -9,6 +9,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from django.urls import reverse
 
 from crearis.content.models import Event, Tag
 from sync.jobs.exports import export
@@ -216,3 +217,34 @@ def test_reconcile_works_on_the_local_backup_folder_too(demo, settings, tmp_path
     assert f"missing     {gone.name}" in fixed.out
     assert "unrecorded" not in fixed.out
     assert [p.name for p in tmp_path.iterdir()] == [kept.name]
+
+
+# -- the admin's download ----------------------------------------------------------------------
+
+
+def test_the_admin_streams_an_archive_from_the_bucket(admin_client, demo, bucket, s3_server):
+    backup = export().backup
+    url = reverse("admin:sync_backuprecord_download", args=[backup.pk])
+
+    listing = admin_client.get(reverse("admin:sync_backuprecord_changelist"))
+    response = admin_client.get(url)
+
+    assert url in listing.content.decode()
+    assert response.status_code == 200 and response.streaming
+    assert response["Content-Disposition"] == f'attachment; filename="{backup.file_name}"'
+    assert int(response["Content-Length"]) == backup.size
+    data = b"".join(response.streaming_content)
+    assert hashlib.sha256(data).hexdigest() == backup.sha256
+
+
+def test_the_download_needs_the_view_permission_and_an_archive(
+    client, admin_client, demo, bucket, s3_server, django_user_model
+):
+    backup = export(tables=["content.Tag"]).backup
+    url = reverse("admin:sync_backuprecord_download", args=[backup.pk])
+    staff = django_user_model.objects.create_user("staff@example.com", "x", is_staff=True)
+    client.force_login(staff)
+
+    assert client.get(url).status_code == 403
+    s3_server.client().delete_object(Bucket=bucket, Key=backup.storage_path)
+    assert admin_client.get(url).status_code == 404

@@ -194,7 +194,8 @@ class ArchiveLocation:
         if self.path is not None:
             yield self.path
             return
-        with tempfile.TemporaryDirectory(prefix=f"{UPLOAD_PREFIX}read-") as folder:
+        # Not a name remove_leftovers takes: nothing touches the copy while an import reads it.
+        with tempfile.TemporaryDirectory(prefix="sync-read-") as folder:
             copy = Path(folder) / self.name
             with self.open() as source, open(copy, "wb") as target:
                 shutil.copyfileobj(source, target, COPY_BUFFER)

@@ -146,7 +146,7 @@ class ArchiveDestination:
                 name = self.storage.save(name, File(data, name=archive.name))
         except Exception as exc:  # whatever the backend raises (botocore's ClientError…)
             raise StorageError(f"Cannot upload {name} to the archive storage: {exc}") from exc
-        archive.unlink()
+        archive.unlink(missing_ok=True)
         return name
 
     def recorded(self, name: str) -> str:

@@ -6,6 +6,9 @@ records."""
 from __future__ import annotations
 
 import hashlib
+import os
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -248,3 +251,23 @@ def test_the_download_needs_the_view_permission_and_an_archive(
     assert client.get(url).status_code == 403
     s3_server.client().delete_object(Bucket=bucket, Key=backup.storage_path)
     assert admin_client.get(url).status_code == 404
+
+
+def test_an_export_to_the_bucket_removes_what_dead_uploaders_left_in_tmpdir(
+    demo, bucket, s3_server, tmp_path, monkeypatch, settings
+):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    dead = tmp_path / "tmp" / ".sync-spool-upload-4242-abcd"
+    alive = tmp_path / "tmp" / ".sync-spool-upload-4343-efgh"
+    for folder in (dead, alive):
+        folder.mkdir()
+        (folder / "20200101T000000Z-full.backup.tar.gz").write_bytes(b"half an archive")
+    old = time.time() - settings.SYNC_JOB_STALE_AFTER - 60
+    for path in (dead, dead / "20200101T000000Z-full.backup.tar.gz"):
+        os.utime(path, (old, old))
+
+    name = export(tables=["content.Tag"]).name
+
+    assert s3_server.keys(bucket) == [name]
+    assert [p.name for p in (tmp_path / "tmp").iterdir()] == [alive.name]

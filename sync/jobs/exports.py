@@ -96,6 +96,8 @@ def execute_export(
     with executing(backup, reporter, "no archive was written"):
         destination = ArchiveDestination.for_export(backup.output_dir)
         with destination.work_dir() as work_dir:
+            if not destination.is_local:  # alive while the complete archive uploads, too
+                reporter.keep_fresh(lambda: [work_dir])
             remove_leftovers(
                 destination.leftovers_dir, older_than=sync_settings.SYNC_JOB_STALE_AFTER
             )

@@ -211,15 +211,21 @@ def test_reconcile_fails_when_the_storage_cannot_be_listed(demo, s3_server, sett
 def test_reconcile_works_on_the_local_backup_folder_too(demo, settings, tmp_path):
     settings.BACKUP_DIR = tmp_path
     kept = export(tables=["content.Tag"])
+    old_style = export(tables=["content.Project"])
     gone = export(tables=["content.Status"])
     (tmp_path / gone.name).unlink()
+    assert kept.backup.storage_path == kept.name  # relative to BACKUP_DIR
+    # as records kept it before archives lived in the storage: still that archive's record
+    BackupRecord.objects.filter(pk=old_style.backup.pk).update(
+        storage_path=str(tmp_path / old_style.name)
+    )
 
     fixed = cli("syncinspect", "--reconcile", "--fix")
 
-    assert kept.backup.storage_path == kept.name  # relative to BACKUP_DIR
     assert f"missing     {gone.name}" in fixed.out
     assert "unrecorded" not in fixed.out
-    assert [p.name for p in tmp_path.iterdir()] == [kept.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([kept.name, old_style.name])
+    assert cli("syncverify", str(tmp_path / old_style.name)).status == 0
 
 
 # -- the admin's download ----------------------------------------------------------------------

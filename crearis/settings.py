@@ -182,6 +182,10 @@ SYNC_KEY_MAP_LIMIT = env.int("SYNC_KEY_MAP_LIMIT", default=SYNC_DEFAULTS["SYNC_K
 # Where import jobs keep their plans (see docs/plans.md): beside the backups, a volume the
 # web and worker containers share.
 SYNC_PLAN_DIR = Path(env.str("SYNC_PLAN_DIR", default=str(BACKUP_DIR / "plans")))
+SYNC_PLAN_KEEP_DAYS = env.float("SYNC_PLAN_KEEP_DAYS", default=SYNC_DEFAULTS["SYNC_PLAN_KEEP_DAYS"])
+SYNC_SAME_STAMP_CHECK = env.bool(
+    "SYNC_SAME_STAMP_CHECK", default=SYNC_DEFAULTS["SYNC_SAME_STAMP_CHECK"]
+)
 
 # Jobs (docs/jobs.md): running exports and imports publish progress and a heartbeat, and read
 # their cancel flag, through the "sync" cache, outside every database transaction. The default,

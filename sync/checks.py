@@ -27,17 +27,10 @@ def check_generic_relations(app_configs, **kwargs) -> list[Error]:
 @register(Tags.caches)
 def check_job_settings(app_configs, **kwargs) -> list:
     problems = []
+    # No "sync" cache at all is fine: jobs then use a file cache in BACKUP_DIR
+    # (sync.jobs.channel.fallback_cache). (sync.E010, which refused that, is retired.)
     backend = settings.CACHES.get(CACHE_ALIAS, {}).get("BACKEND", "")
-    if not backend:
-        problems.append(
-            Error(
-                f'CACHES has no "{CACHE_ALIAS}" cache: jobs keep progress, heartbeats and cancel '
-                "requests there.",
-                hint="Set SYNC_CACHE_URL (filecache:///path or redis://host:6379/1).",
-                id="sync.E010",
-            )
-        )
-    elif backend.endswith(PROCESS_LOCAL_CACHES):
+    if backend.endswith(PROCESS_LOCAL_CACHES):
         problems.append(
             Warning(
                 f'The "{CACHE_ALIAS}" cache ({backend.rsplit(".", 1)[-1]}) is not shared between '
@@ -104,7 +97,17 @@ def check_value_types(app_configs, **kwargs) -> list[Error]:
         *unless(
             key_overrides, "SYNC_KEYS", "a map of model labels to lists of field names", "sync.E007"
         ),
+        *unless(non_negative_number, "SYNC_PLAN_KEEP_DAYS", "a number of days", "sync.E012"),
+        *unless(is_bool, "SYNC_SAME_STAMP_CHECK", "True or False", "sync.E013"),
     ]
+
+
+def non_negative_number(value) -> bool:
+    return type(value) in (int, float) and value >= 0
+
+
+def is_bool(value) -> bool:
+    return type(value) is bool
 
 
 @register()

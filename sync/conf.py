@@ -39,6 +39,13 @@ DEFAULTS: dict[str, Any] = {
     "SYNC_JOB_STALE_AFTER": 60,
     # Where import jobs keep their plans (docs/plans.md); None: ``plans`` in BACKUP_DIR.
     "SYNC_PLAN_DIR": None,
+    # Plans of ended dry runs older than this many days are removed when a dry run starts
+    # (docs/plans.md says which are kept whatever their age).
+    "SYNC_PLAN_KEEP_DAYS": 7,
+    # Update mode: compare the content of archive records whose updated_at equals the
+    # target's, reporting other content under the same stamp (skip, same-timestamp-different-
+    # content). Off by default: it reads every such record, most of an update (docs/plans.md).
+    "SYNC_SAME_STAMP_CHECK": False,
 }
 
 

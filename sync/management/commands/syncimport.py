@@ -28,7 +28,10 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument(
-            "archive", nargs="?", help="Path of the archive to import (not with --apply-plan)."
+            "archive",
+            nargs="?",
+            help="The archive to import: a local path, or a name in the archive storage (an "
+            "existing local path wins). Not with --apply-plan.",
         )
         parser.add_argument(
             "--apply-plan",

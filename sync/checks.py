@@ -134,13 +134,40 @@ def check_backup_dir(app_configs, **kwargs) -> list[Error]:
     return []
 
 
+def whole_number(value) -> bool:
+    return type(value) is int and value >= 0
+
+
+def positive_or_none(value) -> bool:
+    return value is None or positive_int(value)
+
+
+@register()
+def check_rotation(app_configs, **kwargs) -> list[Error]:
+    """The rotation policy's settings (sync.rotation.Policy)."""
+    return [
+        *unless(positive_or_none, "BACKUP_KEEP_COUNT", "None or a positive number", "sync.E020"),
+        *unless(
+            positive_or_none,
+            "BACKUP_MAX_AGE_DAYS",
+            "None or a positive number of days",
+            "sync.E020",
+        ),
+        *(
+            error
+            for name in ("SYNC_KEEP_DAILY", "SYNC_KEEP_WEEKLY", "SYNC_KEEP_MONTHLY")
+            for error in unless(whole_number, name, "a whole number of 0 or more", "sync.E020")
+        ),
+    ]
+
+
 @register()
 def check_task_time_limits(app_configs, **kwargs) -> list[Error]:
     """The soft limit must come first: it is what lets a job record its end and roll back."""
     wrong = [
         error
         for name in ("SYNC_TASK_SOFT_TIME_LIMIT", "SYNC_TASK_TIME_LIMIT")
-        for error in unless(positive_int, name, "a positive number of seconds", "sync.E020")
+        for error in unless(positive_int, name, "a positive number of seconds", "sync.E030")
     ]
     if wrong:
         return wrong
@@ -151,7 +178,7 @@ def check_task_time_limits(app_configs, **kwargs) -> list[Error]:
                 f"SYNC_TASK_SOFT_TIME_LIMIT ({soft} s) must be below SYNC_TASK_TIME_LIMIT "
                 f"({hard} s): at the hard limit the worker process is killed, and the job cannot "
                 "record its end.",
-                id="sync.E020",
+                id="sync.E030",
             )
         ]
     return []

@@ -46,6 +46,16 @@ DEFAULTS: dict[str, Any] = {
     # target's, reporting other content under the same stamp (skip, same-timestamp-different-
     # content). Off by default: it reads every such record, most of an update (docs/plans.md).
     "SYNC_SAME_STAMP_CHECK": False,
+    # Rotation (docs/rotation.md), the defaults of syncrotate and of the daily task. None or 0
+    # leaves a rule out; with no rule at all, rotation keeps every backup.
+    # Keep the N newest backups (keep-last).
+    "BACKUP_KEEP_COUNT": None,
+    # Keep every backup at most D days old; older ones only if another rule keeps them.
+    "BACKUP_MAX_AGE_DAYS": None,
+    # Keep the newest backup of each of the last N days / ISO weeks / months that have backups.
+    "SYNC_KEEP_DAILY": 0,
+    "SYNC_KEEP_WEEKLY": 0,
+    "SYNC_KEEP_MONTHLY": 0,
     # Celery tasks (docs/celery.md), in seconds: at the soft limit a task's job stops, failed
     # and rolled back; at the hard limit its worker process is killed (the job turns stale).
     "SYNC_TASK_SOFT_TIME_LIMIT": 6 * 3600 - 300,

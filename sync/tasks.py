@@ -1,20 +1,24 @@
 """Celery tasks: the worker's door to the engine (docs/celery.md).
 
 Thin: each task takes ids and primitives (JSON), calls the engine, and returns what happened
-as a small dict. Exports and imports are created as queued jobs first (``start_export``,
-``start_import``) and handed over with ``sync.jobs.dispatch.dispatch``; the task executes the
-job only if it is still queued, so a message delivered twice runs its job once.
+as a small dict.
 
-Messages are acknowledged as a task starts (``acks_late=False``): a job whose worker is
-killed is not run again by itself; its row shows it stale, then failed.
+Exports and imports are created as queued jobs first (``start_export``, ``start_import``) and
+handed over with ``sync.jobs.dispatch.dispatch``; their task executes the job only if it is
+still queued, so a message delivered twice runs its job once. Their messages are acknowledged
+as the task starts (``acks_late=False``): a job whose worker is killed is not run again by
+itself; its row shows it stale, then failed.
 """
 
 from __future__ import annotations
 
 from celery import Task, shared_task
 
+from sync import rotation
 from sync.conf import sync_settings
 from sync.jobs.dispatch import execute_queued
+
+# -- exports and imports (docs/celery.md) ------------------------------------------------------
 
 JOB_TASK_OPTIONS = {
     "acks_late": False,
@@ -38,3 +42,13 @@ def import_(job_id: int, using: str = "default") -> dict:
 
 # The task that executes a job of each kind (``sync.jobs.dispatch.enqueue``).
 TASKS: dict[str, Task] = {"export": export, "import": import_}
+
+
+# -- rotation (docs/rotation.md) ---------------------------------------------------------------
+
+
+@shared_task(name="sync.rotate")
+def rotate(using: str = "default") -> dict:
+    """Delete the archives the settings' retention rules no longer keep (beat runs it daily).
+    A refusal (the storage cannot be listed…) fails the task: nothing was deleted."""
+    return rotation.rotate(using=using).as_dict()

@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django_celery_beat",  # schedules as rows people edit in the admin (docs/celery.md)
     "crearis.content",
     "sync",
 ]
@@ -142,6 +143,12 @@ CELERY_VISIBILITY_TIMEOUT = SYNC_TASK_TIME_LIMIT + 3600
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
 CELERY_RESULT_EXPIRES = 7 * 24 * 3600
+# Beat schedules (docs/celery.md, "Schedules"): rows of django-celery-beat that people edit in
+# the admin, installed by `manage.py syncschedule` — not CELERY_BEAT_SCHEDULE, whose entries
+# beat writes over the rows on every start. Crontabs run in the site's time zone: a crontab
+# in another zone than Celery's has made beat fire continuously (celery#9715).
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = TIME_ZONE
 
 # --- Crearis Sync ---------------------------------------------------------------------------
 # The app has a default for each (sync.conf.DEFAULTS); these read the environment.

@@ -167,7 +167,7 @@ def check_task_time_limits(app_configs, **kwargs) -> list[Error]:
     wrong = [
         error
         for name in ("SYNC_TASK_SOFT_TIME_LIMIT", "SYNC_TASK_TIME_LIMIT")
-        for error in unless(positive_int, name, "a positive number of seconds", "sync.E030")
+        for error in unless(positive_int, name, "a positive number of seconds", "sync.E021")
     ]
     if wrong:
         return wrong
@@ -178,7 +178,7 @@ def check_task_time_limits(app_configs, **kwargs) -> list[Error]:
                 f"SYNC_TASK_SOFT_TIME_LIMIT ({soft} s) must be below SYNC_TASK_TIME_LIMIT "
                 f"({hard} s): at the hard limit the worker process is killed, and the job cannot "
                 "record its end.",
-                id="sync.E030",
+                id="sync.E021",
             )
         ]
     return []

@@ -1,24 +1,27 @@
 """Celery tasks: the worker's door to the engine (docs/celery.md).
 
 Thin: each task takes ids and primitives (JSON), calls the engine, and returns what happened
-as a small dict.
+as a small dict. Exports and imports are created as queued jobs first (``start_export``,
+``start_import``) and handed over with ``sync.jobs.dispatch.dispatch``; the task executes the
+job only if it is still queued, so a message delivered twice runs its job once.
 
-Exports and imports are created as queued jobs first (``start_export``, ``start_import``) and
-handed over with ``sync.jobs.dispatch.dispatch``; their task executes the job only if it is
-still queued, so a message delivered twice runs its job once. Their messages are acknowledged
-as the task starts (``acks_late=False``): a job whose worker is killed is not run again by
-itself; its row shows it stale, then failed.
+Messages are acknowledged as a task starts (``acks_late=False``): a job whose worker is
+killed is not run again by itself; its row shows it stale, then failed.
 """
 
 from __future__ import annotations
+
+import logging
+from typing import Any
 
 from celery import Task, shared_task
 
 from sync import rotation
 from sync.conf import sync_settings
 from sync.jobs.dispatch import execute_queued
+from sync.schedules import EXPORT_TASK, ROTATE_TASK, run_scheduled_export
 
-# -- exports and imports (docs/celery.md) ------------------------------------------------------
+logger = logging.getLogger(__name__)
 
 JOB_TASK_OPTIONS = {
     "acks_late": False,
@@ -44,11 +47,21 @@ def import_(job_id: int, using: str = "default") -> dict:
 TASKS: dict[str, Task] = {"export": export, "import": import_}
 
 
-# -- rotation (docs/rotation.md) ---------------------------------------------------------------
+# -- tasks beat runs (sync.schedules, docs/celery.md "Schedules") ------------------------------
 
 
-@shared_task(name="sync.rotate")
+@shared_task(name=EXPORT_TASK, bind=True, **JOB_TASK_OPTIONS)
+def scheduled_export(self: Task, schedule: str = "", **options: Any) -> dict:
+    """One run of an export schedule: ``options`` are start_export's, as the schedule's
+    kwargs hold them; the export is executed here, or skipped while the schedule's previous
+    run is still going. ``schedule`` defaults to the name beat sends in the message."""
+    name = schedule or getattr(self.request, "periodic_task_name", None) or "unnamed"
+    return run_scheduled_export(name, options).as_dict()
+
+
+@shared_task(name=ROTATE_TASK)
 def rotate(using: str = "default") -> dict:
-    """Delete the archives the settings' retention rules no longer keep (beat runs it daily).
-    A refusal (the storage cannot be listed…) fails the task: nothing was deleted."""
+    """Delete the archives the settings' retention rules no longer keep (beat runs it daily;
+    docs/rotation.md). A refusal (the storage cannot be listed…) fails the task: nothing was
+    deleted."""
     return rotation.rotate(using=using).as_dict()

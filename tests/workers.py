@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import redis
 from celery import Celery
@@ -90,19 +91,24 @@ class Worker:
         """Start the worker and wait until it consumes tasks."""
         self.stop()
         self.log = []
-        command = self.site.command(
-            "-m", "celery", "-A", "crearis", "worker", "--pool=prefork", "--concurrency=1",
-            "--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
-            "--hostname", f"sync-test-{uuid.uuid4().hex[:8]}@%h",
-            "--queues", self.site.settings["CELERY_TASK_DEFAULT_QUEUE"], *self.args,
-        )  # fmt: skip
+        command = self.site.command("-m", "celery", "-A", "crearis", *self.celery_args())
         self.process = subprocess.Popen(
             command, cwd=ROOT, env=self.site.env(), text=True, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         threading.Thread(target=self._read, args=(self.process,), daemon=True).start()
-        self.wait_for_log(READY, timeout)
+        self.wait_for_log(self.ready, timeout)
         return self
+
+    ready: ClassVar[str] = READY
+
+    def celery_args(self) -> tuple[str, ...]:
+        return (
+            "worker", "--pool=prefork", "--concurrency=1", "--loglevel=INFO",
+            "--without-gossip", "--without-mingle", "--without-heartbeat",
+            "--hostname", f"sync-test-{uuid.uuid4().hex[:8]}@%h",
+            "--queues", self.site.settings["CELERY_TASK_DEFAULT_QUEUE"], *self.args,
+        )  # fmt: skip
 
     def _read(self, process: subprocess.Popen) -> None:
         for line in process.stdout:
@@ -164,6 +170,28 @@ def running_worker(
         yield worker.start(timeout)
     finally:
         worker.stop()
+
+
+class Beat(Worker):
+    """``celery beat`` for ``site`` on the database scheduler (django-celery-beat), as the
+    compose file runs it: it sends the site's schedules (rows of its database) when due."""
+
+    ready: ClassVar[str] = "beat: Starting..."
+
+    def celery_args(self) -> tuple[str, ...]:
+        scheduler = "django_celery_beat.schedulers:DatabaseScheduler"
+        return ("beat", "--scheduler", scheduler, "--loglevel=INFO", *self.args)
+
+
+@contextmanager
+def running_beat(site: Site, *args: str, timeout: float = 60) -> Iterator[Beat]:
+    """Beat for ``site`` (more ``celery beat`` ARGS in ``args``), stopped after the block.
+    Start the site's worker first: it empties the site's queue."""
+    beat = Beat(site, args)
+    try:
+        yield beat.start(timeout)
+    finally:
+        beat.stop()
 
 
 def celery_client(site: Site) -> Celery:

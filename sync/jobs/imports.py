@@ -59,8 +59,6 @@ def start_import(archive: Path | str, **options: Any) -> ImportRun:
     """Record an import to be done (queued): everything ``execute_import`` needs is on the row
     (options: see ``new_import``)."""
     run = new_import(archive, **options)
-    if not Path(run.archive).is_file():  # the job could only fail: no job at all
-        raise ImportFailed(f"There is no archive at {run.archive}.")
     mark_stale_jobs(run.database)
     run.save(using=run.database)
     return run

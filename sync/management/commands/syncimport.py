@@ -144,8 +144,11 @@ class Command(BaseCommand):
             if plan:
                 run = start_import(**apply_options(plan, using), **common)
             else:
+                archive = Path(options["archive"]).resolve()  # the worker has another cwd
+                if not archive.is_file():  # the job could only fail: no job at all
+                    raise ImportFailed(f"There is no archive at {archive}.")
                 run = start_import(
-                    Path(options["archive"]).resolve(),  # the worker has another cwd
+                    archive,
                     mode=options["mode"],
                     dry_run=options["dry_run"],
                     tables=options["tables"],

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from sync.archive import ArchiveError, read_index
 from sync.models import BackupRecord, Job
-from sync.storage import archive_storage, local_root, recorded_location, stored_archives
+from sync.storage import archive_storage, name_in_storage, recorded_location, stored_archives
 
 
 @dataclass
@@ -45,34 +45,21 @@ class Reconciliation:
         return not (self.unrecorded or self.missing)
 
 
-def name_in_storage(record: BackupRecord, root: Path | None) -> str | None:
-    """The name of ``record``'s archive in the storage, or None if it is kept elsewhere (a
-    local file outside the storage, written with ``--output``)."""
-    if not record.storage_path:
-        return None
-    path = Path(record.storage_path)
-    if not path.is_absolute():
-        return record.storage_path
-    if root is None or not path.is_relative_to(root.resolve()):
-        return None
-    return path.relative_to(root.resolve()).as_posix()
-
-
 def reconcile(using: str = "default", storage: Storage | None = None) -> Reconciliation:
     """Compare the storage's archives with the records of database ``using``."""
     storage = storage or archive_storage()
-    root = local_root(storage)
     stored = set(stored_archives(storage))
     named: set[str] = set()
     result = Reconciliation()
     # Every record names its archive, whatever its status: a running export's name is taken
     # before its archive appears, and a failed one's never appears.
     for record in BackupRecord.objects.using(using).order_by("created_at"):
-        name = name_in_storage(record, root)
+        name = name_in_storage(record, storage)
         if name is None:
             continue
         named.add(name)
-        if record.status == Job.Status.SUCCEEDED and name not in stored:
+        gone_by_rotation = record.deleted_at is not None
+        if record.status == Job.Status.SUCCEEDED and name not in stored and not gone_by_rotation:
             result.missing.append(record)
     result.unrecorded = sorted(stored - named)
     return result

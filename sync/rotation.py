@@ -33,7 +33,7 @@ from sync.errors import SyncError
 from sync.jobs.lifecycle import mark_stale_jobs
 from sync.models import BackupRecord, Job
 from sync.signals import rotation_finished
-from sync.storage import archive_storage
+from sync.storage import StorageError, archive_storage, name_in_storage, stored_archives
 
 
 class RotationRefused(SyncError):
@@ -271,26 +271,6 @@ def unranked_decision(backup: Backup) -> Decision:
 # -- records and storage -----------------------------------------------------------------------
 
 
-def storage_name(record: BackupRecord, storage: Storage) -> str | None:
-    """The name of ``record``'s archive in ``storage``; None if it has none there.
-
-    The one place that maps a record to its storage name. Records written before archives
-    moved to the storage API hold an absolute local path: that is a name only inside a
-    file-system storage's location (an archive written with --output-dir elsewhere is not
-    rotated)."""
-    if not record.file_name:
-        return None
-    path = record.storage_path or record.file_name
-    if not Path(path).is_absolute():
-        return path
-    if not isinstance(storage, FileSystemStorage):
-        return None
-    try:
-        return Path(path).relative_to(Path(storage.location).resolve()).as_posix()
-    except ValueError:
-        return None
-
-
 def depends_on(record: BackupRecord) -> list[BackupRecord]:
     """The backups ``record`` cannot be restored without. None today: every archive is whole.
     Incremental exports name their parents here, and rotation keeps them."""
@@ -298,15 +278,12 @@ def depends_on(record: BackupRecord) -> list[BackupRecord]:
 
 
 def listed_archives(storage: Storage) -> set[str]:
-    """The names of the files at the top of the archive storage. Refuses when the storage
-    cannot be listed: an error must never look like an empty storage."""
+    """The archives in the storage. Refuses when the storage cannot be listed: an error must
+    never look like an empty storage."""
     try:
-        _, files = storage.listdir("")
-    except Exception as exc:  # any backend's failure: rotation must not go on without sight
-        raise RotationRefused(
-            f"Cannot list the archive storage ({type(exc).__name__}: {exc}); nothing was deleted."
-        ) from exc
-    return set(files)
+        return set(stored_archives(storage))
+    except StorageError as exc:
+        raise RotationRefused(f"{exc}; nothing was deleted.") from exc
 
 
 @dataclass
@@ -395,7 +372,7 @@ def plan_rotation(
     now = now or timezone.now()
     storage = archive_storage()
     records = list(BackupRecord.objects.using(using).filter(deleted_at__isnull=True).order_by("pk"))
-    names = {record.pk: storage_name(record, storage) for record in records}
+    names = {record.pk: name_in_storage(record, storage) for record in records}
     # Nothing in the storage to decide about (a new site): no listing needed.
     listing = listed_archives(storage) if any(names.values()) else set()
     check_listing(records, names, listing)

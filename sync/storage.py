@@ -63,6 +63,24 @@ def local_root(storage: Storage) -> Path | None:
         return None
 
 
+def name_in_storage(record, storage: Storage) -> str | None:
+    """The name of ``record``'s (a BackupRecord's) archive in ``storage``; None if it has none
+    there. The one place that maps a record to its archive's name.
+
+    Records written before archives moved to the storage API hold an absolute local path: that
+    is a name only inside a local storage's folder (an archive written with ``--output`` to
+    another folder is not in the storage)."""
+    path = record.storage_path or record.file_name
+    if not path:
+        return None
+    if not Path(path).is_absolute():
+        return path
+    root = local_root(storage)
+    if root is None or not Path(path).is_relative_to(root.resolve()):
+        return None
+    return Path(path).relative_to(root.resolve()).as_posix()
+
+
 def stored_archives(storage: Storage | None = None) -> list[str]:
     """Names of the archives at the top of the storage (plans and other files left out).
 

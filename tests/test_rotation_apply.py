@@ -15,6 +15,7 @@ from sync.jobs.exports import export
 from sync.models import BackupRecord, Job
 from sync.rotation import Policy, apply_rotation, plan_rotation, rotate
 from sync.signals import rotation_finished
+from sync.storage import archive_storage
 from tests.cli import cli
 
 pytestmark = pytest.mark.django_db
@@ -60,7 +61,10 @@ def five_days(folder: Path) -> list[BackupRecord]:
 
 
 def on_disk(record: BackupRecord) -> bool:
-    return Path(record.storage_path).exists()
+    """Whether the record's archive is there: a name in the archive storage (as exports
+    record them), or a local path (as older records, and the ones made here, have it)."""
+    path = Path(record.storage_path)
+    return path.exists() if path.is_absolute() else archive_storage().exists(str(path))
 
 
 def state(record: BackupRecord) -> tuple:
@@ -272,20 +276,21 @@ def test_a_failed_jobs_record_naming_a_kept_backups_archive_leaves_the_archive(a
 
 def test_refused_when_the_storage_cannot_be_listed(archives, settings, tmp_path):
     records = five_days(archives)
+    (archives / "not-a-folder").write_bytes(b"")
     settings.STORAGES = {
         **settings.STORAGES,
         "sync": {
             "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(archives / "not-there")},
+            "OPTIONS": {"location": str(archives / "not-a-folder")},
         },
     }
     # The records' archives are not inside the new location: point them there.
     for record in records:
-        record.storage_path = str(archives / "not-there" / record.file_name)
+        record.storage_path = str(archives / "not-a-folder" / record.file_name)
         record.save()
     outcome = cli("syncrotate", keep_last=1, no_input=True)
     assert outcome.status == 1
-    assert outcome.error.startswith("Cannot list the archive storage (FileNotFoundError")
+    assert outcome.error.startswith("Cannot list the archive storage: [Errno 20] Not a directory")
     assert outcome.error.endswith("nothing was deleted.")
     assert all(state(record)[1:3] == (None, "") for record in records)
     assert all((archives / record.file_name).exists() for record in records)

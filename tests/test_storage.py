@@ -228,6 +228,18 @@ def test_reconcile_works_on_the_local_backup_folder_too(demo, settings, tmp_path
     assert cli("syncverify", str(tmp_path / old_style.name)).status == 0
 
 
+def test_reconcile_does_not_call_an_archive_that_rotation_deleted_missing(demo, settings, tmp_path):
+    settings.BACKUP_DIR = tmp_path
+    rotated = export(tables=["content.Status"])
+    export(tables=["content.Tag"])
+    assert cli("syncrotate", keep_last=1, no_input=True).status == 0
+    assert not (tmp_path / rotated.name).exists()
+
+    listed = cli("syncinspect", "--reconcile")
+
+    assert "missing" not in listed.out and "unrecorded" not in listed.out
+
+
 # -- the admin's download ----------------------------------------------------------------------
 
 

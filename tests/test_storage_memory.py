@@ -119,6 +119,7 @@ def round_trip(s3_server: S3Server, folder: Path, empty: Path, rows: int) -> Tri
     return Trip(size, export_peak, import_peak, seen_sizes)
 
 
+@pytest.mark.once  # its sites are SQLite files of their own
 def test_an_archive_larger_than_memory_goes_through_the_bucket_with_flat_memory(
     s3_server, tmp_path
 ):

@@ -115,14 +115,13 @@ def test_an_async_export_runs_on_the_worker_and_an_async_import_loads_it(site, w
     assert f"{name} succeeded." in followed.stdout
     assert backup.status == Job.Status.SUCCEEDED and backup.task_id
     assert worker.wait_for_log(f"Task sync.export[{backup.task_id}] succeeded")
-    archive = Path(backup.storage_path)
-    assert archive.parent == site.backups and archive.is_file()
-    run_command("syncverify", archive)
+    assert backup.storage_path == backup.file_name  # a name in the archive storage
+    run_command("syncverify", site.backups / backup.file_name)
     assert backup.counts["content.Tag"] == len(exported)
 
     Tag.objects.using(site.alias).filter(name__endswith="7").delete()
     Tag.objects.using(site.alias).create(name="not in the archive")
-    run = handed_over(site, "syncimport", archive, "--no-input")
+    run = handed_over(site, "syncimport", backup.file_name, "--no-input")  # named as stored
     watch(run, until=ended)
 
     assert isinstance(run, ImportRun) and run.status == Job.Status.SUCCEEDED, run.error

@@ -1,6 +1,5 @@
 import getpass
 from collections.abc import Iterable
-from pathlib import Path
 
 import orjson
 from django.core.management.base import BaseCommand, CommandError
@@ -15,6 +14,7 @@ from sync.management.plans import entry_lines
 from sync.management.progress import ProgressBar
 from sync.models import ImportRun
 from sync.plan import Plan, dumps
+from sync.storage import locate_archive
 
 
 class Command(BaseCommand):
@@ -144,9 +144,13 @@ class Command(BaseCommand):
             if plan:
                 run = start_import(**apply_options(plan, using), **common)
             else:
-                archive = Path(options["archive"]).resolve()  # the worker has another cwd
-                if not archive.is_file():  # the job could only fail: no job at all
-                    raise ImportFailed(f"There is no archive at {archive}.")
+                location = locate_archive(options["archive"])
+                if location.path is None:  # a name in the archive storage, which workers share
+                    archive = location.text
+                elif location.path.is_file():
+                    archive = location.path.resolve()  # the worker has another cwd
+                else:  # the job could only fail: no job at all
+                    raise ImportFailed(f"There is no archive at {location.path.resolve()}.")
                 run = start_import(
                     archive,
                     mode=options["mode"],

@@ -114,7 +114,7 @@ class Event:
 
     def payload(self) -> str:
         body = {"type": self.type, "timestamp": self.timestamp, "data": self.data}
-        return json.dumps(body, cls=DjangoJSONEncoder, sort_keys=False)
+        return json.dumps(body, cls=DjangoJSONEncoder)
 
 
 def job_event(job: Job) -> Event | None:
@@ -310,7 +310,8 @@ def claim(delivery_id: int, now: datetime) -> WebhookDelivery | None:
     ).first()
     if delivery is None:
         return None
-    hold = timedelta(seconds=timeouts().connect + timeouts().read + CLAIM_MARGIN)
+    limits = timeouts()
+    hold = timedelta(seconds=limits.connect + limits.read + CLAIM_MARGIN)
     taken = deliveries.filter(pk=delivery.pk, attempt_count=delivery.attempt_count).update(
         attempt_count=delivery.attempt_count + 1, next_attempt_at=now + hold, last_attempt_at=now
     )

@@ -11,20 +11,24 @@ import logging
 import secrets
 import socket
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from email.utils import format_datetime
 
 import pytest
+import redis
 from celery.signals import task_prerun
 from django.core import serializers
 from django.core.management import call_command
 from django.utils import timezone
 
+from crearis.celery import app as celery_app
 from crearis.content.models import Tag
 from sync.jobs.exports import export
 from sync.jobs.imports import run_import
 from sync.models import BackupRecord, ImportRun, Job, WebhookAttempt, WebhookDelivery
+from sync.tasks import deliver_webhook
 from sync.webhooks import deliver, deliver_due, notify_rotation
 from tests.webhook_receiver import Answer, Receiver
 
@@ -362,6 +366,58 @@ def test_a_broken_first_attempt_does_not_reach_the_jobs_caller(settings, secret,
     delivery = the_delivery()
     assert delivery.status == Status.PENDING and delivery.attempt_count == 0
     assert "the periodic task will send it" in caplog.text
+
+
+REDIS_URL = "redis://127.0.0.1:6379/15"
+
+
+@pytest.fixture
+def broker():
+    """The Celery app with a real Redis broker instead of eager mode, its keys under a prefix
+    of this test's own; the Redis list the tasks are queued in. Fails when Redis is down."""
+    prefix = f"test-webhooks-{uuid.uuid4().hex}:"
+    names = ("task_always_eager", "broker_url", "broker_transport_options")
+    saved = {name: celery_app.conf[name] for name in names}
+    client = redis.Redis.from_url(REDIS_URL)
+    client.ping()
+    # The app keeps the connections it made (eager runs make some too): this test's broker
+    # gets its own, and the others are put back afterwards.
+    pools = celery_app._pool, celery_app.amqp._producer_pool
+    celery_app._pool = celery_app.amqp._producer_pool = None
+    celery_app.conf.update(
+        task_always_eager=False,
+        broker_url=REDIS_URL,
+        broker_transport_options={"global_keyprefix": prefix},
+    )
+    try:
+        yield lambda: [json.loads(message) for message in client.lrange(f"{prefix}celery", 0, -1)]
+    finally:
+        celery_app.conf.update(saved)
+        celery_app._pool, celery_app.amqp._producer_pool = pools
+        for key in client.scan_iter(f"{prefix}*"):
+            client.delete(key)
+
+
+def test_with_a_broker_the_job_only_enqueues_the_delivery_id(settings, receive, exporting, broker):
+    receiver = receive()
+    settings.BACKUP_WEBHOOK_URL = [receiver.url]
+
+    backup = exporting()
+
+    backup.refresh_from_db()
+    assert backup.status == Job.Status.SUCCEEDED
+    delivery = the_delivery()
+    assert receiver.received == [] and delivery.attempt_count == 0  # nothing sent in the job
+    [message] = broker()
+    assert message["headers"]["task"] == "sync.deliver_webhook"
+    args, kwargs, _ = json.loads(base64.b64decode(message["body"]))
+    assert (args, kwargs) == ([delivery.pk], {})
+    assert settings.SYNC_WEBHOOK_SECRET.removeprefix("whsec_") not in json.dumps(message)
+
+    deliver_webhook(*args)  # what the worker does with the message
+
+    delivery.refresh_from_db()
+    assert delivery.status == Status.DELIVERED and len(receiver.verified) == 1
 
 
 # -- the secret --------------------------------------------------------------------------------

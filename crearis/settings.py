@@ -145,6 +145,18 @@ SYNC_KEY_MAP_LIMIT = env.int("SYNC_KEY_MAP_LIMIT", default=SYNC_DEFAULTS["SYNC_K
 # Where import jobs keep their plans (see docs/plans.md): beside the backups, a volume the
 # web and worker containers share.
 SYNC_PLAN_DIR = Path(env.str("SYNC_PLAN_DIR", default=str(BACKUP_DIR / "plans")))
+SYNC_PLAN_KEEP_DAYS = env.float("SYNC_PLAN_KEEP_DAYS", default=SYNC_DEFAULTS["SYNC_PLAN_KEEP_DAYS"])
+SYNC_SAME_STAMP_CHECK = env.bool(
+    "SYNC_SAME_STAMP_CHECK", default=SYNC_DEFAULTS["SYNC_SAME_STAMP_CHECK"]
+)
+
+# Rotation (docs/rotation.md): syncrotate's defaults and the daily task's policy. Unset: the
+# rule is left out; with no rule at all, rotation deletes only failed jobs' leftovers.
+BACKUP_KEEP_COUNT = env.int("BACKUP_KEEP_COUNT", default=None)
+BACKUP_MAX_AGE_DAYS = env.int("BACKUP_MAX_AGE_DAYS", default=None)
+SYNC_KEEP_DAILY = env.int("SYNC_KEEP_DAILY", default=SYNC_DEFAULTS["SYNC_KEEP_DAILY"])
+SYNC_KEEP_WEEKLY = env.int("SYNC_KEEP_WEEKLY", default=SYNC_DEFAULTS["SYNC_KEEP_WEEKLY"])
+SYNC_KEEP_MONTHLY = env.int("SYNC_KEEP_MONTHLY", default=SYNC_DEFAULTS["SYNC_KEEP_MONTHLY"])
 
 # Jobs (docs/jobs.md): running exports and imports publish progress and a heartbeat, and read
 # their cancel flag, through the "sync" cache, outside every database transaction. The default,

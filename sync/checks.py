@@ -27,17 +27,10 @@ def check_generic_relations(app_configs, **kwargs) -> list[Error]:
 @register(Tags.caches)
 def check_job_settings(app_configs, **kwargs) -> list:
     problems = []
+    # No "sync" cache at all is fine: jobs then use a file cache in BACKUP_DIR
+    # (sync.jobs.channel.fallback_cache). (sync.E010, which refused that, is retired.)
     backend = settings.CACHES.get(CACHE_ALIAS, {}).get("BACKEND", "")
-    if not backend:
-        problems.append(
-            Error(
-                f'CACHES has no "{CACHE_ALIAS}" cache: jobs keep progress, heartbeats and cancel '
-                "requests there.",
-                hint="Set SYNC_CACHE_URL (filecache:///path or redis://host:6379/1).",
-                id="sync.E010",
-            )
-        )
-    elif backend.endswith(PROCESS_LOCAL_CACHES):
+    if backend.endswith(PROCESS_LOCAL_CACHES):
         problems.append(
             Warning(
                 f'The "{CACHE_ALIAS}" cache ({backend.rsplit(".", 1)[-1]}) is not shared between '
@@ -104,7 +97,17 @@ def check_value_types(app_configs, **kwargs) -> list[Error]:
         *unless(
             key_overrides, "SYNC_KEYS", "a map of model labels to lists of field names", "sync.E007"
         ),
+        *unless(non_negative_number, "SYNC_PLAN_KEEP_DAYS", "a number of days", "sync.E012"),
+        *unless(is_bool, "SYNC_SAME_STAMP_CHECK", "True or False", "sync.E013"),
     ]
+
+
+def non_negative_number(value) -> bool:
+    return type(value) in (int, float) and value >= 0
+
+
+def is_bool(value) -> bool:
+    return type(value) is bool
 
 
 @register()
@@ -129,6 +132,33 @@ def check_backup_dir(app_configs, **kwargs) -> list[Error]:
     if path.exists() and not path.is_dir():
         return [Error(f"BACKUP_DIR {str(path)!r} is not a directory.", id="sync.E006")]
     return []
+
+
+def whole_number(value) -> bool:
+    return type(value) is int and value >= 0
+
+
+def positive_or_none(value) -> bool:
+    return value is None or positive_int(value)
+
+
+@register()
+def check_rotation(app_configs, **kwargs) -> list[Error]:
+    """The rotation policy's settings (sync.rotation.Policy)."""
+    return [
+        *unless(positive_or_none, "BACKUP_KEEP_COUNT", "None or a positive number", "sync.E020"),
+        *unless(
+            positive_or_none,
+            "BACKUP_MAX_AGE_DAYS",
+            "None or a positive number of days",
+            "sync.E020",
+        ),
+        *(
+            error
+            for name in ("SYNC_KEEP_DAILY", "SYNC_KEEP_WEEKLY", "SYNC_KEEP_MONTHLY")
+            for error in unless(whole_number, name, "a whole number of 0 or more", "sync.E020")
+        ),
+    ]
 
 
 @register()

@@ -39,6 +39,23 @@ DEFAULTS: dict[str, Any] = {
     "SYNC_JOB_STALE_AFTER": 60,
     # Where import jobs keep their plans (docs/plans.md); None: ``plans`` in BACKUP_DIR.
     "SYNC_PLAN_DIR": None,
+    # Plans of ended dry runs older than this many days are removed when a dry run starts
+    # (docs/plans.md says which are kept whatever their age).
+    "SYNC_PLAN_KEEP_DAYS": 7,
+    # Update mode: compare the content of archive records whose updated_at equals the
+    # target's, reporting other content under the same stamp (skip, same-timestamp-different-
+    # content). Off by default: it reads every such record, most of an update (docs/plans.md).
+    "SYNC_SAME_STAMP_CHECK": False,
+    # Rotation (docs/rotation.md), the defaults of syncrotate and of the daily task. None or 0
+    # leaves a rule out; with no rule at all, rotation keeps every backup.
+    # Keep the N newest backups (keep-last).
+    "BACKUP_KEEP_COUNT": None,
+    # Keep every backup at most D days old; older ones only if another rule keeps them.
+    "BACKUP_MAX_AGE_DAYS": None,
+    # Keep the newest backup of each of the last N days / ISO weeks / months that have backups.
+    "SYNC_KEEP_DAILY": 0,
+    "SYNC_KEEP_WEEKLY": 0,
+    "SYNC_KEEP_MONTHLY": 0,
     # Webhooks (docs/webhooks.md): URLs that receive a signed POST after every export (and
     # rotation) / import; a list, or one URL as a string.
     "BACKUP_WEBHOOK_URL": [],

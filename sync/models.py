@@ -101,6 +101,13 @@ class BackupRecord(Job):
     compression = models.CharField(max_length=10, blank=True)
     level = models.SmallIntegerField(null=True, blank=True, help_text="Compression level.")
     format_version = models.PositiveSmallIntegerField(null=True, blank=True)
+    # Rotation (sync.rotation) deletes the archive and keeps the record, saying when and why.
+    deleted_at = models.DateTimeField(
+        null=True, blank=True, help_text="When rotation deleted the archive."
+    )
+    deleted_reason = models.CharField(
+        max_length=255, blank=True, help_text="The rule that deleted it (docs/rotation.md)."
+    )
 
     class Meta(Job.Meta):
         pass

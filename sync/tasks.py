@@ -1,10 +1,25 @@
-"""Celery tasks of the sync app: each takes ids, calls the engine, and returns."""
+"""Celery tasks: the worker's door to the engine.
+
+Thin: each task takes primitives, calls the engine, and returns what happened as a small dict.
+"""
 
 from __future__ import annotations
 
 from celery import shared_task
 
-from sync import webhooks
+from sync import rotation, webhooks
+
+# -- rotation (docs/rotation.md) ---------------------------------------------------------------
+
+
+@shared_task(name="sync.rotate")
+def rotate(using: str = "default") -> dict:
+    """Delete the archives the settings' retention rules no longer keep (beat runs it daily).
+    A refusal (the storage cannot be listed…) fails the task: nothing was deleted."""
+    return rotation.rotate(using=using).as_dict()
+
+
+# -- webhooks (docs/webhooks.md) ---------------------------------------------------------------
 
 # A delivery attempt waits at most its two timeouts; the periodic run sends up to 100.
 WEBHOOK_LIMITS = {"soft_time_limit": 9 * 60, "time_limit": 10 * 60}

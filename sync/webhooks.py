@@ -203,11 +203,20 @@ def notify_rotation(summary: Any, job: str = "") -> list[WebhookDelivery]:
     return notify(event, sync_settings.BACKUP_WEBHOOK_URL)
 
 
+def on_rotation_finished(sender: Any, result: Any, **kwargs: Any) -> None:
+    """Receiver of ``rotation_finished`` (a ``sync.rotation.RotationResult``); never raises
+    into the rotation's caller."""
+    try:
+        notify_rotation(result)
+    except Exception:
+        logger.exception("The webhook deliveries of a rotation could not be recorded.")
+
+
 def as_data(summary: Any) -> dict[str, Any]:
-    if dataclasses.is_dataclass(summary) and not isinstance(summary, type):
-        return dataclasses.asdict(summary)
     if hasattr(summary, "as_dict"):
         return dict(summary.as_dict())
+    if dataclasses.is_dataclass(summary) and not isinstance(summary, type):
+        return dataclasses.asdict(summary)
     if isinstance(summary, Mapping):
         return dict(summary)
     raise TypeError(f"A rotation summary must be a mapping or a dataclass, not {summary!r}.")

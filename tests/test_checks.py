@@ -65,3 +65,17 @@ def test_the_defaults_pass_every_check(settings):
         if hasattr(settings, name):
             delattr(settings, name)
     assert [e for e in run_checks() if e.id.startswith("sync.")] == []
+
+
+@pytest.mark.parametrize("value", [-1, "7", None, True])
+def test_plan_keep_days_must_be_a_number_of_days(settings, value):
+    settings.SYNC_PLAN_KEEP_DAYS = value
+    assert errors("sync.E012") == [f"SYNC_PLAN_KEEP_DAYS must be a number of days, not {value!r}."]
+    settings.SYNC_PLAN_KEEP_DAYS = 0.5
+    assert errors("sync.E012") == []
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None])
+def test_the_same_stamp_check_is_true_or_false(settings, value):
+    settings.SYNC_SAME_STAMP_CHECK = value
+    assert errors("sync.E013") == [f"SYNC_SAME_STAMP_CHECK must be True or False, not {value!r}."]

@@ -28,6 +28,7 @@ from crearis.content.models import Tag
 from sync.jobs.exports import export
 from sync.jobs.imports import run_import
 from sync.models import BackupRecord, ImportRun, Job, WebhookAttempt, WebhookDelivery
+from sync.rotation import Policy, rotate
 from sync.tasks import deliver_webhook
 from sync.webhooks import deliver, deliver_due, notify_rotation
 from tests.webhook_receiver import Answer, Receiver
@@ -221,6 +222,25 @@ def test_a_rotation_posts_rotation_complete_to_the_backup_urls(
     [request] = receiver.verified
     assert request.payload["type"] == "rotation.complete"
     assert request.payload["data"]["deleted"] == ["export-1", "export-2"]
+
+
+def test_a_real_rotation_posts_what_it_deleted(
+    settings, receive, exporting, tmp_path, django_capture_on_commit_callbacks
+):
+    receiver = receive()
+    settings.BACKUP_WEBHOOK_URL = [receiver.url]
+    settings.BACKUP_DIR = tmp_path
+    older, newer = exporting(), exporting()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        rotate(Policy(keep_last=1))
+
+    assert [r.payload["type"] for r in receiver.verified] == ["backup.complete"] * 2 + [
+        "rotation.complete"
+    ]
+    data = receiver.verified[-1].payload["data"]
+    assert [entry["id"] for entry in data["deleted"]] == [older.pk]
+    assert [entry["id"] for entry in data["kept"]] == [newer.pk]
 
 
 # -- retries -----------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from sync.conf import sync_settings
 from sync.importer import MODES, ImportFailed, ImportResult, import_records
 from sync.jobs.lifecycle import (
     announce,
+    channel_of,
     claim,
     end_dead,
     executing,
@@ -217,7 +218,8 @@ def refusal(using: str) -> str:
 def record_refusal(run: ImportRun, message: str) -> None:
     """Record ``run`` as refused (failed), unless that would wait for the running import:
     SQLite has one writer at a time, and the refusal must not wait for the import it
-    refuses. A refused job is not stale, so nothing else marks it."""
+    refuses. A queued job whose row cannot be written then keeps its refusal in the sync
+    cache: it shows failed, and the next job started records it (``end_refused``)."""
     run.status, run.error = Job.Status.FAILED, message
     run.error_detail, run.finished_at = {"reason": "refused"}, timezone.now()
     connection = connections[run.database]
@@ -230,10 +232,13 @@ def record_refusal(run: ImportRun, message: str) -> None:
         (timeout,) = cursor.fetchone()
         cursor.execute("PRAGMA busy_timeout = 0")
         try:
-            # "database is locked": the running import is writing; the row stays as it was
-            # (not written, or queued). The atomic block spoils no caller's transaction.
-            with suppress(OperationalError), transaction.atomic(using=run.database):
+            # "database is locked": the running import is writing. The atomic block spoils
+            # no caller's transaction.
+            with transaction.atomic(using=run.database):
                 run.save(using=run.database)
                 announce(run)
+        except OperationalError:
+            if run.pk is not None:  # queued: its refusal waits in the cache
+                channel_of(run).record_refusal(message)
         finally:
             cursor.execute(f"PRAGMA busy_timeout = {int(timeout)}")

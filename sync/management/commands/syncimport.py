@@ -140,6 +140,8 @@ class Command(BaseCommand):
             extra = [f"{diff.unchanged} unchanged"] + (
                 [f"{diff.skipped} skipped"] if diff.skipped else []
             )
+            if diff.same_stamp:
+                extra.append(f"{diff.same_stamp} with the target's updated_at but other content")
             if diff.dropped:
                 extra.append(f"{diff.dropped} dropped: unresolved generic references")
             self.stdout.write(f"{line} ({', '.join(extra)})")

@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django_celery_beat",  # schedules as rows people edit in the admin (docs/celery.md)
     "crearis.content",
     "sync",
 ]
@@ -108,16 +109,46 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 
-# --- Celery -------------------------------------------------------------------------------
+# --- Celery (docs/celery.md) ------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="")
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default=CELERY_BROKER_URL or None)
 # Without a broker there is no worker: tasks run inline, in the calling process.
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
-CELERY_TASK_TIME_LIMIT = 6 * 60 * 60
-CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 60
+# The queue tasks are sent to and workers read by default: several sites (or test runs) can
+# share one Redis with a queue each.
+CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="celery")
+# How long an export or import task may run (seconds): at the soft limit its job stops, failed
+# and rolled back; at the hard limit the worker kills the process (the job shows stale).
+SYNC_TASK_TIME_LIMIT = env.int(
+    "SYNC_TASK_TIME_LIMIT", default=SYNC_DEFAULTS["SYNC_TASK_TIME_LIMIT"]
+)
+SYNC_TASK_SOFT_TIME_LIMIT = env.int(
+    "SYNC_TASK_SOFT_TIME_LIMIT", default=SYNC_DEFAULTS["SYNC_TASK_SOFT_TIME_LIMIT"]
+)
+CELERY_TASK_TIME_LIMIT = SYNC_TASK_TIME_LIMIT
+CELERY_TASK_SOFT_TIME_LIMIT = SYNC_TASK_SOFT_TIME_LIMIT
+# A task message is acknowledged as its task starts (acks_late off, the sync tasks say so too):
+# a job killed with its worker is not run again by itself, its row shows it stale, then failed.
+# Each worker process reserves one message beyond the one it runs, and Redis gives a reserved
+# message to another worker when it was not acknowledged within the visibility timeout: longer
+# than the longest task, so a message waiting behind a long job is not handed out twice (a
+# second delivery would still find its job no longer queued and do nothing).
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Celery's Redis caveats: set all three, or the shortest wins.
+CELERY_VISIBILITY_TIMEOUT = SYNC_TASK_TIME_LIMIT + 3600
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+CELERY_RESULT_EXPIRES = 7 * 24 * 3600
+# Beat schedules (docs/celery.md, "Schedules"): rows of django-celery-beat that people edit in
+# the admin, installed by `manage.py syncschedule` — not CELERY_BEAT_SCHEDULE, whose entries
+# beat writes over the rows on every start. Crontabs run in the site's time zone: a crontab
+# in another zone than Celery's has made beat fire continuously (celery#9715).
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = TIME_ZONE
 
 # --- Crearis Sync ---------------------------------------------------------------------------
 # The app has a default for each (sync.conf.DEFAULTS); these read the environment.

@@ -162,6 +162,29 @@ def check_rotation(app_configs, **kwargs) -> list[Error]:
 
 
 @register()
+def check_task_time_limits(app_configs, **kwargs) -> list[Error]:
+    """The soft limit must come first: it is what lets a job record its end and roll back."""
+    wrong = [
+        error
+        for name in ("SYNC_TASK_SOFT_TIME_LIMIT", "SYNC_TASK_TIME_LIMIT")
+        for error in unless(positive_int, name, "a positive number of seconds", "sync.E021")
+    ]
+    if wrong:
+        return wrong
+    soft, hard = sync_settings.SYNC_TASK_SOFT_TIME_LIMIT, sync_settings.SYNC_TASK_TIME_LIMIT
+    if soft >= hard:
+        return [
+            Error(
+                f"SYNC_TASK_SOFT_TIME_LIMIT ({soft} s) must be below SYNC_TASK_TIME_LIMIT "
+                f"({hard} s): at the hard limit the worker process is killed, and the job cannot "
+                "record its end.",
+                id="sync.E021",
+            )
+        ]
+    return []
+
+
+@register()
 def check_webhooks(app_configs, **kwargs) -> list:
     """The webhook URLs, the signing secret, and the delivery knobs (``sync.webhooks``)."""
     from sync.webhooks import secret_problem, url_problem

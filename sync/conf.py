@@ -56,6 +56,10 @@ DEFAULTS: dict[str, Any] = {
     "SYNC_KEEP_DAILY": 0,
     "SYNC_KEEP_WEEKLY": 0,
     "SYNC_KEEP_MONTHLY": 0,
+    # Celery tasks (docs/celery.md), in seconds: at the soft limit a task's job stops, failed
+    # and rolled back; at the hard limit its worker process is killed (the job turns stale).
+    "SYNC_TASK_SOFT_TIME_LIMIT": 6 * 3600 - 300,
+    "SYNC_TASK_TIME_LIMIT": 6 * 3600,
     # Webhooks (docs/webhooks.md): URLs that receive a signed POST after every export (and
     # rotation) / import; a list, or one URL as a string.
     "BACKUP_WEBHOOK_URL": [],

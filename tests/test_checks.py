@@ -60,6 +60,18 @@ def test_keys_must_map_labels_to_field_lists(settings, value):
     ]
 
 
+def test_task_time_limits_are_positive_seconds_the_soft_one_first(settings):
+    settings.SYNC_TASK_SOFT_TIME_LIMIT = "60"
+    assert errors("sync.E021") == [
+        "SYNC_TASK_SOFT_TIME_LIMIT must be a positive number of seconds, not '60'."
+    ]
+    settings.SYNC_TASK_SOFT_TIME_LIMIT, settings.SYNC_TASK_TIME_LIMIT = 600, 600
+    assert errors("sync.E021") == [
+        "SYNC_TASK_SOFT_TIME_LIMIT (600 s) must be below SYNC_TASK_TIME_LIMIT (600 s): at the "
+        "hard limit the worker process is killed, and the job cannot record its end."
+    ]
+
+
 def test_the_defaults_pass_every_check(settings):
     for name in DEFAULTS:
         if hasattr(settings, name):

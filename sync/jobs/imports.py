@@ -19,6 +19,7 @@ from sync.archive import ArchiveError
 from sync.conf import sync_settings
 from sync.importer import MODES, ImportFailed, ImportResult, import_records
 from sync.jobs.lifecycle import (
+    JobError,
     announce,
     channel_of,
     claim,
@@ -57,6 +58,8 @@ def start_import(archive: Path | str, **options: Any) -> ImportRun:
     """Record an import to be done (queued): everything ``execute_import`` needs is on the row
     (options: see ``new_import``)."""
     run = new_import(archive, **options)
+    if not Path(run.archive).is_file():  # the job could only fail: no job at all
+        raise ImportFailed(f"There is no archive at {run.archive}.")
     mark_stale_jobs(run.database)
     run.save(using=run.database)
     return run
@@ -103,6 +106,11 @@ def execute_import(
         with import_lock(using):
             return execute_locked(run, reporter or JobReporter())
     except LockBusy as exc:
+        run.refresh_from_db()
+        if run.status != Job.Status.QUEUED:  # the lock's holder runs this very job
+            raise JobError(
+                f"{run.label} is {run.status}: only a queued job can be executed."
+            ) from exc
         message = refusal(using)
         record_refusal(run, message)
         raise ImportFailed(message) from exc

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.db import transaction
 from django.utils import timezone
 
@@ -130,6 +131,13 @@ def executing(job: Job, reporter: JobReporter, left: str) -> Iterator[None]:
         message = f"Cancelled on request; {left}."
         finish(job, Job.Status.CANCELLED, message, {"reason": "cancelled"}, reporter.snapshot())
         raise JobCancelled(f"{job.label} cancelled on request; {left}.") from exc
+    except SoftTimeLimitExceeded:
+        message = (
+            f"Stopped: the {job.KIND} ran longer than its task's soft time limit "
+            f"(SYNC_TASK_SOFT_TIME_LIMIT); {left}."
+        )
+        finish(job, Job.Status.FAILED, message, {"reason": "time limit"}, reporter.snapshot())
+        raise
     except KeyboardInterrupt:
         message = f"Interrupted (Ctrl-C) before the {job.KIND} finished; {left}."
         finish(job, Job.Status.CANCELLED, message, {"reason": "cancelled"}, reporter.snapshot())

@@ -1,4 +1,5 @@
 import getpass
+from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
@@ -7,6 +8,7 @@ from sync.archive import COMPRESSIONS
 from sync.errors import SyncError
 from sync.jobs.exports import execute_export, start_export
 from sync.jobs.reporter import JobCancelled, JobReporter
+from sync.management.background import hand_over, require_worker
 from sync.management.database import usable_database
 from sync.management.progress import ProgressBar
 
@@ -47,11 +49,23 @@ class Command(BaseCommand):
         parser.add_argument(
             "--quiet", action="store_true", help="Print only the archive's path; no progress."
         )
+        parser.add_argument(
+            "--async",
+            action="store_true",
+            dest="in_background",
+            help="Hand the export to a Celery worker, print the job's name (export-12) and "
+            "return at once; follow it with syncjobs --watch. Needs CELERY_BROKER_URL.",
+        )
 
     def handle(self, *args, **options):
         usable_database(options["database"])
         quiet = options["quiet"] or options["verbosity"] == 0
         using = options["database"]
+        background = options["in_background"]
+        output = options["output"]
+        if background:
+            require_worker()
+            output = output and Path(output).resolve()  # the worker has another cwd
         try:
             backup = start_export(
                 tables=options["tables"],
@@ -59,11 +73,13 @@ class Command(BaseCommand):
                 with_dependencies=options["with_dependencies"],
                 compression=options["compression"],
                 level=options["level"],
-                output_dir=options["output"],
+                output_dir=output,
                 using=using,
                 include_secrets=options["include_secrets"],
                 started_by=f"syncexport ({getpass.getuser()})",
             )
+            if background:
+                return hand_over(self, backup, quiet)
             with ProgressBar("export", enabled=not quiet) as bar:
                 result = execute_export(backup.pk, using, JobReporter(bar))
         except JobCancelled as exc:

@@ -1,13 +1,15 @@
 import getpass
 from collections.abc import Iterable
+from pathlib import Path
 
 import orjson
 from django.core.management.base import BaseCommand, CommandError
 
 from sync.importer import MODES, ImportFailed, ImportResult
-from sync.jobs.imports import apply_plan, run_import
-from sync.jobs.plans import plan_of
+from sync.jobs.imports import apply_plan, run_import, start_import
+from sync.jobs.plans import apply_options, plan_of
 from sync.jobs.reporter import JobCancelled, JobReporter
+from sync.management.background import hand_over, require_worker
 from sync.management.database import usable_database
 from sync.management.plans import entry_lines
 from sync.management.progress import ProgressBar
@@ -55,6 +57,14 @@ class Command(BaseCommand):
             "row that is neither in the archive nor in the database, and report them, instead "
             "of refusing the import.",
         )
+        parser.add_argument(
+            "--async",
+            action="store_true",
+            dest="in_background",
+            help="Hand the import to a Celery worker, print the job's name (import-7) and "
+            "return at once; follow it with syncjobs --watch. Only with --no-input or "
+            "--apply-plan (a worker cannot ask). Needs CELERY_BROKER_URL.",
+        )
 
     def handle(self, *args, **options):
         usable_database(options["database"])
@@ -63,6 +73,8 @@ class Command(BaseCommand):
         quiet = options["quiet"] or options["verbosity"] == 0
         details = options["show_changes"] or options["json"]
         plan = options["apply_plan"]
+        if options["in_background"]:
+            return self.hand_over(options, quiet, details)
         # --json asks like any other import: it changes the database all the same.
         confirm = not (options["dry_run"] or options["no_input"])
         if confirm and not plan:
@@ -111,6 +123,36 @@ class Command(BaseCommand):
             except KeyboardInterrupt as exc:  # the import's transaction was rolled back
                 what = "Dry run" if dry_run else "Import"
                 raise CommandError(f"{what} interrupted; nothing was changed.") from exc
+
+    def hand_over(self, options, quiet: bool, details: bool) -> None:
+        """Create the import job (queued) and hand it to a worker."""
+        plan = options["apply_plan"]
+        if not (options["no_input"] or plan):
+            raise CommandError(
+                "--async cannot ask for confirmation: add --no-input, or preview with --dry-run "
+                "and queue what it showed with --apply-plan JOB --async."
+            )
+        if plan and options["dry_run"]:
+            raise CommandError("--apply-plan applies a plan: not with --dry-run.")
+        require_worker()
+        using = options["database"]
+        common = {"collect_changes": details, "started_by": f"syncimport ({getpass.getuser()})"}
+        try:
+            if plan:
+                run = start_import(**apply_options(plan, using), **common)
+            else:
+                run = start_import(
+                    Path(options["archive"]).resolve(),  # the worker has another cwd
+                    mode=options["mode"],
+                    dry_run=options["dry_run"],
+                    tables=options["tables"],
+                    drop_unresolved=options["drop_unresolved"],
+                    using=using,
+                    **common,
+                )
+        except ImportFailed as exc:
+            raise CommandError(str(exc)) from exc
+        hand_over(self, run, quiet)
 
     def confirmed(self) -> bool:
         try:

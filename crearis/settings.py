@@ -153,6 +153,43 @@ CELERY_TIMEZONE = TIME_ZONE
 # --- Crearis Sync ---------------------------------------------------------------------------
 # The app has a default for each (sync.conf.DEFAULTS); these read the environment.
 BACKUP_DIR = Path(env.str("BACKUP_DIR", default=str(VAR_DIR / "backups")))
+# Where archives live (docs/storage.md): the storage alias "sync". With SYNC_S3_BUCKET set, an
+# S3 bucket (django-storages; credentials from boto3's usual sources: AWS_ACCESS_KEY_ID and
+# AWS_SECRET_ACCESS_KEY, an instance role…); otherwise a FileSystemStorage at BACKUP_DIR.
+SYNC_S3_BUCKET = env.str("SYNC_S3_BUCKET", default="")
+
+
+def s3_transfer_config():
+    """How boto3 uploads an archive: in 8 MiB parts, 4 at a time, at most 4 parts read ahead
+    into memory (boto3's defaults hold up to 15 parts, 120 MiB, in memory per upload)."""
+    from boto3.s3.transfer import TransferConfig
+
+    config = TransferConfig(multipart_chunksize=8 * 1024 * 1024, max_concurrency=4)
+    config.max_in_memory_upload_chunks = 4  # s3transfer's own knobs, not in boto3's signature
+    config.max_submission_concurrency = 1
+    return config
+
+
+if SYNC_S3_BUCKET:
+    STORAGES = {
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+        "sync": {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {
+                "bucket_name": SYNC_S3_BUCKET,
+                "location": env.str("SYNC_S3_PREFIX", default=""),  # a folder in the bucket
+                "endpoint_url": env.str("AWS_S3_ENDPOINT_URL", default=None),  # MinIO, R2…
+                "region_name": env.str("AWS_S3_REGION_NAME", default=None),
+                # Never replace an archive: a taken name gets a suffix.
+                "file_overwrite": False,
+                # What open() spools in memory before rolling to a temporary file; the sync
+                # engine itself streams reads past open() (docs/storage.md).
+                "max_memory_size": env.int("AWS_S3_MAX_MEMORY_SIZE", default=16 * 1024 * 1024),
+                "transfer_config": s3_transfer_config(),
+            },
+        },
+    }
 # Apps whose models `syncexport` takes when no --tables are given.
 SYNC_DEFAULT_APPS = env.list("SYNC_DEFAULT_APPS", default=["content"])
 # Fields left out of archives unless --include-secrets ("app_label.Model.field", fnmatch).

@@ -108,6 +108,11 @@ class BackupRecord(Job):
     deleted_reason = models.CharField(
         max_length=255, blank=True, help_text="The rule that deleted it (docs/rotation.md)."
     )
+    missing_since = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When syncinspect --reconcile --fix found its archive gone from the storage.",
+    )
 
     class Meta(Job.Meta):
         pass

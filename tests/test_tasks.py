@@ -249,6 +249,16 @@ def test_a_broker_that_cannot_be_reached_fails_the_job_in_one_line(site):
     assert (backup.status, backup.error_detail) == (Job.Status.FAILED, {"reason": "broker"})
 
 
+def test_an_async_import_of_a_missing_archive_is_refused_before_any_job_exists(site, tmp_path):
+    missing = tmp_path / "gone.backup.tar.gz"
+
+    done = site.run("syncimport", missing, "--async", "--no-input", check=False)
+
+    assert done.returncode == 1
+    assert done.stderr.strip() == f"CommandError: There is no archive at {missing}."
+    assert not ImportRun.objects.using(site.alias).exists()
+
+
 def test_async_is_refused_without_a_broker():
     assert_refused(
         "--async",

@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass
 from celery import current_app
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import transaction
-from django.utils import timezone
 from kombu.exceptions import OperationalError
 
 from sync.errors import SyncError
@@ -26,9 +25,9 @@ from sync.jobs.imports import execute_import
 from sync.jobs.lifecycle import (
     KINDS,
     JobError,
-    announce,
     channel_of,
     database_of,
+    end_queued,
     is_stale,
     load_job,
     mark_stale_jobs,
@@ -87,24 +86,11 @@ def enqueue(job: Job) -> str:
             task.apply_async((job.pk, using), task_id=task_id, ignore_result=True)
         except OperationalError as exc:  # kombu's: the broker cannot be reached
             message = f"Could not hand {job.label} to a worker: no broker answered ({exc})."
-            fail_queued(job, message)
+            end_queued(job, message, "broker")
             raise NoBroker(message) from exc
 
     transaction.on_commit(send, using=using)
     return task_id
-
-
-def fail_queued(job: Job, error: str) -> None:
-    """Record ``job`` as failed unless it left the queue meanwhile."""
-    queued = type(job)._default_manager.using(database_of(job))
-    if queued.filter(pk=job.pk, status=Job.Status.QUEUED).update(
-        status=Job.Status.FAILED,
-        error=error,
-        error_detail={"reason": "broker"},
-        finished_at=timezone.now(),
-    ):
-        job.refresh_from_db()
-        announce(job)
 
 
 def execute_job(job: Job, reporter: JobReporter | None = None) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from django.db import OperationalError, connections, transaction
@@ -35,6 +35,7 @@ from sync.jobs.reporter import JobReporter
 from sync.locking import LockBusy, import_lock, write_transaction
 from sync.models import ImportRun, Job, SyncState
 from sync.sources import ArchiveSource
+from sync.storage import locate_archive
 from sync.verify import VerifyProcess
 
 INTERRUPTED = (
@@ -58,8 +59,6 @@ def start_import(archive: Path | str, **options: Any) -> ImportRun:
     """Record an import to be done (queued): everything ``execute_import`` needs is on the row
     (options: see ``new_import``)."""
     run = new_import(archive, **options)
-    if not Path(run.archive).is_file():  # the job could only fail: no job at all
-        raise ImportFailed(f"There is no archive at {run.archive}.")
     mark_stale_jobs(run.database)
     run.save(using=run.database)
     return run
@@ -150,12 +149,18 @@ def execute_locked(run: ImportRun, reporter: JobReporter) -> ImportResult:
     using = run.database
     end_dead_imports(using)
     claim(run)
-    archive = Path(run.archive)
+    name = PurePath(run.archive).name
     # A real import's changes and its job's end commit together; a dry run changes nothing,
     # and must not hold SQLite's write lock for its whole length.
     together = nullcontext() if run.dry_run else write_transaction(using)
     try:
-        with executing(run, reporter, "nothing was changed"), together:
+        # A local path of the archive: one in a remote storage is spooled to a temporary file
+        # first, before the transaction (the verifying process and the reader both read it).
+        with (
+            executing(run, reporter, "nothing was changed"),
+            locate_archive(run.archive).local_file() as archive,
+            together,
+        ):
             with verification(archive) as verdict:
                 source = ArchiveSource(archive)
                 recorder = plan_recorder(run)
@@ -193,7 +198,7 @@ def execute_locked(run: ImportRun, reporter: JobReporter) -> ImportResult:
                     defaults={"last_import_at": run.finished_at, "last_sync_id": run.backup_id},
                 )
     except ArchiveError as exc:
-        message = str(exc) if archive.name in str(exc) else f"{archive.name}: {exc}"
+        message = str(exc) if name in str(exc) else f"{name}: {exc}"
         raise ImportFailed(message, member=exc.member, line=exc.line) from exc
     return result
 

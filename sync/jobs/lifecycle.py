@@ -233,11 +233,17 @@ def end_dead(job: Job, error: str, reason: str, progress: Progress | None = None
 
 def end_refused(job: Job, message: str) -> bool:
     """Record a queued job as refused (failed), unless it left the queue meanwhile."""
+    return end_queued(job, message, "refused")
+
+
+def end_queued(job: Job, error: str, reason: str) -> bool:
+    """Record a queued job that cannot run as failed for ``reason`` (refused; no broker to
+    hand it to), unless it left the queue meanwhile."""
     waiting = type(job)._default_manager.using(database_of(job))
     if not waiting.filter(pk=job.pk, status=Job.Status.QUEUED).update(
         status=Job.Status.FAILED,
-        error=message,
-        error_detail={"reason": "refused"},
+        error=error,
+        error_detail={"reason": reason},
         finished_at=timezone.now(),
     ):
         return False

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("sync", "0003_import_applies"),
+        ("sync", "0006_storage"),
     ]
 
     operations = [

@@ -16,7 +16,9 @@ from sync.management.progress import ProgressBar
 class Command(BaseCommand):
     help = (
         "Export tables into a database-neutral backup archive (a compressed tar of JSON Lines, "
-        "records keyed by sync keys, never by database ids) under BACKUP_DIR or --output. "
+        "records keyed by sync keys, never by database ids) in the archive storage "
+        "(STORAGES['sync'], default BACKUP_DIR) or a local directory (--output); prints its "
+        "path, or its name in a remote storage. "
         "By default every model of the content app is exported."
     )
 
@@ -39,7 +41,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--level", type=int, help="Compression level (gz/bz2/xz 0-9, zst 1-22)."
         )
-        parser.add_argument("--output", metavar="DIR", help="Directory for the archive.")
+        parser.add_argument(
+            "--output",
+            metavar="DIR",
+            help="A local directory for the archive, instead of the archive storage "
+            "(STORAGES['sync'], default BACKUP_DIR).",
+        )
         parser.add_argument("--database", default="default", help="Database alias to read.")
         parser.add_argument(
             "--include-secrets",
@@ -88,7 +95,7 @@ class Command(BaseCommand):
             raise CommandError(f"Export failed: {exc}") from exc
         except DatabaseError as exc:
             raise CommandError(f"Export failed reading the {using!r} database: {exc}") from exc
-        self.stdout.write(str(result.path))
+        self.stdout.write(result.location)
         for label, nulled in result.nulled.items():  # even when quiet: values changed
             self.stderr.write(
                 f"{label}: {nulled.count} generic reference(s) named no row and were written "

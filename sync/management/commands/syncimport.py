@@ -28,7 +28,10 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument(
-            "archive", nargs="?", help="Path of the archive to import (not with --apply-plan)."
+            "archive",
+            nargs="?",
+            help="The archive to import: a local path, or a name in the archive storage (an "
+            "existing local path wins). Not with --apply-plan.",
         )
         parser.add_argument(
             "--apply-plan",
@@ -141,8 +144,11 @@ class Command(BaseCommand):
             if plan:
                 run = start_import(**apply_options(plan, using), **common)
             else:
+                archive = Path(options["archive"]).resolve()  # the worker has another cwd
+                if not archive.is_file():  # the job could only fail: no job at all
+                    raise ImportFailed(f"There is no archive at {archive}.")
                 run = start_import(
-                    Path(options["archive"]).resolve(),  # the worker has another cwd
+                    archive,
                     mode=options["mode"],
                     dry_run=options["dry_run"],
                     tables=options["tables"],

@@ -243,6 +243,22 @@ SYNC_JOB_STALE_AFTER = env.int(
     "SYNC_JOB_STALE_AFTER", default=SYNC_DEFAULTS["SYNC_JOB_STALE_AFTER"]
 )
 
+# Webhooks (docs/webhooks.md): a signed POST to each URL after every export and rotation
+# (BACKUP_WEBHOOK_URL) / import (IMPORT_WEBHOOK_URL); several URLs comma-separated.
+BACKUP_WEBHOOK_URL = env.list("BACKUP_WEBHOOK_URL", default=[])
+IMPORT_WEBHOOK_URL = env.list("IMPORT_WEBHOOK_URL", default=[])
+# The Standard Webhooks signing secret ("whsec_" + base64 of 24-64 random bytes); no default.
+SYNC_WEBHOOK_SECRET = env.str("SYNC_WEBHOOK_SECRET", default="")
+SYNC_WEBHOOK_CONNECT_TIMEOUT = env.float(
+    "SYNC_WEBHOOK_CONNECT_TIMEOUT", default=SYNC_DEFAULTS["SYNC_WEBHOOK_CONNECT_TIMEOUT"]
+)
+SYNC_WEBHOOK_READ_TIMEOUT = env.float(
+    "SYNC_WEBHOOK_READ_TIMEOUT", default=SYNC_DEFAULTS["SYNC_WEBHOOK_READ_TIMEOUT"]
+)
+SYNC_WEBHOOK_MAX_ATTEMPTS = env.int(
+    "SYNC_WEBHOOK_MAX_ATTEMPTS", default=SYNC_DEFAULTS["SYNC_WEBHOOK_MAX_ATTEMPTS"]
+)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

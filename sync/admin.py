@@ -81,3 +81,6 @@ class ImportRunAdmin(JobAdmin):
 @admin.register(SyncState)
 class SyncStateAdmin(ReadOnlyAdmin):
     list_display = ["database", "last_export_at", "last_import_at", "last_sync_id"]
+
+
+from sync import admin_webhooks  # noqa: E402, F401 - registers the webhook deliveries

@@ -182,3 +182,46 @@ def check_task_time_limits(app_configs, **kwargs) -> list[Error]:
             )
         ]
     return []
+
+
+@register()
+def check_webhooks(app_configs, **kwargs) -> list:
+    """The webhook URLs, the signing secret, and the delivery knobs (``sync.webhooks``)."""
+    from sync.webhooks import secret_problem, url_problem
+
+    problems: list = []
+    any_url = False
+    for name in WEBHOOK_URL_SETTINGS:
+        urls = getattr(sync_settings, name)
+        if not list_of_strings(urls):
+            problems.append(
+                Error(f"{name} must be a URL or a list of URLs, not {urls!r}.", id="sync.E030")
+            )
+            continue
+        any_url = any_url or bool(urls)
+        problems += [
+            Error(f"{name}: {problem}", id="sync.E030")
+            for problem in map(url_problem, urls)
+            if problem
+        ]
+    problem = secret_problem(sync_settings.SYNC_WEBHOOK_SECRET, required=any_url)
+    if problem:
+        problems.append(
+            Error(
+                f"SYNC_WEBHOOK_SECRET {problem}",
+                hint='Make one with: python -c "import base64, secrets; '
+                "print('whsec_' + base64.b64encode(secrets.token_bytes(32)).decode())\"",
+                id="sync.E031",
+            )
+        )
+    for name in ("SYNC_WEBHOOK_CONNECT_TIMEOUT", "SYNC_WEBHOOK_READ_TIMEOUT"):
+        problems += unless(positive_number, name, "a positive number of seconds", "sync.E032")
+    problems += unless(positive_int, "SYNC_WEBHOOK_MAX_ATTEMPTS", "a positive integer", "sync.E032")
+    return problems
+
+
+WEBHOOK_URL_SETTINGS = ("BACKUP_WEBHOOK_URL", "IMPORT_WEBHOOK_URL")
+
+
+def positive_number(value) -> bool:
+    return type(value) in (int, float) and value > 0

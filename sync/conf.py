@@ -60,6 +60,17 @@ DEFAULTS: dict[str, Any] = {
     # and rolled back; at the hard limit its worker process is killed (the job turns stale).
     "SYNC_TASK_SOFT_TIME_LIMIT": 6 * 3600 - 300,
     "SYNC_TASK_TIME_LIMIT": 6 * 3600,
+    # Webhooks (docs/webhooks.md): URLs that receive a signed POST after every export (and
+    # rotation) / import; a list, or one URL as a string.
+    "BACKUP_WEBHOOK_URL": [],
+    "IMPORT_WEBHOOK_URL": [],
+    # The Standard Webhooks signing secret, "whsec_" + base64; required when a URL is set.
+    "SYNC_WEBHOOK_SECRET": "",
+    # Seconds to wait for a receiver's connection, and then for each read of its answer.
+    "SYNC_WEBHOOK_CONNECT_TIMEOUT": 5,
+    "SYNC_WEBHOOK_READ_TIMEOUT": 15,
+    # Attempts per delivery (the first one included) before it is given up as failed.
+    "SYNC_WEBHOOK_MAX_ATTEMPTS": 8,
 }
 
 
@@ -74,6 +85,8 @@ class SyncSettings:
             return Path(value) if value is not None else default_backup_dir()
         if name == "SYNC_PLAN_DIR":
             return Path(value) if value is not None else self.BACKUP_DIR / "plans"
+        if name in ("BACKUP_WEBHOOK_URL", "IMPORT_WEBHOOK_URL") and isinstance(value, str):
+            return [value] if value else []
         return value
 
 

@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 EXPORT_TASK = "sync.scheduled_export"
 ROTATE_TASK = "sync.rotate"
+WEBHOOK_RETRY_TASK = "sync.deliver_due_webhooks"
 # What a scheduled export's kwargs may hold besides ``schedule``: start_export's options.
 EXPORT_OPTIONS = (
     "tables",
@@ -136,6 +137,13 @@ DEFAULT_SCHEDULES: tuple[DefaultSchedule, ...] = (
         task=ROTATE_TASK,
         crontab=Crontab(minute="30", hour="5"),
         description="Removes archives the retention rules no longer keep (syncschedule default).",
+    ),
+    DefaultSchedule(
+        name="sync: webhook retries",
+        task=WEBHOOK_RETRY_TASK,
+        crontab=Crontab(minute="*", hour="*"),
+        description="Sends the webhook deliveries whose next attempt is due, every minute "
+        "(syncschedule default; docs/webhooks.md).",
     ),
 )
 

@@ -16,10 +16,10 @@ from typing import Any
 
 from celery import Task, shared_task
 
-from sync import rotation
+from sync import rotation, webhooks
 from sync.conf import sync_settings
 from sync.jobs.dispatch import execute_queued
-from sync.schedules import EXPORT_TASK, ROTATE_TASK, run_scheduled_export
+from sync.schedules import EXPORT_TASK, ROTATE_TASK, WEBHOOK_RETRY_TASK, run_scheduled_export
 
 logger = logging.getLogger(__name__)
 
@@ -65,3 +65,21 @@ def rotate(using: str = "default") -> dict:
     docs/rotation.md). A refusal (the storage cannot be listed…) fails the task: nothing was
     deleted."""
     return rotation.rotate(using=using).as_dict()
+
+
+# -- webhooks (docs/webhooks.md) ---------------------------------------------------------------
+
+# A delivery attempt waits at most its two timeouts; the periodic run sends up to 100.
+WEBHOOK_LIMITS = {"soft_time_limit": 9 * 60, "time_limit": 10 * 60}
+
+
+@shared_task(name="sync.deliver_webhook", ignore_result=True, **WEBHOOK_LIMITS)
+def deliver_webhook(delivery_id: int) -> None:
+    """Make the next attempt of one webhook delivery, if it is still due (safe to run twice)."""
+    webhooks.deliver(delivery_id)
+
+
+@shared_task(name=WEBHOOK_RETRY_TASK, ignore_result=True, **WEBHOOK_LIMITS)
+def deliver_due_webhooks() -> int:
+    """Attempt the webhook deliveries whose next attempt is due (run every minute by beat)."""
+    return len(webhooks.deliver_due())

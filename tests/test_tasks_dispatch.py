@@ -10,13 +10,12 @@ import uuid
 import orjson
 import pytest
 import redis
-from celery import current_app
 from django.db import transaction
 
 from sync.jobs.dispatch import dispatch, execute_queued
 from sync.jobs.exports import start_export
 from sync.models import BackupRecord, Job
-from tests.workers import empty_queue, redis_url
+from tests.workers import empty_queue, redis_url, sending_to
 
 BROKER = redis_url(5)
 QUEUE = f"sync-test-dispatch-{uuid.uuid4().hex[:12]}"  # no worker reads it
@@ -25,16 +24,12 @@ QUEUE = f"sync-test-dispatch-{uuid.uuid4().hex[:12]}"  # no worker reads it
 @pytest.fixture
 def broker():
     """This process's Celery app sends to Redis (instead of running tasks eagerly)."""
-    conf = current_app.conf
-    saved = {name: conf[name] for name in ("broker_url", "task_always_eager", "task_default_queue")}
     empty_queue(BROKER, QUEUE)
-    conf.update(broker_url=BROKER, task_always_eager=False, task_default_queue=QUEUE)
     client = redis.Redis.from_url(BROKER)
-    yield client
+    with sending_to(BROKER, task_default_queue=QUEUE):
+        yield client
     client.delete(QUEUE)
     client.close()
-    conf.update(saved)
-    current_app.pool.force_close_all()
 
 
 def queued_messages(client: redis.Redis) -> list[dict]:

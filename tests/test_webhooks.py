@@ -23,7 +23,6 @@ from django.core import serializers
 from django.core.management import call_command
 from django.utils import timezone
 
-from crearis.celery import app as celery_app
 from crearis.content.models import Tag
 from sync.jobs.exports import export
 from sync.jobs.imports import run_import
@@ -32,6 +31,7 @@ from sync.rotation import Policy, rotate
 from sync.tasks import deliver_webhook
 from sync.webhooks import deliver, deliver_due, notify_rotation
 from tests.webhook_receiver import Answer, Receiver
+from tests.workers import sending_to
 
 Status = WebhookDelivery.Status
 
@@ -396,24 +396,14 @@ def broker():
     """The Celery app with a real Redis broker instead of eager mode, its keys under a prefix
     of this test's own; the Redis list the tasks are queued in. Fails when Redis is down."""
     prefix = f"test-webhooks-{uuid.uuid4().hex}:"
-    names = ("task_always_eager", "broker_url", "broker_transport_options")
-    saved = {name: celery_app.conf[name] for name in names}
     client = redis.Redis.from_url(REDIS_URL)
     client.ping()
-    # The app keeps the connections it made (eager runs make some too): this test's broker
-    # gets its own, and the others are put back afterwards.
-    pools = celery_app._pool, celery_app.amqp._producer_pool
-    celery_app._pool = celery_app.amqp._producer_pool = None
-    celery_app.conf.update(
-        task_always_eager=False,
-        broker_url=REDIS_URL,
-        broker_transport_options={"global_keyprefix": prefix},
-    )
     try:
-        yield lambda: [json.loads(message) for message in client.lrange(f"{prefix}celery", 0, -1)]
+        with sending_to(REDIS_URL, broker_transport_options={"global_keyprefix": prefix}):
+            yield lambda: [
+                json.loads(message) for message in client.lrange(f"{prefix}celery", 0, -1)
+            ]
     finally:
-        celery_app.conf.update(saved)
-        celery_app._pool, celery_app.amqp._producer_pool = pools
         for key in client.scan_iter(f"{prefix}*"):
             client.delete(key)
 

@@ -57,6 +57,28 @@ def empty_queue(broker: str, queue: str) -> None:
         client.close()
 
 
+@contextmanager
+def sending_to(broker: str, **conf) -> Iterator[None]:
+    """This process's Celery app sends tasks to ``broker`` (instead of running them eagerly),
+    with ``conf`` on top, over connections of its own: the app keeps the connections it made
+    (eager runs make some too), and a message sent over one of those goes elsewhere. Its
+    settings and connections are put back afterwards."""
+    from crearis.celery import app
+
+    names = ("task_always_eager", "broker_url", *conf)
+    saved = {name: app.conf[name] for name in names}
+    pools = app._pool, app.amqp._producer_pool
+    app._pool = app.amqp._producer_pool = None
+    app.conf.update(task_always_eager=False, broker_url=broker, **conf)
+    try:
+        yield
+    finally:
+        if app._pool is not None:
+            app._pool.force_close_all()
+        app.conf.update(saved)
+        app._pool, app.amqp._producer_pool = pools
+
+
 def worker_site(alias: str, folder: Path, broker: str, **settings: str) -> Site:
     """A site on the test database ``alias`` (a SQLite file, or a PostgreSQL/MariaDB test
     database) whose processes share this test run's sync cache and use ``broker``; more

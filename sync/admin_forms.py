@@ -36,8 +36,9 @@ class NewExportForm(forms.Form):
         help_text="Also export the tables the chosen ones reference (shown before it starts).",
     )
     compression = forms.ChoiceField(choices=[(c, c) for c in COMPRESSIONS], initial="gz")
-    # Set once the page has shown what "with dependencies" adds.
-    confirmed = forms.BooleanField(required=False, widget=forms.HiddenInput)
+    # The tables the page showed "with dependencies" to take (comma-separated): the export
+    # starts when the choice still comes to those.
+    confirmed = forms.CharField(required=False, widget=forms.HiddenInput)
 
     def __init__(self, *args, using: str = "default", **kwargs):
         super().__init__(*args, **kwargs)

@@ -42,15 +42,16 @@ def new_export(request: HttpRequest, model_admin) -> HttpResponse:
         with_dependencies = form.cleaned_data["with_dependencies"]
         try:
             chosen = select_models(tables)
-            added = [m for m in select_models(tables, dependencies=with_dependencies)
-                     if m not in chosen]  # fmt: skip
+            taken = select_models(tables, dependencies=with_dependencies)
         except SyncError as exc:
             form.add_error("tables", str(exc))
         else:
-            if not added or form.cleaned_data["confirmed"]:
+            added = [model for model in taken if model not in chosen]
+            shown = ",".join(sorted(model._meta.label for model in taken))
+            if not added or form.cleaned_data["confirmed"] == shown:
                 return start(request, model_admin, tables, form.cleaned_data)
             form.data = form.data.copy()
-            form.data["confirmed"] = "on"
+            form.data["confirmed"] = shown
     return render_page(
         request, model_admin, "admin/sync/new_export.html", "New export", form=form,
         added=[(m._meta.label, m._base_manager.count()) for m in added],

@@ -6,6 +6,7 @@ The admin's Verify, Download and Upload call these; ``syncverify`` checks a path
 
 from __future__ import annotations
 
+import os
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -72,10 +73,10 @@ def record_upload(upload: File, name: str, user=None, using: str = "default") ->
         raise BackupError(
             f"{name}: not a backup archive's name (….backup.tar.gz, .tar.zst, .tar.xz, …)."
         )
-    with local_copy(upload) as path:
+    with local_copy(upload, name) as path:
         try:
             report = verify_archive(path)
-        except ArchiveError as exc:
+        except ArchiveError as exc:  # as syncverify says it
             raise ArchiveError(f"{name}: {exc}") from exc
         sha256 = file_sha256(path)
     data = report.index.data
@@ -113,15 +114,20 @@ def record_upload(upload: File, name: str, user=None, using: str = "default") ->
 
 
 @contextmanager
-def local_copy(upload: File) -> Iterator[Path]:
-    """The upload as a file on disk: Django spools uploads larger than
-    FILE_UPLOAD_MAX_MEMORY_SIZE to a temporary file already; a smaller one is written out."""
-    temporary = getattr(upload, "temporary_file_path", None)
-    if temporary is not None:
-        yield Path(temporary())
-        return
-    with tempfile.NamedTemporaryFile(prefix="sync-upload-") as spooled:
-        for chunk in upload.chunks():
-            spooled.write(chunk)
-        spooled.flush()
-        yield Path(spooled.name)
+def local_copy(upload: File, name: str) -> Iterator[Path]:
+    """The upload as a file on disk named ``name`` (what a reader's messages call it), in a
+    temporary folder: a hard link to the temporary file Django spooled a large upload to, else
+    a copy."""
+    with tempfile.TemporaryDirectory(prefix="sync-upload-") as folder:
+        path = Path(folder) / name
+        spooled = getattr(upload, "temporary_file_path", None)
+        try:
+            if spooled is None:
+                raise OSError("held in memory")
+            os.link(spooled(), path)
+        except OSError:  # in memory, or on another file system: copied
+            upload.seek(0)
+            with path.open("wb") as copy:
+                for chunk in upload.chunks():
+                    copy.write(chunk)
+        yield path

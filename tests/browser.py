@@ -9,6 +9,7 @@ must be in the module's namespace for pytest to find them) or list it in
 - ``admin_page``: a page signed in as a superuser, against ``live_server``.
 - ``page_as``: ``page_as("sync.run_export", ...)`` gives a page signed in as a staff user holding
   exactly those permissions (``staff_user`` makes such a user without a page).
+- ``backup_dir``: BACKUP_DIR (where exports write, the archive storage) in a temporary folder.
 - ``screenshot``: ``screenshot(page, "backups")`` saves ``backups.png`` — into ``docs/admin/``
   when ``UPDATE_SCREENSHOTS=1`` (then commit them), else into the test's temporary folder, so
   that a test run leaves the work tree clean.
@@ -139,6 +140,14 @@ def page_as(browser, live_server) -> Iterator[Callable]:
     yield make
     for page in pages:
         page.context.close()
+
+
+@pytest.fixture
+def backup_dir(settings, tmp_path) -> Path:
+    """BACKUP_DIR (and so the archive storage) in the test's temporary folder."""
+    settings.BACKUP_DIR = tmp_path / "backups"
+    settings.BACKUP_DIR.mkdir()
+    return settings.BACKUP_DIR
 
 
 @pytest.fixture

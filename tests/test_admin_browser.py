@@ -23,7 +23,6 @@ def test_new_export_of_two_tables_runs_to_done_and_downloads(
 ):
     page = log_in(browser, live_server, staff_user(superuser=True, name="operator"))
     page.goto("/admin/sync/backuprecord/")
-    screenshot(page, "backups-empty")
     page.get_by_role("link", name="New export…").click()
     page.check("input[name=tables][value='content.Status']")
     page.check("input[name=tables][value='content.Tag']")

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def test_new_export_of_two_tables_runs_to_done_and_downloads(
     browser, live_server, seeded, backup_dir, screenshot
 ):
-    page = log_in(browser, live_server, staff_user(superuser=True, name="operator"))
+    page = log_in(browser, live_server, staff_user(superuser=True, name="operator", password=True))
     page.goto("/admin/sync/backuprecord/")
     page.get_by_role("link", name="New export…").click()
     page.check("input[name=tables][value='content.Status']")
@@ -47,6 +47,11 @@ def test_new_export_of_two_tables_runs_to_done_and_downloads(
     expect(page.locator("#result_list")).to_contain_text(backup.file_name)
     expect(page.locator("#result_list")).to_contain_text(re.compile("succeeded"))
     screenshot(page, "backups")
+    page.get_by_role("button", name="Verify").click()
+    expect(page.locator(".messagelist")).to_contain_text(
+        f"{backup.file_name}: OK — format v1, 2 tables, {backup.total_records} records, "
+        "all checksums match."
+    )
 
 
 def test_cancel_of_a_running_job_from_the_jobs_page(admin_page, seeded, screenshot):

@@ -302,6 +302,18 @@ def test_an_archive_above_the_upload_limit_is_refused(operator, backup, settings
     assert BackupRecord.objects.count() == 1
 
 
+def test_a_request_far_above_the_upload_limit_is_refused_unread(operator, seeded, settings,
+                                                                 tmp_path):  # fmt: skip
+    settings.SYNC_UPLOAD_MAX_SIZE = 1000
+    big = tmp_path / "big.backup.tar.gz"
+    big.write_bytes(b"x" * (2 * 1024 * 1024))
+    response = upload(operator, big)
+    assert response.status_code == 200
+    assert "larger than the upload limit, 1000\xa0bytes" in response.content.decode()
+    assert "big.backup.tar.gz" not in response.content.decode()  # no verification was tried
+    assert not BackupRecord.objects.exists()
+
+
 def test_a_file_not_named_as_an_archive_is_refused(operator, seeded, tmp_path):
     other = tmp_path / "notes.txt"
     other.write_text("hello")

@@ -51,9 +51,11 @@ def start_export(
     started_by: str = "",
     user=None,
     task_id: str = "",
+    selection: dict[str, list] | None = None,
 ) -> BackupRecord:
     """Record an export to be done (queued), with the tables resolved: everything
-    ``execute_export`` needs is on the row. Bad options are refused before any row exists."""
+    ``execute_export`` needs is on the row (``selection``: only these primary keys per model
+    label, see ``start_selected_export``). Bad options are refused before any row exists."""
     check_compression(compression, level)
     check_kind(kind)
     chosen = select_models(tables, exclude, with_dependencies)
@@ -71,6 +73,7 @@ def start_export(
         started_by=started_by,
         user=user,
         task_id=task_id,
+        selection=selection or {},
     )
 
 
@@ -131,12 +134,19 @@ def start_selected_export(
     selection = {model: set(pks)}
     if with_references:
         selection = referenced_rows(selection, using)
-    backup = start_export(
-        tables=[m._meta.label for m in selection], kind="selected", using=using, **options
+    return start_export(
+        tables=[m._meta.label for m in selection],
+        kind="selected",
+        using=using,
+        selection={m._meta.label: storable_keys(keys) for m, keys in selection.items()},
+        **options,
     )
-    backup.selection = {m._meta.label: sorted(keys) for m, keys in selection.items()}
-    backup.save(using=using, update_fields=["selection"])
-    return backup
+
+
+def storable_keys(keys: Iterable) -> list:
+    """Primary keys as the job's JSON can hold them: numbers and texts as they are, others
+    (UUIDs…) as text, which the database reads back the same."""
+    return [key if isinstance(key, int | str) else str(key) for key in sorted(keys)]
 
 
 def referenced_rows(

@@ -469,6 +469,6 @@ def test_an_upload_limit_that_is_not_a_positive_int_is_refused(settings, value):
     from django.core.checks import run_checks
 
     settings.SYNC_UPLOAD_MAX_SIZE = value
-    assert [e.msg for e in run_checks() if e.id == "sync.E030"] == [
+    assert [e.msg for e in run_checks() if e.id == "sync.E040"] == [
         f"SYNC_UPLOAD_MAX_SIZE must be a positive number of bytes, not {value!r}."
     ]

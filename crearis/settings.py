@@ -213,6 +213,10 @@ SYNC_KEY_MAP_LIMIT = env.int("SYNC_KEY_MAP_LIMIT", default=SYNC_DEFAULTS["SYNC_K
 # Where import jobs keep their plans (see docs/plans.md): beside the backups, a volume the
 # web and worker containers share.
 SYNC_PLAN_DIR = Path(env.str("SYNC_PLAN_DIR", default=str(BACKUP_DIR / "plans")))
+# Largest archive the admin's Upload archive page takes, in bytes.
+SYNC_UPLOAD_MAX_SIZE = env.int(
+    "SYNC_UPLOAD_MAX_SIZE", default=SYNC_DEFAULTS["SYNC_UPLOAD_MAX_SIZE"]
+)
 SYNC_PLAN_KEEP_DAYS = env.float("SYNC_PLAN_KEEP_DAYS", default=SYNC_DEFAULTS["SYNC_PLAN_KEEP_DAYS"])
 SYNC_SAME_STAMP_CHECK = env.bool(
     "SYNC_SAME_STAMP_CHECK", default=SYNC_DEFAULTS["SYNC_SAME_STAMP_CHECK"]

@@ -25,3 +25,9 @@ class SyncConfig(AppConfig):
         rotation_finished.connect(on_rotation_finished, dispatch_uid="sync.webhooks")
 
         logging.getLogger("psycopg").addFilter(not_cleanup_noise)
+        from django.apps import apps
+
+        if apps.is_installed("django.contrib.admin"):
+            from sync.admin_export_selected import install_export_selected
+
+            install_export_selected()

@@ -97,6 +97,7 @@ def check_value_types(app_configs, **kwargs) -> list[Error]:
         *unless(
             key_overrides, "SYNC_KEYS", "a map of model labels to lists of field names", "sync.E007"
         ),
+        *unless(positive_int, "SYNC_UPLOAD_MAX_SIZE", "a positive number of bytes", "sync.E040"),
         *unless(non_negative_number, "SYNC_PLAN_KEEP_DAYS", "a number of days", "sync.E012"),
         *unless(is_bool, "SYNC_SAME_STAMP_CHECK", "True or False", "sync.E013"),
     ]

@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from sync.admin_preview import preview_urls
 from sync.models import BackupRecord, ImportRun, Job, SyncState
 
 
@@ -28,6 +29,9 @@ class BackupRecordAdmin(JobAdmin):
                     "who", "created_at", "finished_at"]  # fmt: skip
     list_filter = ["status", "kind", "compression"]
     search_fields = ["file_name", "sha256"]
+
+    def get_urls(self):
+        return preview_urls(self) + super().get_urls()
 
 
 @admin.register(ImportRun)

@@ -145,6 +145,10 @@ SYNC_KEY_MAP_LIMIT = env.int("SYNC_KEY_MAP_LIMIT", default=SYNC_DEFAULTS["SYNC_K
 # Where import jobs keep their plans (see docs/plans.md): beside the backups, a volume the
 # web and worker containers share.
 SYNC_PLAN_DIR = Path(env.str("SYNC_PLAN_DIR", default=str(BACKUP_DIR / "plans")))
+# Largest archive the admin's Upload archive page takes, in bytes.
+SYNC_UPLOAD_MAX_SIZE = env.int(
+    "SYNC_UPLOAD_MAX_SIZE", default=SYNC_DEFAULTS["SYNC_UPLOAD_MAX_SIZE"]
+)
 
 # Jobs (docs/jobs.md): running exports and imports publish progress and a heartbeat, and read
 # their cancel flag, through the "sync" cache, outside every database transaction. The default,

@@ -20,3 +20,9 @@ class SyncConfig(AppConfig):
         from sync import checks  # noqa: F401 - registers the system checks
 
         logging.getLogger("psycopg").addFilter(not_cleanup_noise)
+        from django.apps import apps
+
+        if apps.is_installed("django.contrib.admin"):
+            from sync.admin_export_selected import install_export_selected
+
+            install_export_selected()

@@ -104,6 +104,7 @@ def check_value_types(app_configs, **kwargs) -> list[Error]:
         *unless(
             key_overrides, "SYNC_KEYS", "a map of model labels to lists of field names", "sync.E007"
         ),
+        *unless(positive_int, "SYNC_UPLOAD_MAX_SIZE", "a positive number of bytes", "sync.E030"),
     ]
 
 

@@ -39,6 +39,8 @@ DEFAULTS: dict[str, Any] = {
     "SYNC_JOB_STALE_AFTER": 60,
     # Where import jobs keep their plans (docs/plans.md); None: ``plans`` in BACKUP_DIR.
     "SYNC_PLAN_DIR": None,
+    # Largest archive the admin's Upload archive page takes, in bytes.
+    "SYNC_UPLOAD_MAX_SIZE": 2 * GiB,
 }
 
 

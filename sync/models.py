@@ -93,6 +93,11 @@ class BackupRecord(Job):
     backup_id = models.UUIDField(null=True, blank=True, unique=True)
     kind = models.CharField(max_length=20, default="full")
     tables = models.JSONField(default=list, blank=True)
+    selection = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Only these rows, when set: model label → primary keys (Export selected).",
+    )
     include_secrets = models.BooleanField(default=False)
     counts = models.JSONField(default=dict, blank=True, help_text="Records per table.")
     total_records = models.BigIntegerField(default=0)
@@ -103,7 +108,12 @@ class BackupRecord(Job):
     format_version = models.PositiveSmallIntegerField(null=True, blank=True)
 
     class Meta(Job.Meta):
-        pass
+        # The admin's pages and actions check these; the view permission shows the list.
+        permissions = [
+            ("run_export", "Can start an export"),
+            ("download_backup", "Can download a backup archive"),
+            ("upload_backup", "Can upload a backup archive"),
+        ]
 
     def __str__(self) -> str:
         return self.file_name or f"backup #{self.pk}"
@@ -134,7 +144,7 @@ class ImportRun(Job):
     )
 
     class Meta(Job.Meta):
-        pass
+        permissions = [("run_import", "Can preview and run an import")]
 
     def __str__(self) -> str:
         return f"{self.mode} import of {self.archive}"

@@ -198,6 +198,13 @@ class VerifyReport:
     def total(self) -> int:
         return sum(self.counts.values())
 
+    def summary(self, name: str) -> str:
+        """The one line that says the archive ``name`` passed (syncverify, the admin)."""
+        return (
+            f"{name}: OK — format v{self.index.version}, {len(self.counts)} tables, "
+            f"{self.total} records, all checksums match."
+        )
+
 
 def verify_archive(path: Path | str, limits: ReadLimits | None = None) -> VerifyReport:
     """Read the whole archive as a stream and check it; raise ArchiveError at the first problem.

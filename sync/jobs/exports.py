@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from django.db import models
+
 from sync.archive import FORMAT_VERSION, check_compression, remove_leftovers
 from sync.conf import sync_settings
 from sync.exporter import TableFilter, archive_path, check_kind, select_models, write_archive
@@ -20,7 +22,7 @@ from sync.jobs.lifecycle import claim, executing, finish, load_job, mark_stale_j
 from sync.jobs.reporter import JobReporter
 from sync.locking import write_transaction
 from sync.models import BackupRecord, Job, SyncState
-from sync.schema import plan_models
+from sync.schema import SyncModel, plan_models
 
 
 @dataclass
@@ -85,6 +87,8 @@ def execute_export(
     the record says why."""
     backup = load_job(BackupRecord, backup_id, using)
     reporter = reporter or JobReporter()
+    if table_filter is None and backup.selection:
+        table_filter = selected_rows_filter(backup.selection)
     claim(backup)
     with executing(backup, reporter, "no archive was written"):
         output_dir = Path(backup.output_dir or sync_settings.BACKUP_DIR)
@@ -111,6 +115,63 @@ def execute_export(
             database=using, defaults={"last_export_at": backup.finished_at}
         )
     return ExportResult(archive.path, backup, backup.counts, written.nulled)
+
+
+def start_selected_export(
+    model: type[models.Model],
+    pks: Iterable,
+    with_references: bool = False,
+    using: str = "default",
+    **options: Any,
+) -> BackupRecord:
+    """Record an export (queued) of the rows ``pks`` of ``model`` only — with the rows they
+    reference, directly or not, when ``with_references`` — as an archive ``syncimport`` reads.
+    The selection is kept on the job's row, so a worker can execute it (options: see
+    ``start_export``)."""
+    selection = {model: set(pks)}
+    if with_references:
+        selection = referenced_rows(selection, using)
+    backup = start_export(
+        tables=[m._meta.label for m in selection], kind="selected", using=using, **options
+    )
+    backup.selection = {m._meta.label: sorted(keys) for m, keys in selection.items()}
+    backup.save(using=using, update_fields=["selection"])
+    return backup
+
+
+def referenced_rows(
+    selection: dict[type[models.Model], set], using: str = "default"
+) -> dict[type[models.Model], set]:
+    """``selection`` (model → primary keys) with the rows those rows reference through foreign
+    keys and many-to-many fields, directly or not. Generic references are left out: an import
+    finds their rows by key or drops them (``--drop-unresolved``)."""
+    result = {model: set(keys) for model, keys in selection.items()}
+    todo = list(result)
+    while todo:
+        model = todo.pop()
+        rows = model._base_manager.using(using).filter(pk__in=result[model])
+        for f in [*model._meta.concrete_fields, *model._meta.local_many_to_many]:
+            target = f.related_model if f.is_relation else None
+            if target is None or target is models.Model or isinstance(target, str):
+                continue
+            found = set(
+                rows.exclude(**{f"{f.name}__isnull": True}).values_list(f"{f.name}__pk", flat=True)
+            )
+            new = found - result.get(target, set())
+            if new:
+                result.setdefault(target, set()).update(new)
+                todo.append(target)
+    return result
+
+
+def selected_rows_filter(selection: dict[str, list]) -> TableFilter:
+    """The table filter of an export of selected rows: a table's rows narrowed to the primary
+    keys ``selection`` lists for it."""
+
+    def only_selected(plan: SyncModel, rows: models.QuerySet) -> models.QuerySet:
+        return rows.filter(pk__in=selection.get(plan.label, []))
+
+    return only_selected
 
 
 def export(

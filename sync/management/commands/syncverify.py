@@ -22,9 +22,4 @@ class Command(BaseCommand):
             report = verify_archive(archive)
         except ArchiveError as exc:
             raise CommandError(f"{archive}: {exc}") from exc
-        self.stdout.write(
-            self.style.SUCCESS(
-                f"{archive}: OK — format v{report.index.version}, {len(report.counts)} tables, "
-                f"{report.total} records, all checksums match."
-            )
-        )
+        self.stdout.write(self.style.SUCCESS(report.summary(archive)))

@@ -15,23 +15,24 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from functools import wraps
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 from django import forms
 from django.apps import apps
-from django.conf import settings
 from django.contrib import admin, messages
-from django.core.exceptions import FieldDoesNotExist, PermissionDenied
+from django.core.exceptions import FieldDoesNotExist
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.decorators import method_decorator
 from django.views.decorators.http import require_GET, require_POST
 
+from sync.admin_common import render_page, runs_inline
+from sync.admin_perms import RUN_IMPORT, require_permission
+from sync.backups import archive_file
 from sync.errors import SyncError
 from sync.importer import MODES
 from sync.jobs.dispatch import dispatch
@@ -41,7 +42,6 @@ from sync.jobs.plans import PlanMismatch, apply_options, mismatch, plan_of
 from sync.models import BackupRecord, ImportRun, Job
 from sync.plan import Plan, PlanError, dumps
 
-PERMISSION = "sync.run_import"
 USING = "default"  # the admin's database
 PAGE_SIZE = 50
 FOLD_CHARS = 200  # a longer value is folded: its start shown, the rest one click away
@@ -81,9 +81,8 @@ def preview_urls(model_admin: admin.ModelAdmin) -> list[URLPattern]:
     pages = PreviewPages(model_admin)
     wrap = model_admin.admin_site.admin_view
     return [
-        path("<int:backup_pk>/preview/", wrap(pages.choose), name="sync_preview"),
+        path("preview/", wrap(pages.choose), name="sync_preview_import"),
         path("preview/<int:run_pk>/", wrap(pages.progress), name="sync_preview_progress"),
-        path("preview/<int:run_pk>/state/", wrap(pages.state), name="sync_preview_state"),
         path("preview/<int:run_pk>/plan/", wrap(pages.plan), name="sync_preview_plan"),
         path("preview/<int:run_pk>/value/", wrap(pages.value), name="sync_preview_value"),
         path("preview/<int:run_pk>/confirm/", wrap(pages.confirm), name="sync_preview_confirm"),
@@ -92,16 +91,12 @@ def preview_urls(model_admin: admin.ModelAdmin) -> list[URLPattern]:
     ]
 
 
-def runs_inline() -> bool:
-    """Without a broker, ``dispatch`` does the job inside the request (the pages say so)."""
-    return not getattr(settings, "CELERY_BROKER_URL", "")
-
-
 def needs_permission(view: Callable) -> Callable:
+    """A page of the flow: 403 without ``sync.run_import``."""
+
     @wraps(view)
     def checked(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        if not request.user.has_perm(PERMISSION):
-            raise PermissionDenied
+        require_permission(request, RUN_IMPORT)
         return view(self, request, *args, **kwargs)
 
     return checked
@@ -275,44 +270,37 @@ class PreviewPages:
         return reverse(f"{self.site.name}:sync_preview{name}", args=args)
 
     def render(self, request: HttpRequest, template: str, title: str, **context: Any):
-        context = {
-            **self.site.each_context(request),
-            "title": title,
-            "opts": self.model_admin.model._meta,
-            "run_opts": ImportRun._meta,
-            "runs_inline": runs_inline(),
-            **context,
-        }
-        return TemplateResponse(request, f"admin/sync/preview/{template}.html", context)
+        return render_page(
+            request, self.model_admin, f"admin/sync/preview/{template}.html", title, **context
+        )
 
     # 1. choose mode and tables, start the dry run
 
     @needs_permission
-    def choose(self, request: HttpRequest, backup_pk: int) -> HttpResponse:
-        backup = get_object_or_404(BackupRecord.objects.using(USING), pk=backup_pk)
-        tables = backup.counts or dict.fromkeys(backup.tables, 0)
-        form = PreviewForm(request.POST or None, tables=tables)
-        archive = archive_of(backup)
+    def choose(self, request: HttpRequest) -> TemplateResponse | HttpResponse:
+        """Preview import… of the backup ``?backup=<pk>`` (made here or uploaded)."""
+        backups = BackupRecord.objects.using(USING)
+        backup = get_object_or_404(backups, pk=request.GET.get("backup") or 0)
+        form = PreviewForm(
+            request.POST or None, tables=backup.counts or dict.fromkeys(backup.tables, 0)
+        )
+        try:
+            archive = archive_file(backup)
+        except SyncError as exc:
+            messages.error(request, f"Nothing to preview: {exc}")
+            archive = None
         if request.method == "POST" and archive is not None and form.is_valid():
-            run = self.start(
-                request, archive, form.cleaned_data["mode"], form.cleaned_data["tables"]
-            )
+            data = form.cleaned_data
+            run = self.start(request, str(archive), data["mode"], data["tables"])
             return redirect(self.url("_progress", run.pk))
-        if archive is None:
-            messages.error(
-                request,
-                f"{backup} has no archive on this server to preview "
-                f"({backup.status}{', ' + backup.error if backup.error else ''}).",
-            )
         return self.render(
             request, "choose", f"Preview import of {backup}", backup=backup, form=form,
-            archive=archive,
+            archive=archive, opts=BackupRecord._meta,
         )  # fmt: skip
 
     def start(self, request: HttpRequest, archive: str, mode: str, tables: list[str],
               drop_unresolved: bool = False) -> ImportRun:  # fmt: skip
-        """Create the dry run and have it done; inline, it ended when this returns (its failure
-        is on its row, the progress page shows it)."""
+        """Create the dry run and have it done (inline: it has ended when this returns)."""
         run = start_import(
             archive,
             mode=mode,
@@ -321,53 +309,38 @@ class PreviewPages:
             collect_changes=True,
             drop_unresolved=drop_unresolved,
             using=USING,
+            started_by="admin",
             user=request.user,
         )
         self.dispatch(request, run)
         return run
 
     def dispatch(self, request: HttpRequest, run: ImportRun) -> None:
-        with suppress(SyncError):  # recorded on the job's row: its page says what happened
+        with suppress(SyncError):  # an inline job that failed recorded why: its page shows it
             dispatch(run)
         if runs_inline():
             messages.info(
                 request,
-                f"{run.label} ran inside this request: no task broker is configured "
-                "(CELERY_BROKER_URL), so there is no worker.",
+                f"{run.label} ran inside this web request: no task broker is configured "
+                "(CELERY_BROKER_URL).",
             )
 
     # 2. progress, polled
 
     @needs_permission
     def progress(self, request: HttpRequest, run_pk: int) -> HttpResponse:
+        """The job's live progress (the Jobs page's JSON endpoint, polled); once it has ended,
+        the plan of a dry run that succeeded, else the result."""
         run = self.run(run_pk)
         state = JobState.of(run)
         if state.status in ENDED:
-            return redirect(self.next_url(run, state))
+            if run.dry_run and state.status == Job.Status.SUCCEEDED:
+                return redirect(self.url("_plan", run.pk))
+            return redirect(self.url("_result", run.pk))
         return self.render(
             request, "progress", f"{run.label}: {run.mode} import {kind_of(run)}", run=run,
-            state=state, state_url=self.url("_state", run.pk),
+            state=state.as_dict() | {"progress_text": state.progress_text},
         )  # fmt: skip
-
-    @needs_permission
-    @method_decorator(require_GET)
-    def state(self, request: HttpRequest, run_pk: int) -> JsonResponse:
-        run = self.run(run_pk)
-        state = JobState.of(run)
-        ended = state.status in ENDED
-        return JsonResponse(
-            state.as_dict()
-            | {
-                "progress_text": state.progress_text,
-                "ended": ended,
-                "next": self.next_url(run, state) if ended else None,
-            }
-        )
-
-    def next_url(self, run: ImportRun, state: JobState) -> str:
-        if run.dry_run and state.status == Job.Status.SUCCEEDED:
-            return self.url("_plan", run.pk)
-        return self.url("_result", run.pk)
 
     # 3. the plan
 
@@ -379,6 +352,7 @@ class PreviewPages:
         if run.status != Job.Status.SUCCEEDED:
             return redirect(self.url("_progress", run.pk))
         context: dict[str, Any] = {"run": run, "filters": FILTERS, "columns": COLUMNS}
+        context["run_url"] = reverse(f"{self.site.name}:sync_importrun_change", args=[run.pk])
         context["applied_by"] = run.applied_by.filter(status=Job.Status.SUCCEEDED).first()
         try:
             plan = Plan(plan_of(run))
@@ -440,7 +414,7 @@ class PreviewPages:
         except SyncError as exc:
             messages.error(request, str(exc))
             return redirect(self.url("_plan", preview.pk))
-        run = start_import(**options, user=request.user)
+        run = start_import(**options, started_by="admin", user=request.user)
         self.dispatch(request, run)
         return redirect(self.url("_progress", run.pk))
 
@@ -480,13 +454,6 @@ def kind_of(run: ImportRun) -> str:
     if run.dry_run:
         return "preview (dry run)"
     return f"applying {run.applies.label}'s plan" if run.applies_id else ""
-
-
-def archive_of(backup: BackupRecord) -> str | None:
-    """The backup's archive file on this server, if it is there."""
-    if backup.status != Job.Status.SUCCEEDED or not backup.storage_path:
-        return None
-    return backup.storage_path if Path(backup.storage_path).is_file() else None
 
 
 def outcome(run: ImportRun) -> tuple[dict[str, dict[str, int]], PlanMismatch | None]:

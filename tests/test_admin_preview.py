@@ -198,7 +198,7 @@ def test_a_change_after_the_preview_is_refused_naming_the_record(operator, backu
     assert differs.tables == ["content.Project"]
     assert differs.records == ["content.Project 'proj00001'"]
     page = response.content.decode()
-    assert "The database changed since the preview" in page and 'id="again"' in page
+    assert "Refused: the database changed since the preview" in page and 'id="again"' in page
     again = operator.post(url("_again", refused.pk))
     fresh = ImportRun.objects.latest("pk")
     assert again["Location"] == url("_progress", fresh.pk)

@@ -18,12 +18,16 @@ def table_choices(using: str = "default") -> list[tuple[str, list[tuple[str, str
         count = model._base_manager.using(using).count()
         name = str(model._meta.verbose_name_plural)
         groups.setdefault(model._meta.app_label, []).append(
-            (model._meta.label, f"{name} ({model._meta.label}) — {count:,} records")
+            (model._meta.label, f"{name} ({model._meta.label}) — {count:,} {pluralize(count)}")
         )
     return [
         (str(apps.get_app_config(label).verbose_name), sorted(choices))
         for label, choices in sorted(groups.items())
     ]
+
+
+def pluralize(count: int) -> str:
+    return "record" if count == 1 else "records"
 
 
 class NewExportForm(forms.Form):

@@ -112,7 +112,7 @@ def cancel(request: HttpRequest, model_admin, name: str) -> HttpResponse:
     else:
         model_admin.message_user(
             request,
-            f"{found.label}: asked to stop. A running job stops at its next progress check "
+            f"Asked {found.label} to stop. A running job stops at its next progress check "
             "and records itself cancelled.",
             messages.SUCCESS,
         )

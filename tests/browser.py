@@ -82,16 +82,26 @@ def grant(user, *permissions: str) -> None:
         )
 
 
-def staff_user(*permissions: str, superuser: bool = False, name: str = ""):
-    """A staff user holding exactly ``permissions`` (all of them if ``superuser``); its password
-    is ``PASSWORD``."""
+def staff_user(*permissions: str, superuser: bool = False, name: str = "", password: bool = False):
+    """A staff user holding exactly ``permissions`` (all of them if ``superuser``). With
+    ``password``, its password is ``PASSWORD`` (hashing one costs a second on a busy machine:
+    a user signed in by ``force_login`` needs none)."""
     users = get_user_model().objects
     number = users.count() + 1
     sysmail = f"{name or 'staff'}-{number}@example.org"
     maker = users.create_superuser if superuser else users.create_user
-    user = maker(sysmail, PASSWORD, is_staff=True)
+    user = maker(sysmail, PASSWORD if password else None, is_staff=True)
     grant(user, *permissions)
     return user
+
+
+def new_context(browser, live_server):
+    """A browser context of its own (cookies, storage) against the live server; the admin's
+    navigation sidebar closed, leaving the page its width (and the screenshots readable)."""
+    context = browser.new_context(base_url=live_server.url, viewport={"width": 1600, "height": 900})
+    context.set_default_timeout(TIMEOUT_MS)
+    context.add_init_script("localStorage.setItem('django.admin.navSidebarIsOpen', 'false')")
+    return context
 
 
 def signed_in_page(browser, live_server, user):
@@ -100,8 +110,7 @@ def signed_in_page(browser, live_server, user):
     client = Client()
     client.force_login(user)
     session = client.cookies[settings.SESSION_COOKIE_NAME].value
-    context = browser.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(TIMEOUT_MS)
+    context = new_context(browser, live_server)
     context.add_cookies(
         [{"name": settings.SESSION_COOKIE_NAME, "value": session, "url": live_server.url}]
     )
@@ -109,10 +118,8 @@ def signed_in_page(browser, live_server, user):
 
 
 def log_in(browser, live_server, user):
-    """A new page, signed in through the admin's login form."""
-    context = browser.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
+    """A new page, signed in through the admin's login form (``user`` made with a password)."""
+    page = new_context(browser, live_server).new_page()
     page.goto("/admin/login/?next=/admin/")
     page.fill("#id_username", user.sysmail)
     page.fill("#id_password", PASSWORD)

@@ -39,6 +39,12 @@ def messages_of(response) -> list[str]:
 
 
 @pytest.fixture
+def operator(db) -> Client:
+    """A signed-in superuser (pytest-django's admin_client hashes a password every test)."""
+    return client_of(staff_user(superuser=True))
+
+
+@pytest.fixture
 def backup(seeded, backup_dir) -> BackupRecord:
     """A succeeded export of two tables, its archive in BACKUP_DIR."""
     return export(tables=["content.Status", "content.Tag"]).backup
@@ -135,16 +141,16 @@ def test_the_backups_list_offers_only_what_the_user_may_do(backup):
 # -- New export --------------------------------------------------------------------------------
 
 
-def test_new_export_lists_tables_by_app_with_counts(admin_client, seeded):
-    page = admin_client.get(reverse("admin:sync_backuprecord_new")).content.decode()
+def test_new_export_lists_tables_by_app_with_counts(operator, seeded):
+    page = operator.get(reverse("admin:sync_backuprecord_new")).content.decode()
     tags = Tag.objects.count()
     assert f"(content.Tag) — {tags:,} records" in page
     assert "<h3>Content</h3>" in page or "<h3>Crearis content</h3>" in page or "content" in page
     assert "runs inside this web request" in page  # no broker configured in the tests
 
 
-def test_new_export_of_two_tables_writes_an_archive(admin_client, seeded, backup_dir):
-    response = admin_client.post(
+def test_new_export_of_two_tables_writes_an_archive(operator, seeded, backup_dir):
+    response = operator.post(
         reverse("admin:sync_backuprecord_new"),
         {"tables": ["content.Status", "content.Tag"], "compression": "xz"},
     )
@@ -158,15 +164,15 @@ def test_new_export_of_two_tables_writes_an_archive(admin_client, seeded, backup
     assert set(records) == {"content.Status", "content.Tag"}
     assert len(records["content.Tag"]) == Tag.objects.count()
 
-    page = admin_client.get(response["Location"]).content.decode()
+    page = operator.get(response["Location"]).content.decode()
     assert "succeeded" in page
     assert reverse("admin:sync_backuprecord_download", args=[backup.pk]) in page
 
 
-def test_with_dependencies_shows_what_it_adds_before_starting(admin_client, demo, backup_dir):
+def test_with_dependencies_shows_what_it_adds_before_starting(operator, demo, backup_dir):
     url = reverse("admin:sync_backuprecord_new")
     form = {"tables": ["content.Event"], "with_dependencies": "on", "compression": "gz"}
-    shown = admin_client.post(url, form)
+    shown = operator.post(url, form)
     assert shown.status_code == 200
     assert not BackupRecord.objects.exists()
     page = shown.content.decode()
@@ -175,25 +181,25 @@ def test_with_dependencies_shows_what_it_adds_before_starting(admin_client, demo
     confirmed = shown.context["form"]["confirmed"].value()
     assert "content.Location" in confirmed
 
-    started = admin_client.post(url, {**form, "confirmed": confirmed})
+    started = operator.post(url, {**form, "confirmed": confirmed})
     assert started.status_code == 302
     backup = BackupRecord.objects.get()
     assert "content.Location" in backup.tables and "content.Event" in backup.tables
 
 
-def test_new_export_refuses_no_tables(admin_client, seeded):
-    response = admin_client.post(reverse("admin:sync_backuprecord_new"), {"compression": "gz"})
+def test_new_export_refuses_no_tables(operator, seeded):
+    response = operator.post(reverse("admin:sync_backuprecord_new"), {"compression": "gz"})
     assert response.status_code == 200
     assert "This field is required." in response.content.decode()
     assert not BackupRecord.objects.exists()
 
 
-def test_the_page_of_a_failed_job_shows_its_error(admin_client, seeded):
+def test_the_page_of_a_failed_job_shows_its_error(operator, seeded):
     failed = start_export(tables=["content.Tag"])
     BackupRecord.objects.filter(pk=failed.pk).update(
         status=Job.Status.FAILED, error='<script>alert("x")</script> went wrong'
     )
-    page = admin_client.get(reverse("admin:sync_job", args=[failed.label])).content.decode()
+    page = operator.get(reverse("admin:sync_job", args=[failed.label])).content.decode()
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; went wrong" in page
     assert '<script>alert("x")' not in page
 
@@ -201,43 +207,43 @@ def test_the_page_of_a_failed_job_shows_its_error(admin_client, seeded):
 # -- Verify, Download --------------------------------------------------------------------------
 
 
-def test_verify_says_what_syncverify_says(admin_client, backup):
-    response = admin_client.post(reverse("admin:sync_backuprecord_verify", args=[backup.pk]))
+def test_verify_says_what_syncverify_says(operator, backup):
+    response = operator.post(reverse("admin:sync_backuprecord_verify", args=[backup.pk]))
     command = cli("syncverify", backup.storage_path)
     assert messages_of(response) == [
         command.out.strip().replace(backup.storage_path, backup.file_name)
     ]
 
 
-def test_verify_of_a_damaged_archive_gives_syncverifys_reason(admin_client, backup):
+def test_verify_of_a_damaged_archive_gives_syncverifys_reason(operator, backup):
     path = Path(backup.storage_path)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    response = admin_client.post(reverse("admin:sync_backuprecord_verify", args=[backup.pk]))
+    response = operator.post(reverse("admin:sync_backuprecord_verify", args=[backup.pk]))
     command = cli("syncverify", str(path))
     assert command.status == 1
     assert messages_of(response) == [command.error.replace(str(path), backup.file_name)]
 
 
-def test_verify_action_checks_each_selected_archive(admin_client, backup):
-    response = admin_client.post(
+def test_verify_action_checks_each_selected_archive(operator, backup):
+    response = operator.post(
         CHANGELIST, {"action": "verify_selected", ACTION_CHECKBOX_NAME: [backup.pk]}
     )
     assert [m.split(":")[0] for m in messages_of(response)] == [backup.file_name]
     assert "all checksums match" in messages_of(response)[0]
 
 
-def test_download_streams_the_archive(admin_client, backup):
-    response = admin_client.get(reverse("admin:sync_backuprecord_download", args=[backup.pk]))
+def test_download_streams_the_archive(operator, backup):
+    response = operator.get(reverse("admin:sync_backuprecord_download", args=[backup.pk]))
     assert response.status_code == 200
     assert response.streaming
     assert backup.file_name in response["Content-Disposition"]
     assert b"".join(response.streaming_content) == Path(backup.storage_path).read_bytes()
 
 
-def test_download_of_a_missing_archive_says_so(admin_client, backup):
+def test_download_of_a_missing_archive_says_so(operator, backup):
     Path(backup.storage_path).unlink()
-    response = admin_client.get(reverse("admin:sync_backuprecord_download", args=[backup.pk]))
+    response = operator.get(reverse("admin:sync_backuprecord_download", args=[backup.pk]))
     assert response.status_code == 302
     assert messages_of(response) == [
         f"{backup.file_name} is gone: no file at {backup.storage_path}."
@@ -252,11 +258,11 @@ def upload(client, path: Path, name: str | None = None):
     return client.post(reverse("admin:sync_backuprecord_upload"), {"archive": archive})
 
 
-def test_an_uploaded_archive_is_verified_stored_and_recorded(admin_client, seeded, tmp_path,
+def test_an_uploaded_archive_is_verified_stored_and_recorded(operator, seeded, tmp_path,
                                                              backup_dir):  # fmt: skip
     written = export(tables=["content.Tag"], output_dir=tmp_path)
     written.backup.delete()  # an archive from elsewhere: no record of it here
-    response = upload(admin_client, written.path)
+    response = upload(operator, written.path)
     assert response.status_code == 302
     recorded = BackupRecord.objects.get()
     assert recorded.status == Job.Status.SUCCEEDED
@@ -268,12 +274,12 @@ def test_an_uploaded_archive_is_verified_stored_and_recorded(admin_client, seede
     assert messages_of(response) == [f"{written.path.name}: verified and recorded."]
 
 
-def test_a_bad_archive_is_refused_with_syncverifys_reason(admin_client, backup, tmp_path):
+def test_a_bad_archive_is_refused_with_syncverifys_reason(operator, backup, tmp_path):
     damaged = tmp_path / backup.file_name
     data = Path(backup.storage_path).read_bytes()
     damaged.write_bytes(data[: len(data) // 2])
     before = sorted(p.name for p in Path(backup.storage_path).parent.iterdir())
-    response = upload(admin_client, damaged)
+    response = upload(operator, damaged)
     assert response.status_code == 200
     reason = cli("syncverify", str(damaged)).error.replace(str(damaged), damaged.name)
     assert reason in response.content.decode().replace("&#x27;", "'").replace("&quot;", '"')
@@ -281,25 +287,25 @@ def test_a_bad_archive_is_refused_with_syncverifys_reason(admin_client, backup, 
     assert sorted(p.name for p in Path(backup.storage_path).parent.iterdir()) == before
 
 
-def test_an_archive_recorded_already_is_refused(admin_client, backup):
-    response = upload(admin_client, Path(backup.storage_path), name="again.backup.tar.gz")
+def test_an_archive_recorded_already_is_refused(operator, backup):
+    response = upload(operator, Path(backup.storage_path), name="again.backup.tar.gz")
     assert response.status_code == 200
     assert "this archive is recorded already" in response.content.decode()
     assert BackupRecord.objects.count() == 1
 
 
-def test_an_archive_above_the_upload_limit_is_refused(admin_client, backup, settings):
+def test_an_archive_above_the_upload_limit_is_refused(operator, backup, settings):
     settings.SYNC_UPLOAD_MAX_SIZE = 100
-    response = upload(admin_client, Path(backup.storage_path), name="big.backup.tar.gz")
+    response = upload(operator, Path(backup.storage_path), name="big.backup.tar.gz")
     assert response.status_code == 200
     assert "larger than the upload limit" in response.content.decode()
     assert BackupRecord.objects.count() == 1
 
 
-def test_a_file_not_named_as_an_archive_is_refused(admin_client, seeded, tmp_path):
+def test_a_file_not_named_as_an_archive_is_refused(operator, seeded, tmp_path):
     other = tmp_path / "notes.txt"
     other.write_text("hello")
-    response = upload(admin_client, other)
+    response = upload(operator, other)
     assert "not a backup archive" in response.content.decode()
     assert not BackupRecord.objects.exists()
 
@@ -307,19 +313,19 @@ def test_a_file_not_named_as_an_archive_is_refused(admin_client, seeded, tmp_pat
 # -- Export selected ---------------------------------------------------------------------------
 
 
-def test_export_selected_asks_then_exports_only_the_selected_records(admin_client, demo,
+def test_export_selected_asks_then_exports_only_the_selected_records(operator, demo,
                                                                      backup_dir):  # fmt: skip
     chosen = list(Event.objects.order_by("pk")[:2])
     url = reverse("admin:content_event_changelist")
     selection = {"action": "export_selected", ACTION_CHECKBOX_NAME: [e.pk for e in chosen]}
-    asked = admin_client.post(url, selection)
+    asked = operator.post(url, selection)
     assert asked.status_code == 200
     page = asked.content.decode()
     assert "Export 2 selected events" in page
     assert "content.Location" in page  # what "with the records they reference" would add
     assert not BackupRecord.objects.exists()
 
-    done = admin_client.post(url, {**selection, "post": "yes"})
+    done = operator.post(url, {**selection, "post": "yes"})
     backup = BackupRecord.objects.get()
     assert done["Location"] == reverse("admin:sync_job", args=[backup.label])
     assert backup.status == Job.Status.SUCCEEDED
@@ -329,10 +335,10 @@ def test_export_selected_asks_then_exports_only_the_selected_records(admin_clien
     assert sorted(r["xmlid"] for r in records["content.Event"]) == sorted(e.xmlid for e in chosen)
 
 
-def test_export_selected_with_references_takes_what_they_point_at(admin_client, demo,
+def test_export_selected_with_references_takes_what_they_point_at(operator, demo,
                                                                   backup_dir):  # fmt: skip
     event = Event.objects.exclude(location=None).order_by("pk").first()
-    admin_client.post(
+    operator.post(
         reverse("admin:content_event_changelist"),
         {"action": "export_selected", ACTION_CHECKBOX_NAME: [event.pk], "post": "yes",
          "with_references": "on"},
@@ -346,9 +352,9 @@ def test_export_selected_with_references_takes_what_they_point_at(admin_client, 
     assert dangling_references(Path(backup.storage_path)) == []
 
 
-def test_an_export_of_selected_records_is_read_by_syncimport(admin_client, demo, backup_dir):
+def test_an_export_of_selected_records_is_read_by_syncimport(operator, demo, backup_dir):
     tags = list(Tag.objects.order_by("pk")[:3])
-    admin_client.post(
+    operator.post(
         reverse("admin:content_tag_changelist"),
         {"action": "export_selected", ACTION_CHECKBOX_NAME: [t.pk for t in tags], "post": "yes"},
     )
@@ -361,11 +367,11 @@ def test_an_export_of_selected_records_is_read_by_syncimport(admin_client, demo,
     assert {t.name: t.description for t in Tag.objects.filter(name__in=originals)} == originals
 
 
-def test_export_selected_is_on_every_syncable_registered_model(admin_client, seeded):
+def test_export_selected_is_on_every_syncable_registered_model(operator, seeded):
     from django.contrib import admin
 
+    request = operator.get(CHANGELIST).wsgi_request
     for model, model_admin in admin.site._registry.items():
-        request = admin_client.get(CHANGELIST).wsgi_request
         offered = "export_selected" in model_admin.get_actions(request)
         assert offered == (model._meta.app_label != "sync"), model
 
@@ -373,47 +379,47 @@ def test_export_selected_is_on_every_syncable_registered_model(admin_client, see
 # -- Jobs --------------------------------------------------------------------------------------
 
 
-def test_the_jobs_page_lists_recent_jobs_with_their_errors(admin_client, backup):
+def test_the_jobs_page_lists_recent_jobs_with_their_errors(operator, backup):
     failed = start_export(tables=["content.Tag"])
     BackupRecord.objects.filter(pk=failed.pk).update(status=Job.Status.FAILED, error="disk <full>")
-    page = admin_client.get(reverse("admin:sync_jobs")).content.decode()
+    page = operator.get(reverse("admin:sync_jobs")).content.decode()
     assert backup.label in page and failed.label in page
     assert "disk &lt;full&gt;" in page
 
 
-def test_the_job_state_endpoint_gives_progress_as_json(admin_client, backup):
-    state = admin_client.get(reverse("admin:sync_job_state", args=[backup.label])).json()
+def test_the_job_state_endpoint_gives_progress_as_json(operator, backup):
+    state = operator.get(reverse("admin:sync_job_state", args=[backup.label])).json()
     assert state["name"] == backup.label
     assert state["status"] == "succeeded"
     assert state["finished"] is True
     assert state["done"] == backup.total_records
-    states = admin_client.get(reverse("admin:sync_job_states")).json()
+    states = operator.get(reverse("admin:sync_job_states")).json()
     assert [job["name"] for job in states["jobs"]] == [backup.label]
 
 
-def test_an_unknown_job_is_404(admin_client, seeded):
-    assert admin_client.get(reverse("admin:sync_job", args=["export-999"])).status_code == 404
-    assert admin_client.get(reverse("admin:sync_job", args=["nonsense"])).status_code == 404
+def test_an_unknown_job_is_404(operator, seeded):
+    assert operator.get(reverse("admin:sync_job", args=["export-999"])).status_code == 404
+    assert operator.get(reverse("admin:sync_job", args=["nonsense"])).status_code == 404
 
 
-def test_cancel_of_a_queued_job_cancels_it(admin_client, seeded):
+def test_cancel_of_a_queued_job_cancels_it(operator, seeded):
     queued = start_export(tables=["content.Tag"])
-    response = admin_client.post(reverse("admin:sync_job_cancel", args=[queued.label]))
+    response = operator.post(reverse("admin:sync_job_cancel", args=[queued.label]))
     queued.refresh_from_db()
     assert queued.status == Job.Status.CANCELLED
     assert response["Location"] == reverse("admin:sync_jobs")
 
 
-def test_cancel_of_an_ended_job_says_so(admin_client, backup):
-    response = admin_client.post(reverse("admin:sync_job_cancel", args=[backup.label]))
+def test_cancel_of_an_ended_job_says_so(operator, backup):
+    response = operator.post(reverse("admin:sync_job_cancel", args=[backup.label]))
     assert messages_of(response) == [
         f"{backup.label} has already ended (succeeded); nothing to cancel."
     ]
 
 
-def test_cancel_is_post_only(admin_client, seeded):
+def test_cancel_is_post_only(operator, seeded):
     queued = start_export(tables=["content.Tag"])
-    response = admin_client.get(reverse("admin:sync_job_cancel", args=[queued.label]))
+    response = operator.get(reverse("admin:sync_job_cancel", args=[queued.label]))
     assert response.status_code == 405
     queued.refresh_from_db()
     assert queued.status == Job.Status.QUEUED
@@ -429,7 +435,7 @@ def test_cancel_needs_the_csrf_token(seeded):
     assert queued.status == Job.Status.QUEUED
 
 
-def test_a_running_job_shows_a_progress_bar_in_the_list(admin_client, seeded):
+def test_a_running_job_shows_a_progress_bar_in_the_list(operator, seeded):
     from sync.jobs.channel import Progress
     from sync.jobs.lifecycle import channel_of, claim
 
@@ -439,7 +445,7 @@ def test_a_running_job_shows_a_progress_bar_in_the_list(admin_client, seeded):
         Progress("reading", "content.Tag", 5, 20, heartbeat=__import__("time").time())
     )
     try:
-        page = admin_client.get(CHANGELIST).content.decode()
+        page = operator.get(CHANGELIST).content.decode()
     finally:
         channel_of(running).clear()
     assert '<progress value="5" max="20"></progress>' in page

@@ -13,7 +13,7 @@ from crearis.content.models import Tag
 from sync.jobs.exports import export
 from sync.models import BackupRecord, ImportRun
 from tests.browser import *  # noqa: F403 - the browser fixtures
-from tests.browser import log_in, staff_user
+from tests.browser import log_in, signed_in_page, staff_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -31,7 +31,7 @@ def test_export_then_preview_an_update_shows_old_and_new_and_confirm_applies_it(
     browser, live_server, seeded, backup_dir, screenshot
 ):
     tag = Tag.objects.order_by("pk").first()
-    page = log_in(browser, live_server, staff_user(*OPERATOR, name="operator"))
+    page = log_in(browser, live_server, staff_user(*OPERATOR, name="operator", password=True))
 
     # New export with two tables; its progress reaches done.
     page.goto("/admin/sync/backuprecord/")
@@ -77,7 +77,7 @@ def test_a_change_after_the_preview_is_refused_and_a_new_preview_offered(
     tag, other = Tag.objects.order_by("pk")[:2]
     backup = export(tables=["content.Tag"], output_dir=backup_dir).backup
     make_older(tag, description="an older description")
-    page = log_in(browser, live_server, staff_user(*OPERATOR, name="operator"))
+    page = signed_in_page(browser, live_server, staff_user(*OPERATOR, name="operator"))
     page.goto(reverse("admin:sync_preview_import") + f"?backup={backup.pk}")
     page.get_by_role("button", name="Preview").click()
     page.wait_for_url("**/plan/")
@@ -104,7 +104,7 @@ def test_markup_in_records_is_shown_as_text_and_never_runs(
     backup = export(tables=["content.Tag"], output_dir=backup_dir).backup
     make_older(tag, description=image + " and a long text" * 30)  # folded: one click away
 
-    page = log_in(browser, live_server, staff_user(*OPERATOR, name="operator"))
+    page = signed_in_page(browser, live_server, staff_user(*OPERATOR, name="operator"))
     dialogs = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     page.goto(reverse("admin:sync_preview_import") + f"?backup={backup.pk}")

@@ -6,6 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.core.files import File
 from django.db.models import F
 from django.test import Client
 from django.urls import reverse
@@ -13,6 +14,7 @@ from django.utils.html import escape
 
 from crearis.content.models import Event, Project, Status
 from sync import admin_preview
+from sync.backups import record_upload
 from sync.jobs.exports import export
 from sync.jobs.imports import start_import
 from sync.jobs.plans import plan_of
@@ -233,6 +235,21 @@ def test_a_record_holding_markup_is_shown_as_text(operator, backup):
     assert script not in page and "<img src=x" not in page
     assert "&lt;script&gt;window.owned = 1&lt;/script&gt;" in page
     assert "&quot;&gt;&lt;img src=x onerror=alert(1)&gt;" in page
+
+
+def test_an_uploaded_archive_is_previewed_as_a_backup_made_here(
+    operator, backup, settings, tmp_path
+):
+    settings.BACKUP_DIR = tmp_path / "storage"
+    archive = Path(backup.storage_path)
+    backup.delete()  # made elsewhere: this site has no record of it
+    with archive.open("rb") as stream:
+        uploaded = record_upload(File(stream, name=archive.name), archive.name)
+    run = preview(operator, uploaded)
+    run.refresh_from_db()
+    assert (run.status, run.archive) == ("succeeded", uploaded.storage_path)
+    assert Path(run.archive).parent == settings.BACKUP_DIR
+    assert "an older name" in operator.get(url("_plan", run.pk)).content.decode()
 
 
 def test_a_backup_without_its_archive_cannot_be_previewed(operator, backup):

@@ -10,7 +10,9 @@ from django.urls import reverse
 from playwright.sync_api import expect
 
 from crearis.content.models import Tag
+from sync.jobs.dispatch import execute_job
 from sync.jobs.exports import export
+from sync.jobs.imports import start_import
 from sync.models import BackupRecord, ImportRun
 from tests.browser import *  # noqa: F403 - the browser fixtures
 from tests.browser import log_in, signed_in_page, staff_user
@@ -92,6 +94,23 @@ def test_a_change_after_the_preview_is_refused_and_a_new_preview_offered(
     page.get_by_role("button", name="Preview again").click()
     page.wait_for_url("**/plan/")
     expect(page.locator("#plan-entries")).to_contain_text("changed after the preview")
+
+
+def test_the_progress_page_follows_a_job_on_a_worker_and_moves_on_to_its_plan(
+    browser, live_server, seeded, backup_dir
+):
+    """A dry run queued as with a broker, then executed here as a worker would: the page
+    shows it waiting, then, without a reload by the user, its plan."""
+    tag = Tag.objects.order_by("pk").first()
+    backup = export(tables=["content.Tag"], output_dir=backup_dir).backup
+    make_older(tag, description="an older description")
+    run = start_import(backup.storage_path, mode="update", dry_run=True, collect_changes=True)
+    page = signed_in_page(browser, live_server, staff_user(*OPERATOR, name="operator"))
+    page.goto(reverse("admin:sync_preview_progress", args=[run.pk]))
+    expect(page.locator("#job [data-field=progress_text]")).to_have_text("waiting for a worker")
+    execute_job(run)
+    page.wait_for_url("**/plan/")
+    expect(page.locator("tr.entry.action-update code")).to_have_text(tag.name)
 
 
 def test_markup_in_records_is_shown_as_text_and_never_runs(

@@ -39,14 +39,14 @@ from sync.jobs.dispatch import dispatch
 from sync.jobs.imports import start_import
 from sync.jobs.lifecycle import JobState
 from sync.jobs.plans import PlanMismatch, apply_options, mismatch, plan_of
-from sync.models import BackupRecord, ImportRun, Job
+from sync.models import FINISHED, BackupRecord, ImportRun, Job
 from sync.plan import Plan, PlanError, dumps
 
 USING = "default"  # the admin's database
 PAGE_SIZE = 50
 FOLD_CHARS = 200  # a longer value is folded: its start shown, the rest one click away
 INLINE_CHARS = 20_000  # a longer one is not put in the page: a link opens it
-ENDED = {Job.Status.SUCCEEDED, Job.Status.FAILED, Job.Status.CANCELLED, "stale"}
+ENDED = {*FINISHED, "stale"}  # a stale job has ended too: its process is gone
 COLUMNS = ["new", "updated", "unchanged", "skipped", "deleted", "cascaded"]
 
 

@@ -112,7 +112,7 @@ def test_the_plan_shows_counts_and_each_changed_field_old_and_new(operator, back
     assert re.search(shown + re.escape(escape(name.new.text)), page)
 
 
-def test_the_plan_pages_through_records_filtered_by_table_and_action(operator, backup):
+def test_the_plan_pages_through_records_filtered_by_table_and_action(operator, backup, monkeypatch):
     run = preview(operator, backup, mode="append")
     table = "content.Participant"
     plan = Plan(plan_of(run))
@@ -122,12 +122,8 @@ def test_the_plan_pages_through_records_filtered_by_table_and_action(operator, b
     finally:
         plan.close()
     assert skipped > 6
-    admin_preview_size = admin_preview.PAGE_SIZE
-    admin_preview.PAGE_SIZE = 3
-    try:
-        response = operator.get(url("_plan", run.pk), {"table": table, "action": "skip", "page": 2})
-    finally:
-        admin_preview.PAGE_SIZE = admin_preview_size
+    monkeypatch.setattr(admin_preview, "PAGE_SIZE", 3)
+    response = operator.get(url("_plan", run.pk), {"table": table, "action": "skip", "page": 2})
     shown = [(e.table, e.key, e.action) for e in response.context["entries"]]
     assert shown == [(e["table"], str(e["key"]), e["action"]) for e in expected]
     assert response.context["page"].page.paginator.count == skipped

@@ -278,6 +278,11 @@ class VerifyProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env,
+            # A process group of its own: a Ctrl-C at the terminal reaches the import, which
+            # decides what it means and stops the check (``stop``), not the check while its
+            # interpreter starts, before it could ignore SIGINT. It still ends with its
+            # parent (EXIT_WITH_PARENT).
+            process_group=0,
         )
 
     def result(self, waiting: Callable[[], None] | None = None) -> None:
@@ -328,8 +333,7 @@ def _exit_at_end_of_input() -> None:
 
 
 def main(argv: list[str]) -> int:
-    # Ctrl-C reaches the terminal's whole process group; the import decides what it means
-    # and stops the check itself (VerifyProcess.stop), so the check does not die of it first.
+    # Run by hand, in the terminal's process group: Ctrl-C is for the import to decide on.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if argv[-1:] == [EXIT_WITH_PARENT]:
         _exit_at_end_of_input()

@@ -748,3 +748,19 @@ def test_the_archive_checker_ends_with_a_killed_import(tmp_path, child_env):
         importer.wait()
         if checker is not None and running(checker):
             os.kill(checker, signal.SIGKILL)
+
+
+def test_a_ctrl_c_at_the_terminal_does_not_reach_the_archive_check(tmp_path):
+    """The check runs in a process group of its own: SIGINT to the import's group (a Ctrl-C)
+    cannot kill it while its interpreter starts, before it ignores SIGINT (the import then
+    failed with "the archive check did not finish" instead of "interrupted"); the import
+    stops it."""
+    from sync.verify import VerifyProcess
+
+    archive = tmp_path / "none.tar"
+    archive.write_bytes(b"")
+    checker = VerifyProcess(archive)
+    try:
+        assert os.getpgid(checker.process.pid) != os.getpgid(0)
+    finally:
+        checker.stop()

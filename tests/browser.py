@@ -9,6 +9,7 @@ must be in the module's namespace for pytest to find them) or list it in
 - ``admin_page``: a page signed in as a superuser, against ``live_server``.
 - ``page_as``: ``page_as("sync.run_export", ...)`` gives a page signed in as a staff user holding
   exactly those permissions (``staff_user`` makes such a user without a page).
+- ``quick_passwords``: a fast password hasher, for tests that sign in through the form.
 - ``backup_dir``: BACKUP_DIR (where exports write, the archive storage) in a temporary folder.
 - ``screenshot``: ``screenshot(page, "backups")`` saves ``backups.png`` — into ``docs/admin/``
   when ``UPDATE_SCREENSHOTS=1`` (then commit them), else into the test's temporary folder, so
@@ -126,6 +127,13 @@ def log_in(browser, live_server, user):
     page.click("input[type=submit]")
     page.wait_for_url("**/admin/")
     return page
+
+
+@pytest.fixture
+def quick_passwords(settings) -> None:
+    """Passwords hashed with a fast hasher in this test (Django's default takes a second or
+    more per hash on a busy machine; signing in through the form hashes twice)."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture

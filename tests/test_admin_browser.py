@@ -19,7 +19,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_new_export_of_two_tables_runs_to_done_and_downloads(
-    browser, live_server, seeded, backup_dir, screenshot
+    browser, live_server, seeded, backup_dir, quick_passwords, screenshot
 ):
     page = log_in(browser, live_server, staff_user(superuser=True, name="operator", password=True))
     page.goto("/admin/sync/backuprecord/")

@@ -450,3 +450,13 @@ def test_a_running_job_shows_a_progress_bar_in_the_list(operator, seeded):
         channel_of(running).clear()
     assert '<progress value="5" max="20"></progress>' in page
     assert "reading · content.Tag · 5/20 records" in page
+
+
+@pytest.mark.parametrize("value", [0, -1, "2GB", None])
+def test_an_upload_limit_that_is_not_a_positive_int_is_refused(settings, value):
+    from django.core.checks import run_checks
+
+    settings.SYNC_UPLOAD_MAX_SIZE = value
+    assert [e.msg for e in run_checks() if e.id == "sync.E030"] == [
+        f"SYNC_UPLOAD_MAX_SIZE must be a positive number of bytes, not {value!r}."
+    ]

@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django_celery_beat",  # schedules as rows people edit in the admin (docs/celery.md)
     "crearis.content",
     "sync",
 ]
@@ -108,20 +109,87 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 
-# --- Celery -------------------------------------------------------------------------------
+# --- Celery (docs/celery.md) ------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="")
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default=CELERY_BROKER_URL or None)
 # Without a broker there is no worker: tasks run inline, in the calling process.
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
-CELERY_TASK_TIME_LIMIT = 6 * 60 * 60
-CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 60
+# The queue tasks are sent to and workers read by default: several sites (or test runs) can
+# share one Redis with a queue each.
+CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="celery")
+# How long an export or import task may run (seconds): at the soft limit its job stops, failed
+# and rolled back; at the hard limit the worker kills the process (the job shows stale).
+SYNC_TASK_TIME_LIMIT = env.int(
+    "SYNC_TASK_TIME_LIMIT", default=SYNC_DEFAULTS["SYNC_TASK_TIME_LIMIT"]
+)
+SYNC_TASK_SOFT_TIME_LIMIT = env.int(
+    "SYNC_TASK_SOFT_TIME_LIMIT", default=SYNC_DEFAULTS["SYNC_TASK_SOFT_TIME_LIMIT"]
+)
+CELERY_TASK_TIME_LIMIT = SYNC_TASK_TIME_LIMIT
+CELERY_TASK_SOFT_TIME_LIMIT = SYNC_TASK_SOFT_TIME_LIMIT
+# A task message is acknowledged as its task starts (acks_late off, the sync tasks say so too):
+# a job killed with its worker is not run again by itself, its row shows it stale, then failed.
+# Each worker process reserves one message beyond the one it runs, and Redis gives a reserved
+# message to another worker when it was not acknowledged within the visibility timeout: longer
+# than the longest task, so a message waiting behind a long job is not handed out twice (a
+# second delivery would still find its job no longer queued and do nothing).
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Celery's Redis caveats: set all three, or the shortest wins.
+CELERY_VISIBILITY_TIMEOUT = SYNC_TASK_TIME_LIMIT + 3600
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+CELERY_RESULT_EXPIRES = 7 * 24 * 3600
+# Beat schedules (docs/celery.md, "Schedules"): rows of django-celery-beat that people edit in
+# the admin, installed by `manage.py syncschedule` — not CELERY_BEAT_SCHEDULE, whose entries
+# beat writes over the rows on every start. Crontabs run in the site's time zone: a crontab
+# in another zone than Celery's has made beat fire continuously (celery#9715).
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = TIME_ZONE
 
 # --- Crearis Sync ---------------------------------------------------------------------------
 # The app has a default for each (sync.conf.DEFAULTS); these read the environment.
 BACKUP_DIR = Path(env.str("BACKUP_DIR", default=str(VAR_DIR / "backups")))
+# Where archives live (docs/storage.md): the storage alias "sync". With SYNC_S3_BUCKET set, an
+# S3 bucket (django-storages; credentials from boto3's usual sources: AWS_ACCESS_KEY_ID and
+# AWS_SECRET_ACCESS_KEY, an instance role…); otherwise a FileSystemStorage at BACKUP_DIR.
+SYNC_S3_BUCKET = env.str("SYNC_S3_BUCKET", default="")
+
+
+def s3_transfer_config():
+    """How boto3 uploads an archive: in 8 MiB parts, 4 at a time, at most 4 parts read ahead
+    into memory (boto3's defaults hold up to 15 parts, 120 MiB, in memory per upload)."""
+    from boto3.s3.transfer import TransferConfig
+
+    config = TransferConfig(multipart_chunksize=8 * 1024 * 1024, max_concurrency=4)
+    config.max_in_memory_upload_chunks = 4  # s3transfer's own knobs, not in boto3's signature
+    config.max_submission_concurrency = 1
+    return config
+
+
+if SYNC_S3_BUCKET:
+    STORAGES = {
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+        "sync": {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {
+                "bucket_name": SYNC_S3_BUCKET,
+                "location": env.str("SYNC_S3_PREFIX", default=""),  # a folder in the bucket
+                "endpoint_url": env.str("AWS_S3_ENDPOINT_URL", default=None),  # MinIO, R2…
+                "region_name": env.str("AWS_S3_REGION_NAME", default=None),
+                # Never replace an archive: a taken name gets a suffix.
+                "file_overwrite": False,
+                # What open() spools in memory before rolling to a temporary file; the sync
+                # engine itself streams reads past open() (docs/storage.md).
+                "max_memory_size": env.int("AWS_S3_MAX_MEMORY_SIZE", default=16 * 1024 * 1024),
+                "transfer_config": s3_transfer_config(),
+            },
+        },
+    }
 # Apps whose models `syncexport` takes when no --tables are given.
 SYNC_DEFAULT_APPS = env.list("SYNC_DEFAULT_APPS", default=["content"])
 # Fields left out of archives unless --include-secrets ("app_label.Model.field", fnmatch).
@@ -149,6 +217,18 @@ SYNC_PLAN_DIR = Path(env.str("SYNC_PLAN_DIR", default=str(BACKUP_DIR / "plans"))
 SYNC_UPLOAD_MAX_SIZE = env.int(
     "SYNC_UPLOAD_MAX_SIZE", default=SYNC_DEFAULTS["SYNC_UPLOAD_MAX_SIZE"]
 )
+SYNC_PLAN_KEEP_DAYS = env.float("SYNC_PLAN_KEEP_DAYS", default=SYNC_DEFAULTS["SYNC_PLAN_KEEP_DAYS"])
+SYNC_SAME_STAMP_CHECK = env.bool(
+    "SYNC_SAME_STAMP_CHECK", default=SYNC_DEFAULTS["SYNC_SAME_STAMP_CHECK"]
+)
+
+# Rotation (docs/rotation.md): syncrotate's defaults and the daily task's policy. Unset: the
+# rule is left out; with no rule at all, rotation deletes only failed jobs' leftovers.
+BACKUP_KEEP_COUNT = env.int("BACKUP_KEEP_COUNT", default=None)
+BACKUP_MAX_AGE_DAYS = env.int("BACKUP_MAX_AGE_DAYS", default=None)
+SYNC_KEEP_DAILY = env.int("SYNC_KEEP_DAILY", default=SYNC_DEFAULTS["SYNC_KEEP_DAILY"])
+SYNC_KEEP_WEEKLY = env.int("SYNC_KEEP_WEEKLY", default=SYNC_DEFAULTS["SYNC_KEEP_WEEKLY"])
+SYNC_KEEP_MONTHLY = env.int("SYNC_KEEP_MONTHLY", default=SYNC_DEFAULTS["SYNC_KEEP_MONTHLY"])
 
 # Jobs (docs/jobs.md): running exports and imports publish progress and a heartbeat, and read
 # their cancel flag, through the "sync" cache, outside every database transaction. The default,
@@ -165,6 +245,22 @@ if CACHES["sync"]["BACKEND"].endswith("FileBasedCache"):
 # A running job whose heartbeat (once a second) is older than this is stale: its process is gone.
 SYNC_JOB_STALE_AFTER = env.int(
     "SYNC_JOB_STALE_AFTER", default=SYNC_DEFAULTS["SYNC_JOB_STALE_AFTER"]
+)
+
+# Webhooks (docs/webhooks.md): a signed POST to each URL after every export and rotation
+# (BACKUP_WEBHOOK_URL) / import (IMPORT_WEBHOOK_URL); several URLs comma-separated.
+BACKUP_WEBHOOK_URL = env.list("BACKUP_WEBHOOK_URL", default=[])
+IMPORT_WEBHOOK_URL = env.list("IMPORT_WEBHOOK_URL", default=[])
+# The Standard Webhooks signing secret ("whsec_" + base64 of 24-64 random bytes); no default.
+SYNC_WEBHOOK_SECRET = env.str("SYNC_WEBHOOK_SECRET", default="")
+SYNC_WEBHOOK_CONNECT_TIMEOUT = env.float(
+    "SYNC_WEBHOOK_CONNECT_TIMEOUT", default=SYNC_DEFAULTS["SYNC_WEBHOOK_CONNECT_TIMEOUT"]
+)
+SYNC_WEBHOOK_READ_TIMEOUT = env.float(
+    "SYNC_WEBHOOK_READ_TIMEOUT", default=SYNC_DEFAULTS["SYNC_WEBHOOK_READ_TIMEOUT"]
+)
+SYNC_WEBHOOK_MAX_ATTEMPTS = env.int(
+    "SYNC_WEBHOOK_MAX_ATTEMPTS", default=SYNC_DEFAULTS["SYNC_WEBHOOK_MAX_ATTEMPTS"]
 )
 
 LOGGING = {

@@ -96,8 +96,8 @@ class BackupRecordAdmin(JobAdmin):
     def buttons(self, obj: BackupRecord) -> str:
         """Verify (posts the changelist's form, with its CSRF token, to the verify page),
         Download and Preview import… of a finished archive."""
-        if obj.status != Job.Status.SUCCEEDED:
-            return ""
+        if obj.status != Job.Status.SUCCEEDED or not obj.storage_path or obj.missing_since:
+            return ""  # no archive (any more): syncinspect --reconcile --fix found it gone
         parts = [
             format_html(
                 '<button type="submit" class="button" formaction="{}" name="verify">Verify'
@@ -164,3 +164,6 @@ class ImportRunAdmin(JobAdmin):
 @admin.register(SyncState)
 class SyncStateAdmin(ReadOnlyAdmin):
     list_display = ["database", "last_export_at", "last_import_at", "last_sync_id"]
+
+
+from sync import admin_webhooks  # noqa: E402, F401 - registers the webhook deliveries

@@ -5,7 +5,7 @@ and reports; each checks its permission."""
 from __future__ import annotations
 
 from django.contrib import messages
-from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.views.decorators.http import require_POST
@@ -19,7 +19,7 @@ from sync.admin_perms import (
     VIEW_BACKUPS,
     permission_required,
 )
-from sync.archive import ArchiveError
+from sync.archive import COPY_BUFFER, ArchiveError
 from sync.backups import BackupError, open_archive, record_upload, verify_backup
 from sync.conf import sync_settings
 from sync.errors import SyncError
@@ -127,7 +127,15 @@ def download(request: HttpRequest, model_admin, pk: int) -> HttpResponse:
     try:
         archive = open_archive(backup)
     except BackupError as exc:
-        model_admin.message_user(request, str(exc), messages.ERROR)
-        return HttpResponseRedirect(reverse(CHANGELIST))
-    # Streamed in blocks by the server (FileResponse), never read whole into memory.
-    return FileResponse(archive, as_attachment=True, filename=backup.file_name)
+        raise Http404(str(exc)) from exc
+    response = ArchiveResponse(archive, as_attachment=True, filename=backup.file_name)
+    if backup.size:
+        response["Content-Length"] = str(backup.size)
+    return response
+
+
+class ArchiveResponse(FileResponse):
+    """Streamed in blocks, never read whole into memory; Django's 4 KiB blocks would be many
+    small reads from S3."""
+
+    block_size = COPY_BUFFER

@@ -18,6 +18,11 @@ class SyncConfig(AppConfig):
 
     def ready(self) -> None:
         from sync import checks  # noqa: F401 - registers the system checks
+        from sync.signals import job_finished, rotation_finished
+        from sync.webhooks import on_job_finished, on_rotation_finished
+
+        job_finished.connect(on_job_finished, dispatch_uid="sync.webhooks")
+        rotation_finished.connect(on_rotation_finished, dispatch_uid="sync.webhooks")
 
         logging.getLogger("psycopg").addFilter(not_cleanup_noise)
         from django.apps import apps

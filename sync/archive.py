@@ -32,7 +32,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import orjson
 import zstandard
@@ -670,6 +670,17 @@ _EXTENDED_TYPES = (
 _REGULAR_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE)
 
 
+class OpenableArchive(Protocol):
+    """An archive to read that is not a local path (see sync.storage.ArchiveLocation)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def open(self) -> IO[bytes]:
+        """A buffered binary stream (``peek`` included) of the archive."""
+        ...
+
+
 class ArchiveReader:
     """A single forward pass over an archive, checking each member as it goes.
 
@@ -679,8 +690,11 @@ class ArchiveReader:
     ``limits.max_line_size`` is read into memory.
     """
 
-    def __init__(self, path: Path, limits: ReadLimits | None = None):
-        self.path = Path(path)
+    def __init__(self, path: Path | str | OpenableArchive, limits: ReadLimits | None = None):
+        # A local path, or anything with ``name`` and ``open()`` (sync.storage.ArchiveLocation:
+        # a name in the archive storage, read as a stream).
+        self.source = Path(path) if isinstance(path, str | os.PathLike) else path
+        self.name = self.source.name
         self.limits = limits or ReadLimits.from_settings()
         self._raw: IO[bytes] | None = None
         self._stream: IO[bytes] | None = None
@@ -689,7 +703,10 @@ class ArchiveReader:
         self.compression = "none"
 
     def __enter__(self) -> ArchiveReader:
-        self._raw = open_regular_file(self.path)
+        if isinstance(self.source, Path):
+            self._raw = open_regular_file(self.source)
+        else:
+            self._raw = self.source.open()
         try:
             self._open()
         except BaseException:
@@ -698,8 +715,8 @@ class ArchiveReader:
         return self
 
     def _open(self) -> None:
-        self.compression = detect_compression(self._raw.read(6))
-        self._raw.seek(0)
+        # peek, not read and seek back: a stream from a remote storage cannot seek.
+        self.compression = detect_compression(self._raw.peek(6)[:6])
         self._stream = _decompressed_reader(self._raw, self.compression)
         try:
             # In stream mode, opening already reads the first header.
@@ -710,7 +727,7 @@ class ArchiveReader:
             raise self._corrupt(exc) from exc
         first = self._next_member()
         if first is None or first.name != INDEX_NAME:
-            raise ArchiveError(f"{self.path.name}: the first member is not {INDEX_NAME}.")
+            raise ArchiveError(f"{self.name}: the first member is not {INDEX_NAME}.")
         self.index = parse_index(self._read_small(first, INDEX_MAX_SIZE))
 
     def __exit__(self, *exc) -> None:
@@ -720,7 +737,7 @@ class ArchiveReader:
             self._raw.close()
 
     def _corrupt(self, exc: BaseException) -> ArchiveError:
-        return ArchiveError(f"{self.path.name} is corrupt or truncated ({exc}).")
+        return ArchiveError(f"{self.name} is corrupt or truncated ({exc}).")
 
     def _next_member(self) -> tarfile.TarInfo | None:
         try:
@@ -784,9 +801,7 @@ class ArchiveReader:
             while data := self._stream.read(COPY_BUFFER):
                 read += len(data)
                 if read > TRAILER_MAX_SIZE or data.count(0) != len(data):
-                    raise ArchiveError(
-                        f"{self.path.name} has data after the end of its tar archive."
-                    )
+                    raise ArchiveError(f"{self.name} has data after the end of its tar archive.")
         except READ_ERRORS as exc:
             raise self._corrupt(exc) from exc
 
@@ -813,6 +828,7 @@ class ArchiveReader:
             raise ArchiveError(f"Member {member.name!r} fails its sha256 check: it was altered.")
 
 
-def read_index(path: Path) -> ArchiveIndex:
+def read_index(path: Path | str | OpenableArchive) -> ArchiveIndex:
+    """The archive's index, reading only the head of the archive."""
     with ArchiveReader(path) as reader:
         return reader.index

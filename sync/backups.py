@@ -1,5 +1,6 @@
-"""Backups as files: where a backup record's archive is, checking it, and recording an
-archive uploaded from elsewhere (verified before any record of it exists).
+"""Backups as files: opening and checking a backup record's archive (through
+``sync.storage``), and recording an archive uploaded from elsewhere (verified before any
+record of it exists).
 
 The admin's Verify, Download and Upload call these; ``syncverify`` checks a path the same way.
 """
@@ -20,7 +21,7 @@ from django.utils import timezone
 from sync.archive import ArchiveError, file_sha256, looks_like_backup
 from sync.errors import SyncError
 from sync.models import BackupRecord, Job
-from sync.storage import archive_storage
+from sync.storage import ArchiveLocation, archive_storage, recorded_location
 from sync.verify import VerifyReport, verify_archive
 
 
@@ -28,38 +29,26 @@ class BackupError(SyncError):
     """A backup's archive that cannot be had or recorded; the message says why."""
 
 
-def archive_file(backup: BackupRecord) -> Path:
-    """The archive of ``backup`` on this machine's disk: its recorded path, else its name in
-    the archive storage (when that storage is a local folder)."""
-    if backup.status != Job.Status.SUCCEEDED or not backup.file_name:
+def backup_location(backup: BackupRecord) -> ArchiveLocation:
+    """Where the archive of ``backup`` is (a local file or a name in the archive storage)."""
+    if backup.status != Job.Status.SUCCEEDED or not backup.storage_path:
         raise BackupError(f"{backup.label} has no archive: it {backup.status}.")
-    if backup.storage_path and Path(backup.storage_path).is_file():
-        return Path(backup.storage_path)
-    storage = archive_storage()
-    try:
-        path = Path(storage.path(backup.file_name))
-    except NotImplementedError as exc:  # a remote storage (S3…): no local path
-        raise BackupError(f"{backup.file_name} is not on this machine's disk.") from exc
-    if not path.is_file():
-        raise BackupError(f"{backup.file_name} is gone: no file at {backup.storage_path}.")
-    return path
+    return recorded_location(backup.storage_path)
 
 
 def open_archive(backup: BackupRecord) -> IO[bytes]:
-    """The archive of ``backup`` opened for reading (to be streamed, not read whole)."""
+    """The archive of ``backup`` as a stream read in chunks (never read whole)."""
     try:
-        return archive_file(backup).open("rb")
-    except BackupError:
-        storage = archive_storage()
-        if backup.status == Job.Status.SUCCEEDED and storage.exists(backup.file_name):
-            return storage.open(backup.file_name, "rb")
-        raise
+        return backup_location(backup).open()
+    except (ArchiveError, OSError) as exc:
+        raise BackupError(f"{backup.file_name} is gone: {exc}") from exc
 
 
 def verify_backup(backup: BackupRecord) -> VerifyReport:
     """Check the archive of ``backup`` completely (``sync.verify``); ArchiveError at the first
     problem, BackupError if there is no archive to check."""
-    return verify_archive(archive_file(backup))
+    with backup_location(backup).local_file() as path:
+        return verify_archive(path)
 
 
 def record_upload(upload: File, name: str, user=None, using: str = "default") -> BackupRecord:
@@ -84,20 +73,15 @@ def record_upload(upload: File, name: str, user=None, using: str = "default") ->
     known = BackupRecord.objects.using(using).filter(backup_id=backup_id).first()
     if known is not None:
         raise BackupError(f"{name}: this archive is recorded already, as {known}.")
-    storage = archive_storage()
     upload.seek(0)
-    stored = storage.save(name, upload)
-    try:
-        local = storage.path(stored)
-    except NotImplementedError:  # a remote storage: the name is all there is
-        local = ""
+    stored = archive_storage().save(name, upload)
     return BackupRecord.objects.using(using).create(
         status=Job.Status.SUCCEEDED,
         database=using,
         user=user,
         started_by="" if user else "upload",
         file_name=stored,
-        storage_path=local,
+        storage_path=stored,  # a name in the archive storage, as exports record theirs
         backup_id=backup_id,
         kind=data.get("kind", "full"),
         tables=list(report.counts),

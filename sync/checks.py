@@ -27,17 +27,10 @@ def check_generic_relations(app_configs, **kwargs) -> list[Error]:
 @register(Tags.caches)
 def check_job_settings(app_configs, **kwargs) -> list:
     problems = []
+    # No "sync" cache at all is fine: jobs then use a file cache in BACKUP_DIR
+    # (sync.jobs.channel.fallback_cache). (sync.E010, which refused that, is retired.)
     backend = settings.CACHES.get(CACHE_ALIAS, {}).get("BACKEND", "")
-    if not backend:
-        problems.append(
-            Error(
-                f'CACHES has no "{CACHE_ALIAS}" cache: jobs keep progress, heartbeats and cancel '
-                "requests there.",
-                hint="Set SYNC_CACHE_URL (filecache:///path or redis://host:6379/1).",
-                id="sync.E010",
-            )
-        )
-    elif backend.endswith(PROCESS_LOCAL_CACHES):
+    if backend.endswith(PROCESS_LOCAL_CACHES):
         problems.append(
             Warning(
                 f'The "{CACHE_ALIAS}" cache ({backend.rsplit(".", 1)[-1]}) is not shared between '
@@ -104,8 +97,18 @@ def check_value_types(app_configs, **kwargs) -> list[Error]:
         *unless(
             key_overrides, "SYNC_KEYS", "a map of model labels to lists of field names", "sync.E007"
         ),
-        *unless(positive_int, "SYNC_UPLOAD_MAX_SIZE", "a positive number of bytes", "sync.E030"),
+        *unless(positive_int, "SYNC_UPLOAD_MAX_SIZE", "a positive number of bytes", "sync.E040"),
+        *unless(non_negative_number, "SYNC_PLAN_KEEP_DAYS", "a number of days", "sync.E012"),
+        *unless(is_bool, "SYNC_SAME_STAMP_CHECK", "True or False", "sync.E013"),
     ]
+
+
+def non_negative_number(value) -> bool:
+    return type(value) in (int, float) and value >= 0
+
+
+def is_bool(value) -> bool:
+    return type(value) is bool
 
 
 @register()
@@ -130,3 +133,96 @@ def check_backup_dir(app_configs, **kwargs) -> list[Error]:
     if path.exists() and not path.is_dir():
         return [Error(f"BACKUP_DIR {str(path)!r} is not a directory.", id="sync.E006")]
     return []
+
+
+def whole_number(value) -> bool:
+    return type(value) is int and value >= 0
+
+
+def positive_or_none(value) -> bool:
+    return value is None or positive_int(value)
+
+
+@register()
+def check_rotation(app_configs, **kwargs) -> list[Error]:
+    """The rotation policy's settings (sync.rotation.Policy)."""
+    return [
+        *unless(positive_or_none, "BACKUP_KEEP_COUNT", "None or a positive number", "sync.E020"),
+        *unless(
+            positive_or_none,
+            "BACKUP_MAX_AGE_DAYS",
+            "None or a positive number of days",
+            "sync.E020",
+        ),
+        *(
+            error
+            for name in ("SYNC_KEEP_DAILY", "SYNC_KEEP_WEEKLY", "SYNC_KEEP_MONTHLY")
+            for error in unless(whole_number, name, "a whole number of 0 or more", "sync.E020")
+        ),
+    ]
+
+
+@register()
+def check_task_time_limits(app_configs, **kwargs) -> list[Error]:
+    """The soft limit must come first: it is what lets a job record its end and roll back."""
+    wrong = [
+        error
+        for name in ("SYNC_TASK_SOFT_TIME_LIMIT", "SYNC_TASK_TIME_LIMIT")
+        for error in unless(positive_int, name, "a positive number of seconds", "sync.E021")
+    ]
+    if wrong:
+        return wrong
+    soft, hard = sync_settings.SYNC_TASK_SOFT_TIME_LIMIT, sync_settings.SYNC_TASK_TIME_LIMIT
+    if soft >= hard:
+        return [
+            Error(
+                f"SYNC_TASK_SOFT_TIME_LIMIT ({soft} s) must be below SYNC_TASK_TIME_LIMIT "
+                f"({hard} s): at the hard limit the worker process is killed, and the job cannot "
+                "record its end.",
+                id="sync.E021",
+            )
+        ]
+    return []
+
+
+@register()
+def check_webhooks(app_configs, **kwargs) -> list:
+    """The webhook URLs, the signing secret, and the delivery knobs (``sync.webhooks``)."""
+    from sync.webhooks import secret_problem, url_problem
+
+    problems: list = []
+    any_url = False
+    for name in WEBHOOK_URL_SETTINGS:
+        urls = getattr(sync_settings, name)
+        if not list_of_strings(urls):
+            problems.append(
+                Error(f"{name} must be a URL or a list of URLs, not {urls!r}.", id="sync.E030")
+            )
+            continue
+        any_url = any_url or bool(urls)
+        problems += [
+            Error(f"{name}: {problem}", id="sync.E030")
+            for problem in map(url_problem, urls)
+            if problem
+        ]
+    problem = secret_problem(sync_settings.SYNC_WEBHOOK_SECRET, required=any_url)
+    if problem:
+        problems.append(
+            Error(
+                f"SYNC_WEBHOOK_SECRET {problem}",
+                hint='Make one with: python -c "import base64, secrets; '
+                "print('whsec_' + base64.b64encode(secrets.token_bytes(32)).decode())\"",
+                id="sync.E031",
+            )
+        )
+    for name in ("SYNC_WEBHOOK_CONNECT_TIMEOUT", "SYNC_WEBHOOK_READ_TIMEOUT"):
+        problems += unless(positive_number, name, "a positive number of seconds", "sync.E032")
+    problems += unless(positive_int, "SYNC_WEBHOOK_MAX_ATTEMPTS", "a positive integer", "sync.E032")
+    return problems
+
+
+WEBHOOK_URL_SETTINGS = ("BACKUP_WEBHOOK_URL", "IMPORT_WEBHOOK_URL")
+
+
+def positive_number(value) -> bool:
+    return type(value) in (int, float) and value > 0

@@ -41,6 +41,38 @@ DEFAULTS: dict[str, Any] = {
     "SYNC_PLAN_DIR": None,
     # Largest archive the admin's Upload archive page takes, in bytes.
     "SYNC_UPLOAD_MAX_SIZE": 2 * GiB,
+    # Plans of ended dry runs older than this many days are removed when a dry run starts
+    # (docs/plans.md says which are kept whatever their age).
+    "SYNC_PLAN_KEEP_DAYS": 7,
+    # Update mode: compare the content of archive records whose updated_at equals the
+    # target's, reporting other content under the same stamp (skip, same-timestamp-different-
+    # content). Off by default: it reads every such record, most of an update (docs/plans.md).
+    "SYNC_SAME_STAMP_CHECK": False,
+    # Rotation (docs/rotation.md), the defaults of syncrotate and of the daily task. None or 0
+    # leaves a rule out; with no rule at all, rotation keeps every backup.
+    # Keep the N newest backups (keep-last).
+    "BACKUP_KEEP_COUNT": None,
+    # Keep every backup at most D days old; older ones only if another rule keeps them.
+    "BACKUP_MAX_AGE_DAYS": None,
+    # Keep the newest backup of each of the last N days / ISO weeks / months that have backups.
+    "SYNC_KEEP_DAILY": 0,
+    "SYNC_KEEP_WEEKLY": 0,
+    "SYNC_KEEP_MONTHLY": 0,
+    # Celery tasks (docs/celery.md), in seconds: at the soft limit a task's job stops, failed
+    # and rolled back; at the hard limit its worker process is killed (the job turns stale).
+    "SYNC_TASK_SOFT_TIME_LIMIT": 6 * 3600 - 300,
+    "SYNC_TASK_TIME_LIMIT": 6 * 3600,
+    # Webhooks (docs/webhooks.md): URLs that receive a signed POST after every export (and
+    # rotation) / import; a list, or one URL as a string.
+    "BACKUP_WEBHOOK_URL": [],
+    "IMPORT_WEBHOOK_URL": [],
+    # The Standard Webhooks signing secret, "whsec_" + base64; required when a URL is set.
+    "SYNC_WEBHOOK_SECRET": "",
+    # Seconds to wait for a receiver's connection, and then for each read of its answer.
+    "SYNC_WEBHOOK_CONNECT_TIMEOUT": 5,
+    "SYNC_WEBHOOK_READ_TIMEOUT": 15,
+    # Attempts per delivery (the first one included) before it is given up as failed.
+    "SYNC_WEBHOOK_MAX_ATTEMPTS": 8,
 }
 
 
@@ -55,6 +87,8 @@ class SyncSettings:
             return Path(value) if value is not None else default_backup_dir()
         if name == "SYNC_PLAN_DIR":
             return Path(value) if value is not None else self.BACKUP_DIR / "plans"
+        if name in ("BACKUP_WEBHOOK_URL", "IMPORT_WEBHOOK_URL") and isinstance(value, str):
+            return [value] if value else []
         return value
 
 

@@ -12,6 +12,8 @@ target row, mode, archive's updated_at against the target's, content → action 
     exists, update, older                          → skip (not newer); content not read
     exists, newer or not compared, same            → unchanged
     exists, newer or not compared, different       → update
+    exists, update, the same                       → unchanged; content not read, unless
+                                                     SYNC_SAME_STAMP_CHECK (then:)
     exists, update, the same, same                 → unchanged
     exists, update, the same, different            → skip (same-timestamp-different-content)
     exists, update, none in the archive, same      → unchanged
@@ -50,17 +52,20 @@ def stamp_order(theirs: Any, ours: Any) -> str:
     return SAME if theirs == ours else OLDER
 
 
-def needs_content(order: str | None) -> bool:
-    """Whether deciding needs the record's content compared: not for an older record, and —
-    for now — not for one with the same ``updated_at`` either, which is taken as unchanged.
+def needs_content(order: str | None, same_stamp_check: bool = False) -> bool:
+    """Whether deciding needs the record's content compared: not for an older record, and
+    for one with the same ``updated_at`` only with ``same_stamp_check``
+    (``SYNC_SAME_STAMP_CHECK``); without it, such a record is taken as unchanged, unread.
 
     Comparing the content of same-stamp records (most records of an update, an incremental
-    sync's included) tripled the time of an update that changes 1% (bench
-    ``import-update-1pct``: 1.3 s → 4.1 s), over the 10% the benchmarks may move; so the
-    rule's ``same-timestamp-different-content`` row waits for a cheaper content check (e.g. a
-    digest per row kept from the last sync). docs/plans.md says so.
+    sync's included) makes an update that changes 1% about three times slower (bench
+    ``import-update-1pct``, docs/performance.md), so the rule's
+    ``same-timestamp-different-content`` row is an option until a cheaper content check
+    exists (e.g. a digest per row kept from the last sync). docs/plans.md says so.
     """
-    return order not in (OLDER, SAME)
+    if order == SAME:
+        return same_stamp_check
+    return order != OLDER
 
 
 def decide(mode: str, exists: bool, order: str | None, differs: bool) -> Decision:

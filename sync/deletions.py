@@ -226,3 +226,26 @@ def deleted_ids(collector: Collector) -> dict[type[models.Model], set]:
     for queryset in collector.fast_deletes:
         removed[queryset.model._meta.concrete_model] |= set(queryset.values_list("pk", flat=True))
     return removed
+
+
+def cascade_causes(
+    model: type[models.Model], pks: list, removed: dict[type[models.Model], set], using: str
+) -> dict[Any, tuple[type[models.Model], Any]]:
+    """Id → (model, id) of the deleted row whose ``on_delete`` takes each of ``model``'s rows
+    ``pks``: the first foreign key, in field order, that names a row in ``removed``. A row
+    taken otherwise (a ``GenericRelation``) has none."""
+    references = [
+        f
+        for f in model._meta.concrete_fields
+        if f.many_to_one and f.related_model in removed and f.target_field.primary_key
+    ]
+    if not references:
+        return {}
+    causes = {}
+    rows = model._base_manager.using(using).filter(pk__in=pks)
+    for pk, *targets in rows.values_list("pk", *[f.attname for f in references]):
+        for f, target in zip(references, targets, strict=True):
+            if target is not None and target in removed[f.related_model]:
+                causes[pk] = (f.related_model, target)
+                break
+    return causes

@@ -46,3 +46,7 @@ class SyncError(Exception):
         """The message, the place and the value if there is one, for a page to show."""
         value = {} if self.value is None else {"value": self.value}
         return {"message": str(self)} | self.where() | value
+
+
+class ImportFailed(SyncError):
+    """An import that cannot be done; the message names table, key and field."""

@@ -28,7 +28,6 @@ from sync.archive import (
     MemberSpool,
     WrittenArchive,
     archive_suffix,
-    numbered,
 )
 from sync.columns import read_columns, reads_datetimes_as_text, utc_datetime_texts
 from sync.conf import sync_settings
@@ -116,14 +115,9 @@ def start_snapshot(connection) -> None:
             cursor.execute("SELECT 1 FROM sqlite_master LIMIT 1")
 
 
-def archive_path(output_dir: Path, kind: str, compression: str, now: datetime) -> Path:
-    """The archive's name, the first free one for this second. Only a first choice: another
-    export may take it before this one is done (``ArchiveWriter.finish`` claims the name)."""
-    first = output_dir / f"{now.strftime('%Y%m%dT%H%M%SZ')}-{kind}{archive_suffix(compression)}"
-    number = 1
-    while numbered(first, number).exists():
-        number += 1
-    return numbered(first, number)
+def archive_name(kind: str, compression: str, now: datetime) -> str:
+    """The archive's name before numbering: ``20261124T213000Z-full.backup.tar.gz``."""
+    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{kind}{archive_suffix(compression)}"
 
 
 def database_version(using: str) -> str:

@@ -19,29 +19,29 @@ References are resolved by sync key against rows of the same archive or rows alr
 target. Tables load in dependency order; a reference that closes a cycle (User → Instructor →
 Image → Project → User) or points into its own table (Project.regio) is written in a second
 pass once every row exists.
+
+Where each step lives: ``sync.matching`` (records to target rows, by sync key),
+``sync.decide`` (insert, update, skip or unchanged), ``sync.decoding`` (values and references),
+``sync.staging`` and ``sync.writer`` (writes, held until the archive is verified), with the
+table's column description in ``sync.tablecolumns``; ``TableLoader`` below runs them for one
+table, ``Importer`` for the whole archive (second-pass references, replace's deletions).
 """
 
 from __future__ import annotations
 
-import datetime
 import gc
-import re
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from django.apps import apps
-from django.conf import settings
-from django.core.exceptions import ValidationError
 from django.db import DatabaseError, IntegrityError, connections, models, transaction
 from django.db.models.deletion import ProtectedError, RestrictedError
-from django.db.models.functions import Cast
 
 from sync import generic
-from sync.columns import UTC_TEXT, read_columns, reads_datetimes_as_text, utc_datetime_texts
+from sync.columns import reads_datetimes_as_text
 from sync.conf import sync_settings
 from sync.decide import (
     SAME,
@@ -53,14 +53,16 @@ from sync.decide import (
     needs_content,
     stamp_order,
 )
+from sync.decoding import Column, RecordDecoder
 from sync.deletions import (
     DryRunCollector,
     MovedReferences,
     SilentCollector,
+    cascade_causes,
     deleted_ids,
     updated_ids,
 )
-from sync.errors import SyncError
+from sync.errors import ImportFailed
 from sync.generic import GenericColumns, GenericImport, keys_by_pk
 from sync.jobs.reporter import JobCancelled, JobReporter
 from sync.keys import (
@@ -70,13 +72,12 @@ from sync.keys import (
     SeenKeys,
     chunked,
     filter_in,
-    ids_of_keys,
     keyed_ids,
-    prefilter,
     target_key,
 )
+from sync.matching import KeyMatcher, stamp_peek
 from sync.plan import PlanRecorder
-from sync.records import NUL_REFUSED, column_keys, field_decoder, json_key, normalise_key
+from sync.records import field_decoder, json_key
 from sync.schema import (
     SchemaError,
     SyncModel,
@@ -87,15 +88,15 @@ from sync.schema import (
     sync_key_fields,
 )
 from sync.sources import RecordSource, SourceTable
+from sync.staging import StagedChunk, TableStager
+from sync.tablecolumns import TableColumns, absent_fields, unwritable
 from sync.uniques import UniqueValues, key_lookup, unique_groups
-from sync.writer import RowWriter, Verdict, WriteGate, database_error_line, db_value_preparer
+from sync.writer import RowWriter, Verdict, WriteGate, database_error_line
 
 MODES = ("replace", "update", "append")
-SHOW_CHARS = 60
+CASCADE = "cascade (on_delete)"  # the reason of a deletion an on_delete rule makes
 
-
-class ImportFailed(SyncError):
-    """An import that cannot be done; the message names table, key and field."""
+__all__ = ["MODES", "ImportFailed", "ImportResult", "import_records", "stamp_peek"]
 
 
 # -- the diff --------------------------------------------------------------------------------
@@ -166,7 +167,7 @@ class ImportResult:
 # -- the engine ----------------------------------------------------------------------------------
 
 
-# What the diff shows in place of a secret's values (see TableLoader.show).
+# What the diff shows in place of a secret's values (see TableLoader.shown).
 SECRET = "(secret)"
 CHANGED = "(changed)"
 
@@ -187,127 +188,19 @@ def referenced_keys_of(value: Any, keys: dict) -> Any:
     return None if key is None else json_key(key)
 
 
-def _short(value: Any) -> Any:
-    if isinstance(value, str) and len(value) > SHOW_CHARS:
-        return value[: SHOW_CHARS - 1] + "…"
-    if isinstance(value, PlaceholderPk):
-        return repr(value)
-    if value is None or isinstance(value, bool | int | float | str | list | dict):
-        return value
-    return str(value)
-
-
-@dataclass
-class Column:
-    field: models.Field
-    decode: Callable[[Any], Any]
-    reference: type[models.Model] | None  # FK target
-    deferred: bool = False
-
-
-@dataclass(slots=True)
-class Peeked:
-    """A JSON line not parsed yet, with its ``updated_at`` as written."""
-
-    line: bytes
-    stamp: str
-
-
-@dataclass(frozen=True)
-class AbsentField:
-    """A field the archive lacks, and what the rows the import adds get in its place (rows it
-    overwrites keep theirs: only the archive's fields are written)."""
-
-    field: models.Field
-    fill: str  # one of the FILL_* below
-
-    FILL_NOW = "now"  # auto_now / auto_now_add: the time of the import
-    FILL_DEFAULT = "default"  # the model's default, else NULL
-    FILL_DATABASE = "database"  # the column's db_default: left to the database
-    FILL_EMPTY = "empty"  # a secret the export left out: the field's empty value
-
-    @property
-    def note(self) -> str:
-        f = self.field
-        given = {
-            self.FILL_NOW: "the time of the import used",
-            self.FILL_DEFAULT: "default used" if f.has_default() else "default used (NULL)",
-            self.FILL_DATABASE: "the database's default used",
-            self.FILL_EMPTY: "a secret the export left out: new rows get an empty value",
-        }[self.fill]
-        return f"field {f.name!r} not in archive, {given}"
-
-
-def unwritable(model: type[models.Model], f: models.Field) -> str | None:
-    """Why the import cannot write field ``f`` of ``model`` from its records (None: it can).
-    Such a field is refused, not skipped: its values would be lost behind a report that says
-    nothing changed."""
-    if f.many_to_many and f in model._meta.local_many_to_many:
-        if f in SyncModel(model, ()).m2m_fields:
-            return None
-        through = f.remote_field.through._meta.label
-        return (
-            f"it is a many-to-many relation through {through}, a table of its own that holds "
-            f"these links (import that table's records)"
-        )
-    if getattr(f, "generated", False):
-        return "the database computes it"
-    if not f.concrete:
-        if f.auto_created:  # ForeignObjectRel
-            return "it is a reverse relation, held by the rows that point here"
-        return "it is not a column of this table"
-    return None
-
-
-def absent_fields(model: type[models.Model], names: Iterable[str]) -> list[AbsentField]:
-    """The fields of ``model`` that ``names`` (an archive's) lack, with what new rows get; a
-    field that has no default, does not allow NULL and is no secret is refused, naming it."""
-    names = set(names)
-    absent = []
-    for f in model._meta.concrete_fields:
-        if f.name in names or f.generated or isinstance(f, models.fields.AutoFieldMixin):
-            continue
-        if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False):
-            fill = AbsentField.FILL_NOW
-        elif f.has_default():
-            fill = AbsentField.FILL_DEFAULT
-        elif f.has_db_default():
-            fill = AbsentField.FILL_DATABASE
-        elif f.null:
-            fill = AbsentField.FILL_DEFAULT  # NULL: what get_default() gives such a field
-        elif is_sensitive(model, f.name) and f.empty_strings_allowed:
-            fill = AbsentField.FILL_EMPTY
-        else:
-            raise ImportFailed(
-                f"{model._meta.label}: field {f.name!r} is not in the archive, and the model "
-                f"here has no default for it and does not allow NULL."
-            )
-        absent.append(AbsentField(f, fill))
-    return absent
-
-
-# A JSON value that is neither a container nor a string with escapes.
-_PLAIN_VALUE = rb'(?:"[^"\\]*"|[-+.\w]+)'
-
-
-def stamp_peek(fields: list[str], key: str) -> Callable[[bytes], re.Match | None] | None:
-    """A matcher for the start of a JSON line as the export writes it (the key field first,
-    then the others in the index's order) that reads the key (group 1) and ``updated_at``
-    (group 2) without parsing the line. A line in any other shape does not match and is parsed:
-    spaces, escapes in those strings, another order, a list or an object before ``updated_at``.
-    """
-    if not fields or fields[0] != key or "updated_at" not in fields:
-        return None
-    before = fields[1 : fields.index("updated_at")]
-    pattern = rb"\{" + re.escape(orjson.dumps(key)) + rb':"([^"\\]*)"'
-    for name in before:
-        pattern += rb"," + re.escape(orjson.dumps(name)) + rb":" + _PLAIN_VALUE
-    pattern += rb',"updated_at":"([^"\\]*)"'
-    return re.compile(pattern).match
-
-
 class TableLoader:
-    """Loads one table's records (see the module doc for the semantics)."""
+    """Loads one table's records (see the module doc for the semantics): the conductor of the
+    stages, each in a module of its own —
+
+    - ``sync.matching``: which target row each record is (and, in update mode, its stamps);
+    - ``sync.decide``: what happens to the record (insert, update, skip, unchanged);
+    - ``sync.decoding``: the record's values, references resolved to ids;
+    - ``sync.staging``: the chunk's writes, held until the archive is verified, then written
+      by ``sync.writer`` from the table's column description (``sync.tablecolumns``).
+
+    What stays here: counting (the table's ``TableDiff``), the plan's entries, and the checks
+    that need more than one record (replace mode's references to deleted rows).
+    """
 
     def __init__(self, importer: Importer, plan: SyncModel, source: SourceTable):
         self.importer = importer
@@ -318,15 +211,14 @@ class TableLoader:
         self.connection = connections[importer.using]
         self.diff = TableDiff(self.label, str(self.model._meta.verbose_name_plural))
         opts = self.model._meta
-        self.columns: list[Column] = []
+        columns: list[Column] = []
         self.m2m: list[models.ManyToManyField] = []
-        self.stores_nul = self.connection.vendor != "postgresql"
         for name in source.fields:
             f = opts.get_field(name)
             if f.many_to_many:
                 self.m2m.append(f)
                 continue
-            self.columns.append(
+            columns.append(
                 Column(
                     f,
                     field_decoder(f, self.connection.vendor),
@@ -334,65 +226,72 @@ class TableLoader:
                     name in plan.deferred,
                 )
             )
-        present = {c.field.name for c in self.columns}
-        self.deferred_fields = [c.field for c in self.columns if c.deferred]
+        self.columns = columns
+        self.table = TableColumns.of(self.model, [c.field for c in columns], self.connection)
+        present = {c.field.name for c in columns}
+        self.deferred_fields = [c.field for c in columns if c.deferred]
         self.deferred_attnames = {f.attname for f in self.deferred_fields}
-        self.by_attname = {f.attname: f for f in opts.concrete_fields}
-        self.prep = {f.attname: db_value_preparer(f, self.connection) for f in opts.concrete_fields}
-        self.missing = absent_fields(self.model, present)
-        self.diff.notes = [absent.note for absent in self.missing]
+        self.by_attname = self.table.by_attname
+        self.diff.notes = [absent.note for absent in self.table.absent]
         # Fields whose values the diff and messages never show (SYNC_SENSITIVE_FIELDS).
         self.secrets = {f.attname for f in opts.concrete_fields if is_sensitive(self.model, f.name)}
         self.has_updated_at = "updated_at" in present and isinstance(
             opts.get_field("updated_at"), models.DateTimeField
         )
-        self.keys_seen = SeenKeys(sync_settings.SYNC_KEY_MAP_LIMIT)
+        self.stamped = importer.mode == "update" and self.has_updated_at
+        self.matcher = KeyMatcher(
+            plan, source, self.using, self.stamped, importer.datetimes_as_text, self.fail
+        )
+        self.key_paths = self.matcher.key_paths
         self.stale: dict[Any, tuple] = {}
         # Replace mode: target rows of this table that its own records refer to (id → the
         # first referring key and field), checked against ``stale`` once the table has loaded.
         self.own_references: dict[Any, tuple[tuple, str]] = {}
-        self.matched = 0  # archive keys found in the target
-        self.rows_before = 0
-        self.by_chunk = False  # look keys up per chunk instead of holding a whole map
         # New rows' ids are read back only when something needs them: a later table's
         # references, this table's M2M sets or its second-pass references.
         self.needs_ids = plan.model in importer.needs_ids
-        if self.has_updated_at:
-            self.updated_at_decoder = field_decoder(opts.get_field("updated_at"))
-        self.found: dict[tuple, Any] = {}  # key → id of a table read whole
         # References resolved while reading (deferred ones wait for the second pass), by model:
         # (reference field names, M2M field names).
         self.references: dict[type[models.Model], tuple[list[str], list[str]]] = defaultdict(
             lambda: ([], [])
         )
-        for column in self.columns:
+        for column in columns:
             if column.reference is not None and not column.deferred:
                 self.references[column.reference][0].append(column.field.name)
         for f in self.m2m:
             self.references[f.related_model][1].append(f.name)
         self.reference_attnames = {
-            c.field.attname: c.reference for c in self.columns if c.reference and not c.deferred
+            c.field.attname: c.reference for c in columns if c.reference and not c.deferred
         }
-        self.maps: dict[type[models.Model], dict] = {}  # the references' key → id maps
         self.deferred: list[tuple[tuple, Any, str, Any, str]] = []
-        self.inserted_pk = opts.pk.name in present
-        # The name of a key made of one plain field (xmlid, name…), the common case.
-        key_fields = plan.key_fields
-        single = len(key_fields) == 1 and key_fields[0] not in plan.references
-        self.simple_key = key_fields[0] if single else None
-        self.key_paths = key_paths(self.model)
-        self.source = source
-        self.peek = None
         self.uniques = self.unique_values()
-        if importer.mode == "update" and self.has_updated_at and self.simple_key is not None:
-            self.peek = stamp_peek(source.fields, self.simple_key)
+        self.decoder = RecordDecoder(columns, self.m2m, self.secrets, self.fail, self.unresolved)
+        self.stager = TableStager(
+            importer, self.table, self.reference_attnames, self.m2m, self.uniques, self.key_paths
+        )
         self.generic = GenericColumns.of(self)  # None: the table has no generic references
+        self.decoder.generic = self.stager.generic = self.generic
+        # key → content type attname → the one its row had, for the second pass's plan
+        self.replaced_types: dict[tuple, dict[str, Any]] = defaultdict(dict)
+        # Generic references a plan shows as keys: (id attname, content type attname).
+        self.generic_attnames = [
+            (opts.get_field(name).attname, opts.get_field(relation.ct_field).attname)
+            for name, relation in plan.generic.items()
+            if name in present and relation.ct_field in present
+        ]
         # What a plan shows as sync keys: references by attname, M2M sets by name.
         self.shown_references = {
-            c.field.attname: c.reference for c in self.columns if c.reference is not None
+            c.field.attname: c.reference for c in columns if c.reference is not None
         } | {f.name: f.related_model for f in self.m2m}
 
-    # -- reading ---------------------------------------------------------------------------
+    @property
+    def keys_seen(self) -> SeenKeys:
+        return self.matcher.keys_seen
+
+    @property
+    def stores_nul(self) -> bool:
+        return self.matcher.stores_nul
+
     def fail(
         self, key: tuple, message: str, field: str | None = None, value: Any = None
     ) -> ImportFailed:
@@ -405,151 +304,156 @@ class TableLoader:
             value=value,
         )
 
-    def decode(self, key: tuple, record: dict) -> tuple[dict[str, Any], dict[str, Any], dict]:
-        """(values by attname, deferred references by name, m2m ids by name) of a record."""
-        values: dict[str, Any] = {}
-        deferred: dict[str, Any] = {}
-        for column in self.columns:
-            f = column.field
-            raw = record.get(f.name)
-            if column.reference is not None:
-                if raw is None:
-                    if not f.null and not column.deferred:
-                        raise self.fail(key, f"field {f.name!r} may not be empty", f.name)
-                    values[f.attname] = None
-                elif column.deferred:
-                    deferred[f.name] = raw
-                    values[f.attname] = None
-                else:
-                    values[f.attname] = self.resolve(column.reference, raw, key, f)
-                continue
-            try:
-                value = column.decode(raw)
-            except (ValidationError, ValueError, TypeError) as exc:
-                shown = self.bad(f, raw, exc)
-                safe = None if f.attname in self.secrets else raw
-                raise self.fail(key, f"field {f.name!r}: bad value {shown}", f.name, safe) from exc
-            if value is None and not f.null:
-                raise self.fail(key, f"field {f.name!r} may not be empty", f.name)
-            values[f.attname] = value
-        if self.generic is not None:
-            self.generic.apply(record, values, deferred)
-        m2m = {}
-        for f in self.m2m:
-            raw = record.get(f.name) or []
-            if not isinstance(raw, list):
-                raise self.fail(key, f"field {f.name!r} must be a list of keys", f.name)
-            m2m[f.name] = {self.resolve(f.related_model, k, key, f) for k in raw}
-        return values, deferred, m2m
+    def unresolved(self, model: type[models.Model], raw: Any, key: tuple, f: models.Field) -> Any:
+        """A reference the chunk's maps lack, as the importer resolves it (a dry run's new
+        rows; a clear error when there is none)."""
+        return self.importer.resolve(model, raw, self, key, f)
 
-    def bad(self, f: models.Field, raw: Any, exc: Exception) -> str:
-        """A refused value and why, as a message shows them: a secret's not at all (the
-        reason may quote the value)."""
-        if f.attname in self.secrets:
-            return "(a secret: not shown)"
-        message = exc.messages[0] if isinstance(exc, ValidationError) else str(exc)
-        return f"{_short(raw)!r} ({message})"
-
+    # -- the plan --------------------------------------------------------------------------
     def record(self, planned: list[tuple[tuple, str, dict, str]]) -> None:
         """Record (key, action, fields, reason) entries in the plan; fields by attname (or M2M
         name), an update's as (old, new). References become the sync keys of the records they
         name (read once for the whole chunk), secrets a marker."""
         recorder = self.importer.recorder
-        for (key, action, _, reason), fields in zip(planned, self.shown(planned), strict=True):
+        for (key, action, _, reason, *_), fields in zip(planned, self.shown(planned), strict=True):
             recorder.record(self.label, json_key(key), action, fields, reason)
 
-    def shown(self, planned: list[tuple[tuple, str, dict, str]]) -> list[dict]:
-        """The fields of ``planned`` entries as a plan shows them (see ``record``)."""
+    def shown(self, planned: list[tuple]) -> list[dict]:
+        """The fields of ``planned`` entries (key, action, fields, reason[, context]) as a plan
+        shows them (see ``record``); ``context``: an update's unchanged content type fields,
+        attname → (old, new), for its generic references (``generic_keys``)."""
         wanted: dict[type[models.Model], set] = defaultdict(set)
-        for _, action, fields, _ in planned:
+        for _, action, fields, *_ in planned:
             for name, value in fields.items():
                 model = self.shown_references.get(name)
                 if model is not None:
                     for v in value if action == "update" else (value,):
                         wanted[model].update(ids_in(v))
         keys = {model: keys_by_pk(model, ids, self.using) for model, ids in wanted.items()}
+        generic_keys = self.generic_keys(planned) if self.generic_attnames else {}
 
-        def show(name: str, value: Any, marker: str) -> Any:
+        def show(entry: int, name: str, value: Any, side: int, marker: str) -> Any:
             if name in self.secrets and value is not None:
                 return marker
             model = self.shown_references.get(name)
             if model is not None:
                 return referenced_keys_of(value, keys.get(model, {}))
             # A generic reference to a row a dry run would add (see sync.generic).
-            return json_key(value.key) if type(value) is PlaceholderPk else value
+            if type(value) is PlaceholderPk:
+                return json_key(value.key)
+            return generic_keys.get((entry, name, side), value)
 
         return [
             {
-                self.field_name(n): {"old": show(n, v[0], SECRET), "new": show(n, v[1], CHANGED)}
+                self.field_name(n): {
+                    "old": show(i, n, v[0], 0, SECRET),
+                    "new": show(i, n, v[1], 1, CHANGED),
+                }
                 if action == "update"
-                else show(n, v, SECRET)
+                else show(i, n, v, -1, SECRET)
                 for n, v in fields.items()
             }
-            for _, action, fields, _ in planned
+            for i, (_, action, fields, *_) in enumerate(planned)
         ]
+
+    def generic_keys(self, planned: list[tuple]) -> dict[tuple[int, str, int], Any]:
+        """(entry, id attname, side: 0 old, 1 new, -1 the value) → the sync key of the row a
+        generic reference to an existing row names (a text saying so, when it names none),
+        read in one query per content type."""
+        slots, ct_ids, raw_ids = [], [], []
+        for i, (_, action, fields, _, *context) in enumerate(planned):
+            for id_attname, ct_attname in self.generic_attnames:
+                if id_attname not in fields:
+                    continue
+                value = fields[id_attname]
+                if action != "update":
+                    pairs = [(-1, fields.get(ct_attname), value)]
+                else:
+                    ct = fields.get(ct_attname) or (context[0].get(ct_attname) if context else None)
+                    if ct is None:
+                        continue
+                    pairs = [(0, ct[0], value[0]), (1, ct[1], value[1])]
+                for side, ct_id, raw in pairs:
+                    if raw is not None and type(raw) is not PlaceholderPk:
+                        slots.append((i, id_attname, side))
+                        ct_ids.append(ct_id)
+                        raw_ids.append(raw)
+        found = generic.referenced_keys(ct_ids, raw_ids, self.using)
+        return {
+            slot: str(key) if isinstance(key, str) else json_key(key)
+            for slot, key in zip(slots, found, strict=True)
+        }
 
     def field_name(self, name: str) -> str:
         f = self.by_attname.get(name)
         return name if f is None else f.name
 
-    def resolve(self, model: type[models.Model], raw: Any, key: tuple, f: models.Field) -> Any:
-        """The target id a reference names: from the chunk's maps (see ``load``), else as the
-        importer resolves it (a dry run's new rows; a clear error when there is none)."""
-        pk = self.maps[model].get(target_key(raw))
-        return self.importer.resolve(model, raw, self, key, f) if pk is None else pk
+    def replaced_type(self, key: tuple, ct_attname: str, row: dict | None) -> dict[str, tuple]:
+        """{ct attname: (the content type the record's row had before the import,)}: for the
+        plan of a generic reference the second pass changes. The first pass may have written
+        the new one already (a real run): then its old one was kept (``replaced_types``)."""
+        if row is None:
+            return {ct_attname: (None,)}
+        old = self.replaced_types.get(key, {}).get(ct_attname, row[ct_attname])
+        return {ct_attname: (old,)}
 
+    def count(self, decision: Decision, key: tuple, planned: list | None = None) -> None:
+        """Count a record that is not written (skipped or unchanged), and plan it."""
+        if decision.action == SKIP:
+            self.diff.skipped += 1
+            self.diff.same_stamp += decision.reason == SAME_STAMP
+        else:
+            self.diff.unchanged += 1
+        if planned is not None:
+            planned.append((key, decision.action, {}, decision.reason))
+        elif self.importer.recorder is not None:
+            self.importer.recorder.record(self.label, json_key(key), decision.action,
+                                          reason=decision.reason)  # fmt: skip
+
+    # -- loading ---------------------------------------------------------------------------
     def load(self, records: Iterable[dict | bytes], reporter: JobReporter) -> None:
-        """Load the table chunk by chunk.
-
-        A small table's keys (and, in update mode, timestamps) are read once and held. A
-        large one — more than ``SYNC_KEY_MAP_LIMIT`` rows in the target or the archive — is
-        looked up one chunk at a time, and references to it go through a bounded cache
-        (``KeyIndex``), so memory stays flat however large it is.
-        """
-        update = self.importer.mode == "update"
-        manager = self.model._base_manager.using(self.using)
-        self.rows_before = manager.count()
-        # The keys of both sides mostly overlap: the larger side is what a whole map holds.
-        self.by_chunk = max(self.rows_before, self.source.count) > sync_settings.SYNC_KEY_MAP_LIMIT
+        """Load the table chunk by chunk: match, decide by stamp (update mode), decode,
+        decide by content, stage the writes (see ``sync.matching`` for memory)."""
+        matcher = self.matcher
+        matcher.start()
+        self.stager.reads_back_ids = self.needs_ids and (bool(self.m2m) or not matcher.by_chunk)
         if self.needs_ids:
-            self.importer.key_index(self.model, bounded=self.by_chunk)
-        if not self.by_chunk:
-            self.found, stamps = self.target_rows(manager.all())
-            if self.needs_ids:
-                self.importer.key_index(self.model).fill(self.found)
-            found = self.found
+            index = self.importer.key_index(self.model, bounded=matcher.by_chunk)
+            if not matcher.by_chunk:
+                index.fill(matcher.found)
         for chunk in chunked(records, CHUNK):
-            keys, chunk = self.read_chunk(chunk)
-            if self.by_chunk:
-                self.refuse_nul_keys(keys)
-                found, stamps = self.target_rows(prefilter(manager.all(), self.key_paths, keys))
-            self.check_unique(keys)
-            pks = [found.get(key) for key in keys]
-            self.matched += len(pks) - pks.count(None)
-            rows = zip(keys, pks, chunk, strict=True)
-            if update and self.has_updated_at:
-                rows = self.newer_only(rows, stamps)
-            rows = [(key, pk, self.parsed(record)) for key, pk, record in rows]
+            rows = matcher.match(chunk)
+            if self.stamped:
+                rows = self.by_stamp(rows)
+            parsed = matcher.parsed
+            rows = [(key, pk, parsed(record)) for key, pk, record in rows]
             self.importer.prefetch(self, [record for _, _, record in rows])
             if self.generic is not None:
                 rows = self.generic.prepare(rows)
-            self.maps = {model: self.importer.key_index(model).map for model in self.references}
-            decoded = [(key, pk, *self.decode(key, record)) for key, pk, record in rows]
+            self.decoder.maps = {
+                model: self.importer.key_index(model).map for model in self.references
+            }
+            decode = self.decoder.decode
+            decoded = [(key, pk, *decode(key, record)) for key, pk, record in rows]
             if self.importer.mode == "replace":
                 self.check_references_kept(decoded)
             self.load_chunk(decoded)
             reporter.advance(len(chunk))
         self.release()
 
-    def refuse_nul_keys(self, keys: list[tuple]) -> None:
-        """Keys PostgreSQL cannot hold, refused before they are looked up there (the query
-        would fail unnamed; ``decode`` refuses them too, but later)."""
-        if self.stores_nul:
-            return
-        for key in keys:
-            if any(type(part) is str and "\x00" in part for part in key):
-                fields = ", ".join(self.plan.key_fields)
-                raise self.fail(key, f"the key ({fields}) {NUL_REFUSED}")
+    def by_stamp(self, rows: list[tuple]) -> Iterator[tuple]:
+        """Update mode: the (key, id, record) rows whose content ``sync.decide`` needs; the
+        others are decided by their ``updated_at`` alone, counted and planned unread."""
+        same_stamp_check = self.importer.same_stamp_check
+        for key, pk, record, stamps in self.matcher.stamps_of(rows):
+            if stamps is None:
+                yield key, pk, record
+                continue
+            order = stamp_order(*stamps)
+            if needs_content(order, same_stamp_check):
+                yield key, pk, record
+            else:  # decided unread
+                self.count(decide("update", True, order, False), key)
 
     def unique_values(self) -> UniqueValues | None:
         """The unique values besides the key this table writes, checked and made room
@@ -601,38 +505,6 @@ class TableLoader:
             name,
         )
 
-    def check_unique(self, keys: list[tuple]) -> None:
-        """Remember these keys; a key read before is an error."""
-        repeated = self.keys_seen.add_new(keys)
-        if repeated is not None:
-            raise self.fail(repeated, "appears twice in the archive")
-
-    def read_chunk(self, chunk: list) -> tuple[list[tuple], list]:
-        """The keys and records of a chunk of source rows.
-
-        JSON lines are parsed here, except, in update mode, those whose key and
-        ``updated_at`` the table's peek reads straight from the line: they stay ``Peeked``
-        until ``newer_only`` has decided they are needed, and most are not. (The archive's
-        verification parses and checks every line, in parallel, before anything is written.)
-        """
-        loads = self.source.loads
-        if loads is None:
-            return self.keys_of(chunk), chunk
-        if self.peek is None:
-            records = [loads(line) for line in chunk]
-            return self.keys_of(records), records
-        keys, records = [], []
-        for line in chunk:
-            match = self.peek(line)
-            if match is None:  # a line in a shape the peek does not know: parse it
-                record = loads(line)
-                keys.append(normalise_key((record[self.simple_key],)))
-            else:
-                record = Peeked(line, match[2].decode())
-                keys.append((match[1].decode(),))
-            records.append(record)
-        return keys, records
-
     def bounded_references(self) -> list[tuple[type[models.Model], list[str], list[str]]]:
         """(model, reference field names, M2M field names) for each model this table refers
         to whose index is bounded (see KeyIndex): those ids are read a chunk at a time."""
@@ -642,75 +514,35 @@ class TableLoader:
             if self.importer.key_index(model).is_bounded()
         ]
 
-    def parsed(self, record: dict | Peeked) -> dict:
-        return self.source.loads(record.line) if type(record) is Peeked else record
-
-    def keys_of(self, records: list[dict]) -> list[tuple]:
-        """The sync keys of these records, as the target's keys are given (``column_keys``)."""
-        if self.simple_key is not None:
-            return list(column_keys([[record[self.simple_key] for record in records]]))
-        return [normalise_key(self.plan.key_of(record)) for record in records]
-
-    def target_rows(self, queryset: models.QuerySet) -> tuple[dict, dict]:
-        """Key → id of the target's rows in ``queryset`` and, in update mode, id →
-        ``updated_at``, in one read.
-
-        The timestamps are read as text: Django's per-row converters cost more than the rest
-        of an update that changes little. Where the database gives UTC text, it becomes the
-        archive's own text (``utc_datetime_texts``), so most records compare unparsed.
-        """
-        stamped = self.importer.mode == "update" and self.has_updated_at
-        lookups = ["pk", *generic.lookups(self.key_paths)]
-        if stamped:
-            lookups.append(Cast("updated_at", models.TextField()))
-        found, stamps = {}, {}
-        for pks, *parts in read_columns(queryset.values_list(*lookups), 10000):
-            if stamped:
-                texts = parts.pop()
-                if self.importer.datetimes_as_text:
-                    texts = utc_datetime_texts(texts, self.connection)
-                else:
-                    texts = [self.aware(text) for text in texts]
-                stamps.update(zip(pks, texts, strict=True))
-            parts = generic.fold(self.key_paths, parts, self.using)
-            found.update(zip(column_keys(parts), pks, strict=True))
-        return found, stamps
-
-    def target_keys(self) -> Iterator[tuple[tuple, Any]]:
-        """(key, id) of every target row: the kept map, or a stream from the database."""
-        if not self.by_chunk:
-            return iter(self.found.items())
-        return keyed_ids(self.model._base_manager.using(self.using), self.key_paths)
-
     def release(self) -> None:
         """Done with this table: keep only what later steps need, so memory does not add up
         over the tables of a large import."""
-        if self.importer.mode == "replace" and (
-            not self.by_chunk or self.matched < self.rows_before
-        ):
-            # The target's rows that the archive lacks (id → key): deleted at the end. (When
-            # every row the table had was matched, there are none: no need to look.)
-            self.stale = {pk: key for key, pk in self.keys_seen.absent(self.target_keys())}
+        if self.importer.mode == "replace":
+            # The target's rows that the archive lacks (id → key): deleted at the end.
+            self.stale = self.matcher.unmatched()
             for pk in self.own_references.keys() & self.stale.keys():
                 key, name = self.own_references[pk]
                 raise self.refers_to_deleted(key, name, self.model, self.stale[pk])
             self.own_references = {}
         if self.uniques is not None:
             self.uniques.check_table(self.stale)
-        self.found = {}
-        if not self.needs_ids:
-            # (else kept: references to rows the archive adds are told by these)
-            self.keys_seen = SeenKeys(self.keys_seen.spill_at)
+        # (the seen keys are kept when references to rows the archive adds are told by them)
+        self.matcher.release(keep_keys=self.needs_ids)
 
     def load_chunk(self, decoded: list) -> None:
         mode = self.importer.mode
         existing = [pk for _, pk, *_ in decoded if pk is not None]
         current = self.current_rows(existing)
         current_m2m = self.current_m2m(existing)
-        inserts, updates, new_m2m = [], [], []
-        m2m_writes: dict[str, list] = defaultdict(list)
+        staged = StagedChunk()
+        inserts, updates, new_m2m, m2m_writes = (
+            staged.inserts,
+            staged.updates,
+            staged.new_m2m,
+            staged.m2m_writes,
+        )
         planned: list | None = None if self.importer.recorder is None else []
-        stamped = mode == "update" and self.has_updated_at
+        stamped = self.stamped
         for key, pk, values, deferred, m2m in decoded:
             if pk is None:
                 self.diff.new += 1
@@ -756,7 +588,10 @@ class TableLoader:
                 continue
             self.diff.updated += 1
             if planned is not None:
-                planned.append((key, "update", changed | m2m_changes, ""))
+                context = {ct: (old[ct], values[ct]) for _, ct in self.generic_attnames}
+                for ct in context.keys() & changed.keys():  # for the second pass's plan
+                    self.replaced_types[key][ct] = old[ct]
+                planned.append((key, "update", changed | m2m_changes, "", context))
             if changed:
                 updates.append(
                     (pk, {a: values[a] for a in values if a not in self.deferred_attnames})
@@ -776,11 +611,8 @@ class TableLoader:
                 ]
                 + [(keys[pk], pk, values, current[pk]) for pk, values in updates]
             )
-        if not self.importer.dry_run and (inserts or updates or m2m_writes):
-            self.importer.gate.submit(
-                lambda: self.write_chunk(inserts, updates, m2m_writes, new_m2m),
-                len(inserts) + len(updates),
-            )
+        if not self.importer.dry_run:
+            self.stager.stage(staged)
 
     def note_moves(self, pk: Any, row: dict, changed: dict, m2m_changes: dict) -> None:
         """Dry run in replace mode: the references this row's update moves (see
@@ -801,105 +633,6 @@ class TableLoader:
         ``sync.deletions``)."""
         for attname in self.reference_attnames.keys() & values.keys():
             self.importer.moved.point(self.model, self.by_attname[attname], values[attname], key)
-
-    def write_chunk(self, inserts: list, updates: list, m2m_writes: dict, new_m2m: list) -> None:
-        """Write a chunk; new rows' ids are read back when something needs them (a whole
-        index holds them; their M2M sets are written with them)."""
-        self.realise_rows(inserts + [values for _, values in updates])
-        if self.uniques is not None:
-            self.uniques.make_room([(None, values) for values in inserts] + updates)
-        self.importer.writer.insert_rows(self, inserts)
-        if inserts and self.needs_ids and (self.m2m or not self.by_chunk):
-            ids = ids_of_keys(self.model._base_manager.using(self.using), self.key_paths,
-                              [key for key, _ in new_m2m])  # fmt: skip
-            self.importer.key_index(self.model).fill(ids)
-            for f in self.m2m:
-                m2m_writes[f.name] += [(ids[key], set(), m2m[f.name]) for key, m2m in new_m2m]
-        self.importer.writer.update_rows(self, updates)
-        self.realise_m2m(m2m_writes)
-        for name, changes in m2m_writes.items():
-            self.importer.writer.write_m2m(self.model, name, changes)
-
-    def realise_rows(self, rows: list[dict]) -> None:
-        """Replace the placeholders in rows about to be written by the ids of the rows they
-        stand for, written by now (writes run in order)."""
-        for attname, model in self.reference_attnames.items():
-            keys = {v.key for row in rows if type(v := row.get(attname)) is PlaceholderPk}
-            if keys:
-                ids = self.importer.ids_of_new_rows(model, keys)
-                for row in rows:
-                    if type(value := row.get(attname)) is PlaceholderPk:
-                        row[attname] = ids[value.key]
-        if self.generic is not None:
-            self.generic.realise(rows)
-
-    def realise_m2m(self, m2m_writes: dict[str, list]) -> None:
-        """The same for the targets of M2M changes (pk, old ids, new ids)."""
-        for name, changes in m2m_writes.items():
-            keys = {t.key for _, _, new in changes for t in new if type(t) is PlaceholderPk}
-            if keys:
-                model = self.model._meta.get_field(name).related_model
-                ids = self.importer.ids_of_new_rows(model, keys)
-                changes[:] = [
-                    (pk, old, {ids[t.key] if type(t) is PlaceholderPk else t for t in new})
-                    for pk, old, new in changes
-                ]
-
-    def aware(self, stamp: datetime.datetime | str | None) -> datetime.datetime | None:
-        """A datetime the database gave (as text or naive in its zone) as an aware one."""
-        if isinstance(stamp, str):
-            stamp = datetime.datetime.fromisoformat(stamp)
-        if stamp is not None and stamp.tzinfo is None and settings.USE_TZ:
-            stamp = stamp.replace(tzinfo=self.connection.timezone)
-        return stamp
-
-    def newer_only(self, rows: Iterable[tuple], stamps: dict) -> Iterator[tuple]:
-        """Update mode: the (key, id, record) rows that ``sync.decide`` needs the content of;
-        the others are counted, unread (see ``needs_content``)."""
-        fullmatch = UTC_TEXT.fullmatch
-        for key, pk, record in rows:
-            if pk is None:
-                yield key, pk, record
-                continue
-            theirs = record.stamp if type(record) is Peeked else record.get("updated_at")
-            ours = stamps[pk]
-            if not (type(ours) is str and type(theirs) is str and fullmatch(theirs)):
-                try:
-                    theirs = self.updated_at_decoder(theirs)
-                except (ValidationError, ValueError, TypeError):
-                    yield key, pk, record  # decode() reports it, naming the field
-                    continue
-                ours = self.aware(ours)
-            order = stamp_order(theirs, ours)
-            if needs_content(order):
-                yield key, pk, record
-            else:  # decided unread: skipped when older, unchanged when equal
-                self.count(decide("update", True, order, False), key)
-
-    def count(self, decision: Decision, key: tuple, planned: list | None = None) -> None:
-        """Count a record that is not written (skipped or unchanged), and plan it."""
-        if decision.action == SKIP:
-            self.diff.skipped += 1
-            self.diff.same_stamp += decision.reason == SAME_STAMP
-        else:
-            self.diff.unchanged += 1
-        if planned is not None:
-            planned.append((key, decision.action, {}, decision.reason))
-        elif self.importer.recorder is not None:
-            self.importer.recorder.record(self.label, json_key(key), decision.action,
-                                          reason=decision.reason)  # fmt: skip
-
-    def db_params(self, values: dict, attnames: Iterable[str]) -> list:
-        """Query parameters for ``values`` in ``attnames`` order (see db_value_preparer)."""
-        prep = self.prep
-        return [
-            value if (prepare := prep[attname]) is None else prepare(value)
-            for attname in attnames
-            for value in (values[attname],)
-        ]
-
-    def name_of(self, attname: str) -> str:
-        return self.by_attname[attname].name
 
     def current_rows(self, pks: list) -> dict[Any, dict]:
         if not pks:
@@ -955,6 +688,7 @@ class Importer:
         self.writer = RowWriter(self.connection)
         self.gate = WriteGate(verdict, self.reporter)
         self.datetimes_as_text = reads_datetimes_as_text(self.connection)
+        self.same_stamp_check = sync_settings.SYNC_SAME_STAMP_CHECK
         self.source_tables = {t.label: t for t in source.table_list()}
         self.plans = self.check_schema(tables)
         self.needs_ids = {ref.target for p in self.plans for ref in p.references.values()}
@@ -1165,6 +899,8 @@ class Importer:
         current = loader.current_rows([pk for pk in pks if not isinstance(pk, PlaceholderPk)])
         updates: dict[Any, dict] = defaultdict(dict)
         amended: dict[tuple, dict] = defaultdict(dict)  # the plan's second-pass fields
+        types: dict[tuple, dict] = defaultdict(dict)  # their generic references' content types
+        type_of = dict(loader.generic_attnames)
         for pk, (key, _, name, target, state) in zip(pks, chunk, strict=True):
             f = fields[name]
             wanted = None
@@ -1187,12 +923,15 @@ class Importer:
                 loader.diff.updated += 1
             if self.recorder is not None:
                 amended[key][f.attname] = (old, wanted)
+                if f.attname in type_of and target is not None:
+                    types[key] |= loader.replaced_type(key, type_of[f.attname], current.get(pk))
+                    types[key][type_of[f.attname]] += (content_type_id(model, self.using),)
         if amended:
-            planned = [(key, "update", fields, "") for key, fields in amended.items()]
+            planned = [(key, "update", fields, "", types[key]) for key, fields in amended.items()]
             for key, fields in zip(amended, loader.shown(planned), strict=True):
                 self.recorder.amend(loader.label, json_key(key), fields)
         if not self.dry_run:
-            self.writer.update_rows(loader, list(updates.items()))
+            self.writer.update_rows(loader.table, list(updates.items()))
 
     def note_deferred_move(
         self, loader: TableLoader, f: models.Field, pk: Any, key: tuple, row: dict | None, new: Any
@@ -1249,30 +988,56 @@ class Importer:
         if not self.dry_run:
             collector.delete()
 
-    def record_deleted(self, model: type[models.Model], pks: list, reason: str) -> None:
-        """Record the deletion of ``model``'s rows ``pks`` with their values."""
+    def record_deleted(
+        self, model: type[models.Model], pks: list, reason: str, reasons: dict | None = None
+    ) -> None:
+        """Record the deletion of ``model``'s rows ``pks`` with their values; ``reasons``:
+        id → a row's own reason, instead of ``reason``."""
+        reasons = reasons or {}
         loader = self.loaders.get(model._meta.label)
         rows = model._base_manager.using(self.using).filter(pk__in=pks)
         if loader is None:  # a table the import does not load: the key alone
-            for key, _ in keyed_ids(rows, key_paths(model)):
-                self.recorder.record(model._meta.label, json_key(key), "delete", reason=reason)
+            for key, pk in keyed_ids(rows, key_paths(model)):
+                why = reasons.get(pk, reason)
+                self.recorder.record(model._meta.label, json_key(key), "delete", reason=why)
             return
         current = loader.current_rows(pks)
         keys = dict((pk, key) for key, pk in keyed_ids(rows, loader.key_paths))
         planned = [
-            (keys[pk], "delete", {a: v for a, v in current[pk].items() if a != "pk"}, reason)
+            (
+                keys[pk],
+                "delete",
+                {a: v for a, v in current[pk].items() if a != "pk"},
+                reasons.get(pk, reason),
+            )
             for pk in pks
             if pk in current
         ]
         loader.record(planned)
 
     def record_cascaded(self, collector: SilentCollector) -> None:
-        """Record the rows on_delete rules take with the stale ones, record by record."""
-        for model, pks in deleted_ids(collector).items():
+        """Record the rows on_delete rules take with the stale ones, record by record, each
+        naming the deleted record that took it (``cascade (on_delete) of app.Model key``)."""
+        removed = deleted_ids(collector)
+        for model, pks in removed.items():
             loader = self.loaders.get(model._meta.label)
             cascaded = sorted(pks - (loader.stale.keys() if loader else set()))
             for chunk in chunked(cascaded, CHUNK):
-                self.record_deleted(model, chunk, "cascade (on_delete)")
+                causes = cascade_causes(model, chunk, removed, self.using)
+                self.record_deleted(model, chunk, CASCADE, self.cascade_reasons(causes))
+
+    def cascade_reasons(self, causes: dict[Any, tuple[type[models.Model], Any]]) -> dict:
+        """Id → ``cascade (on_delete) of app.Model key`` for ``cascade_causes``."""
+        wanted: dict[type[models.Model], set] = defaultdict(set)
+        for model, pk in causes.values():
+            wanted[model].add(pk)
+        keys = {model: keys_by_pk(model, pks, self.using) for model, pks in wanted.items()}
+        reasons = {}
+        for pk, (model, cause) in causes.items():
+            key = keys[model].get(cause)
+            if key is not None:
+                reasons[pk] = f"{CASCADE} of {model._meta.label} {json_key(key)!r}"
+        return reasons
 
     def refuse_changed_records(self, collector: SilentCollector) -> None:
         """Replace mode: an ``on_delete`` rule (SET_NULL, SET_DEFAULT, SET(…)) of a row the
@@ -1310,6 +1075,12 @@ class Importer:
             f"is in the archive, but replace mode {what} with a row that the import deletes "
             "(the archive is inconsistent)",
         )
+
+
+def content_type_id(model: type[models.Model], using: str) -> Any:
+    from django.contrib.contenttypes.models import ContentType  # (an installed app's model)
+
+    return ContentType.objects.db_manager(using).get_for_model(model).pk
 
 
 @contextmanager

@@ -106,6 +106,18 @@ class BackupRecord(Job):
     compression = models.CharField(max_length=10, blank=True)
     level = models.SmallIntegerField(null=True, blank=True, help_text="Compression level.")
     format_version = models.PositiveSmallIntegerField(null=True, blank=True)
+    # Rotation (sync.rotation) deletes the archive and keeps the record, saying when and why.
+    deleted_at = models.DateTimeField(
+        null=True, blank=True, help_text="When rotation deleted the archive."
+    )
+    deleted_reason = models.CharField(
+        max_length=255, blank=True, help_text="The rule that deleted it (docs/rotation.md)."
+    )
+    missing_since = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When syncinspect --reconcile --fix found its archive gone from the storage.",
+    )
 
     class Meta(Job.Meta):
         # The admin's pages and actions check these; the view permission shows the list.
@@ -160,3 +172,65 @@ class SyncState(models.Model):
 
     def __str__(self) -> str:
         return f"sync state of {self.database}"
+
+
+def new_webhook_id() -> str:
+    return f"msg_{uuid.uuid4().hex}"
+
+
+class WebhookDelivery(models.Model):
+    """One event to deliver to one URL, and where its delivery stands (``sync.webhooks``).
+
+    ``payload`` is the JSON text exactly as sent, so that every attempt sends the same bytes
+    under the same ``webhook_id`` (the receiver's idempotency key). ``next_attempt_at`` is
+    when a worker may try next; a periodic task picks up the deliveries that are due.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "pending (another attempt is due)"
+        DELIVERED = "delivered"
+        FAILED = "failed", "failed (attempts used up)"
+        GONE = "gone", "gone (the receiver answered 410)"
+
+    webhook_id = models.CharField(
+        max_length=64, unique=True, default=new_webhook_id, editable=False
+    )
+    url = models.URLField(max_length=2048)
+    event = models.CharField(max_length=40, help_text="e.g. backup.complete")
+    job = models.CharField(max_length=40, blank=True, help_text="The job it tells of: export-12.")
+    payload = models.TextField(help_text="The JSON body, as sent.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempt_count = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    next_attempt_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        verbose_name_plural = "webhook deliveries"
+
+    def __str__(self) -> str:
+        return f"{self.event} to {self.url}"
+
+
+class WebhookAttempt(models.Model):
+    """One POST of a delivery: what the receiver answered, or why there was no answer."""
+
+    delivery = models.ForeignKey(WebhookDelivery, on_delete=models.CASCADE, related_name="attempts")
+    number = models.PositiveIntegerField()
+    attempted_at = models.DateTimeField(default=timezone.now)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    duration = models.FloatField(help_text="Seconds until the answer, or the error.")
+    response = models.TextField(blank=True, help_text="The start of the receiver's answer.")
+
+    class Meta:
+        ordering = ["delivery", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["delivery", "number"], name="sync_webhook_attempt_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of {self.delivery}"

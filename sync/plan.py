@@ -60,8 +60,12 @@ def plan_path(label: str, database: list, created: datetime) -> Path:
     others: vendor, name, host, port), created at ``created``, keeps its plan. Job numbers are
     per database, several databases may share one plan folder, and a database restored or
     reset numbers its jobs again: the time tells a job from an earlier one of the same name."""
-    tag = hashlib.sha256(dumps(database).encode()).hexdigest()[:12]
-    return plan_dir() / f"{label}-{tag}-{created:%Y%m%dT%H%M%S%f}.plan.sqlite3"
+    return plan_dir() / f"{label}-{database_tag(database)}-{created:%Y%m%dT%H%M%S%f}.plan.sqlite3"
+
+
+def database_tag(database: list) -> str:
+    """The part of a plan's file name that tells its database (see ``plan_path``)."""
+    return hashlib.sha256(dumps(database).encode()).hexdigest()[:12]
 
 
 class PlanRecorder:

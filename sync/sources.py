@@ -23,7 +23,7 @@ class SourceTable:
     key_fields: list[str]
     fields: list[str]
     # For a source of JSON lines: the parser of a line. The importer parses lines itself, so
-    # that it can leave unparsed those an update skips (see TableLoader.read_chunk).
+    # that it can leave unparsed those an update skips (see sync.matching.KeyMatcher.read_chunk).
     loads: Callable[[bytes], dict] | None = None
     count: int = 0  # records, as far as the source knows before reading them
     # Generic references (id field → content type field, see sync.generic); None: the source

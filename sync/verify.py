@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from sync.archive import ArchiveError, ArchiveIndex, ArchiveReader, ReadLimits
+from sync.archive import ArchiveError, ArchiveIndex, ArchiveReader, OpenableArchive, ReadLimits
 from sync.fieldtypes import INTEGER_FIELDS
 
 # The deepest a JSON field's value may nest ([] and {} are one level). Deep enough for any real
@@ -190,7 +190,7 @@ def repeated_name(line: bytes) -> str | None:
 
 @dataclass
 class VerifyReport:
-    path: Path
+    path: Path | OpenableArchive
     index: ArchiveIndex
     counts: dict[str, int] = field(default_factory=dict)
 
@@ -206,7 +206,9 @@ class VerifyReport:
         )
 
 
-def verify_archive(path: Path | str, limits: ReadLimits | None = None) -> VerifyReport:
+def verify_archive(
+    path: Path | str | OpenableArchive, limits: ReadLimits | None = None
+) -> VerifyReport:
     """Read the whole archive as a stream and check it; raise ArchiveError at the first problem.
 
     Checks: format and version, the index's fields, every listed member present once and
@@ -215,9 +217,8 @@ def verify_archive(path: Path | str, limits: ReadLimits | None = None) -> Verify
     name twice in one object, JSON values nested at most ``JSON_MAX_DEPTH`` deep, and the
     record counts.
     """
-    path = Path(path)
     with ArchiveReader(path, limits) as reader:
-        report = VerifyReport(path, reader.index)
+        report = VerifyReport(reader.source, reader.index)
         for entry, lines in reader.tables():
             count = verify_lines(entry.member, entry.fields, lines, entry.generic)
             if count != entry.count:

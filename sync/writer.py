@@ -17,7 +17,7 @@ from sync.fieldtypes import INTEGER_FIELDS, TEXT_FIELDS
 from sync.jobs.reporter import JobReporter
 
 if TYPE_CHECKING:
-    from sync.importer import AbsentField, TableLoader
+    from sync.tablecolumns import AbsentField, TableColumns
 
 WRITE_BUFFER_ROWS = 20000
 
@@ -84,22 +84,24 @@ class RowWriter:
         self.connection = connection
         self.explicit_pk_models: list[type[models.Model]] = []
 
-    def insert_rows(self, loader: TableLoader, rows: list[dict]) -> None:
+    def insert_rows(self, table: TableColumns, rows: list[dict]) -> None:
+        """INSERT new rows (values by attname); fields the archive lacks get what
+        ``table.absent`` says (a db_default is left to the database)."""
         if not rows:
             return
-        fields = [c.field for c in loader.columns]
-        # Fields the archive lacks (see AbsentField); a db_default is left to the database.
-        absent = [a for a in loader.missing if a.fill != a.FILL_DATABASE]
+        fields = table.fields
+        absent = [a for a in table.absent if a.fill != a.FILL_DATABASE]
         all_fields = fields + [a.field for a in absent]
         attnames = [f.attname for f in fields]
+        params = table.params
         if any(a.field.has_default() and callable(a.field.default) for a in absent):  # uuid4…
-            params = [loader.db_params(row, attnames) + self.fill(absent) for row in rows]
+            values = [params(row, attnames) + self.fill(absent) for row in rows]
         else:
             filled = self.fill(absent)
-            params = [loader.db_params(row, attnames) + filled for row in rows]
-        self.bulk_insert(loader.model._meta.db_table, [f.column for f in all_fields], params)
-        if loader.inserted_pk and loader.model not in self.explicit_pk_models:
-            self.explicit_pk_models.append(loader.model)
+            values = [params(row, attnames) + filled for row in rows]
+        self.bulk_insert(table.table, [f.column for f in all_fields], values)
+        if table.writes_pk and table.model not in self.explicit_pk_models:
+            self.explicit_pk_models.append(table.model)
 
     def fill(self, absent: list[AbsentField]) -> list:
         """Query parameters for fields a new row's record lacks."""
@@ -137,16 +139,16 @@ class RowWriter:
         except DatabaseError as exc:
             raise type(exc)(f"{database_error_line(exc)} (copying rows into {table})") from exc
 
-    def update_rows(self, loader: TableLoader, rows: list[tuple[Any, dict]]) -> None:
+    def update_rows(self, table: TableColumns, rows: list[tuple[Any, dict]]) -> None:
         """UPDATE each (pk, values) row; rows are grouped by the columns they set."""
         ops = self.connection.ops
-        opts = loader.model._meta
+        opts = table.model._meta
         groups: dict[tuple, list] = defaultdict(list)
         for pk, values in rows:
             groups[tuple(values)].append((pk, values))
         with self.connection.cursor() as cursor:
             for attnames, group in groups.items():
-                fields = [loader.by_attname[a] for a in attnames]
+                fields = [table.by_attname[a] for a in attnames]
                 sets = ", ".join(f"{ops.quote_name(f.column)} = %s" for f in fields)
                 sql = (
                     f"UPDATE {ops.quote_name(opts.db_table)} SET {sets} "
@@ -156,7 +158,7 @@ class RowWriter:
                     sql,
                     [
                         [
-                            *loader.db_params(values, attnames),
+                            *table.params(values, attnames),
                             opts.pk.get_db_prep_value(pk, self.connection),
                         ]
                         for pk, values in group

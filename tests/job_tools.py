@@ -1,15 +1,19 @@
 """Helpers for tests of jobs: a reporter that calls back as the engine advances, a large
-archive made fast, and the sync cache as other processes are told of it."""
+archive made fast, the sync cache as other processes are told of it, and a job watched as
+another process sees it."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from django.conf import settings
 
 from sync.archive import FORMAT_NAME, FORMAT_VERSION, ArchiveWriter
+from sync.jobs.lifecycle import JobState
 from sync.jobs.reporter import JobReporter
+from sync.models import Job
 
 
 class CallbackListener:
@@ -99,3 +103,21 @@ def many_tags_archive(path: Path, count: int) -> Path:
 def cache_url() -> str:
     """The sync cache of this test run, as a URL other processes can be given."""
     return f"filecache://{settings.CACHES['sync']['LOCATION']}"
+
+
+def watch(job: Job, until: Callable[[JobState], bool], timeout: float = 120) -> list[JobState]:
+    """Read ``job`` as another process sees it (its row, the sync cache) every 50 ms until
+    ``until(state)``; return every state read."""
+    states = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job.refresh_from_db()
+        states.append(JobState.of(job))
+        if until(states[-1]):
+            return states
+        time.sleep(0.05)
+    raise AssertionError(f"not reached within {timeout} s; last: {states[-1:]}")
+
+
+def running_with_records(state: JobState) -> bool:
+    return state.status == Job.Status.RUNNING and state.done > 0

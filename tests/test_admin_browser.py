@@ -56,26 +56,29 @@ def test_new_export_of_two_tables_runs_to_done_and_downloads(
 
 def test_cancel_of_a_running_job_from_the_jobs_page(admin_page, seeded, screenshot):
     """A job whose work this test drives (through the engine's own lifecycle and reporter):
-    the page follows its progress without reloading, and its Cancel stops it."""
+    the open Jobs page shows it when it starts and follows its progress without reloading;
+    its Cancel stops it."""
+    page = admin_page
+    page.goto("/admin/sync/backuprecord/jobs/")
+    expect(page.locator("#jobs")).to_contain_text("No jobs yet.")
     job = start_export(tables=["content.Tag"], started_by="a test")
     claim(job)
     reporter = JobReporter()
-    page = admin_page
     with pytest.raises(JobCancelled), executing(job, reporter, "no archive was written"):
         reporter.phase("reading", total=1000)
         reporter.table("content.Tag")
         reporter.advance(250)
         reporter.beat()  # published now, not within the next second
-        page.goto("/admin/sync/backuprecord/jobs/")
         row = page.locator(f"tr[data-job='{job.label}']")
         expect(row.locator("[data-field=progress_text]")).to_have_text(
             "reading · content.Tag · 250/1,000 records"
         )
+        expect(page.locator("#jobs")).not_to_contain_text("No jobs yet.")
         reporter.advance(250)
         expect(row.locator("[data-field=progress_text]")).to_contain_text("500/1,000")
         expect(row.locator("progress")).to_have_attribute("value", "500")
         screenshot(page, "jobs")
-        row.get_by_role("button", name="Cancel").click()
+        row.get_by_role("button", name="Cancel").click()  # the row the page made itself
         expect(page.locator(".messagelist")).to_contain_text(f"Asked {job.label} to stop")
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:  # the engine's loop, until it is told to stop

@@ -16,6 +16,7 @@ from django.urls import reverse
 from crearis.content.models import Event, Tag
 from sync.jobs.exports import export, start_export
 from sync.models import BackupRecord, Job
+from sync.storage import recorded_location
 from tests.archive_tools import read_records
 from tests.browser import backup_dir as backup_dir  # a fixture
 from tests.browser import staff_user
@@ -26,6 +27,11 @@ pytestmark = pytest.mark.django_db
 CHANGELIST = reverse("admin:sync_backuprecord_changelist")
 APP_PERMISSIONS = ["sync.run_export", "sync.run_import", "sync.download_backup",
                    "sync.upload_backup"]  # fmt: skip
+
+
+def stored(backup: BackupRecord) -> Path:
+    """The archive file of ``backup`` (the archive storage is a local folder in these tests)."""
+    return recorded_location(backup.storage_path).path
 
 
 def client_of(user) -> Client:
@@ -135,7 +141,8 @@ def test_the_backups_list_offers_only_what_the_user_may_do(backup):
     assert reverse("admin:sync_backuprecord_upload") in page
     assert reverse("admin:sync_backuprecord_download", args=[backup.pk]) in page
     assert reverse("admin:sync_backuprecord_verify", args=[backup.pk]) in page
-    assert "Schedules" not in page  # django-celery-beat is not installed here
+    # django-celery-beat is installed: its schedules are a click away
+    assert reverse("admin:django_celery_beat_periodictask_changelist") in page
 
 
 # -- New export --------------------------------------------------------------------------------
@@ -160,7 +167,7 @@ def test_new_export_of_two_tables_writes_an_archive(operator, seeded, backup_dir
     assert backup.status == Job.Status.SUCCEEDED
     assert backup.compression == "xz"
     assert backup.user.is_superuser
-    _, records = read_records(Path(backup.storage_path))
+    _, records = read_records(stored(backup))
     assert set(records) == {"content.Status", "content.Tag"}
     assert len(records["content.Tag"]) == Tag.objects.count()
 
@@ -209,14 +216,14 @@ def test_the_page_of_a_failed_job_shows_its_error(operator, seeded):
 
 def test_verify_says_what_syncverify_says(operator, backup):
     response = operator.post(reverse("admin:sync_backuprecord_verify", args=[backup.pk]))
-    command = cli("syncverify", backup.storage_path)
+    command = cli("syncverify", str(stored(backup)))
     assert messages_of(response) == [
-        command.out.strip().replace(backup.storage_path, backup.file_name)
+        command.out.strip().replace(str(stored(backup)), backup.file_name)
     ]
 
 
 def test_verify_of_a_damaged_archive_gives_syncverifys_reason(operator, backup):
-    path = Path(backup.storage_path)
+    path = stored(backup)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     response = operator.post(reverse("admin:sync_backuprecord_verify", args=[backup.pk]))
@@ -238,16 +245,13 @@ def test_download_streams_the_archive(operator, backup):
     assert response.status_code == 200
     assert response.streaming
     assert backup.file_name in response["Content-Disposition"]
-    assert b"".join(response.streaming_content) == Path(backup.storage_path).read_bytes()
+    assert b"".join(response.streaming_content) == stored(backup).read_bytes()
 
 
-def test_download_of_a_missing_archive_says_so(operator, backup):
-    Path(backup.storage_path).unlink()
+def test_download_of_a_missing_archive_is_404(operator, backup):
+    stored(backup).unlink()
     response = operator.get(reverse("admin:sync_backuprecord_download", args=[backup.pk]))
-    assert response.status_code == 302
-    assert messages_of(response) == [
-        f"{backup.file_name} is gone: no file at {backup.storage_path}."
-    ]
+    assert response.status_code == 404
 
 
 # -- Upload ------------------------------------------------------------------------------------
@@ -267,8 +271,8 @@ def test_an_uploaded_archive_is_verified_stored_and_recorded(operator, seeded, t
     recorded = BackupRecord.objects.get()
     assert recorded.status == Job.Status.SUCCEEDED
     assert recorded.file_name == written.path.name
-    assert Path(recorded.storage_path).parent == backup_dir
-    assert Path(recorded.storage_path).read_bytes() == written.path.read_bytes()
+    assert stored(recorded).parent == backup_dir
+    assert stored(recorded).read_bytes() == written.path.read_bytes()
     assert recorded.counts == {"content.Tag": Tag.objects.count()}
     assert recorded.sha256 == written.backup.sha256
     assert messages_of(response) == [f"{written.path.name}: verified and recorded."]
@@ -276,19 +280,19 @@ def test_an_uploaded_archive_is_verified_stored_and_recorded(operator, seeded, t
 
 def test_a_bad_archive_is_refused_with_syncverifys_reason(operator, backup, tmp_path):
     damaged = tmp_path / backup.file_name
-    data = Path(backup.storage_path).read_bytes()
+    data = stored(backup).read_bytes()
     damaged.write_bytes(data[: len(data) // 2])
-    before = sorted(p.name for p in Path(backup.storage_path).parent.iterdir())
+    before = sorted(p.name for p in stored(backup).parent.iterdir())
     response = upload(operator, damaged)
     assert response.status_code == 200
     reason = cli("syncverify", str(damaged)).error.replace(str(damaged), damaged.name)
     assert reason in response.content.decode().replace("&#x27;", "'").replace("&quot;", '"')
     assert BackupRecord.objects.count() == 1
-    assert sorted(p.name for p in Path(backup.storage_path).parent.iterdir()) == before
+    assert sorted(p.name for p in stored(backup).parent.iterdir()) == before
 
 
 def test_an_archive_recorded_already_is_refused(operator, backup):
-    response = upload(operator, Path(backup.storage_path), name="again.backup.tar.gz")
+    response = upload(operator, stored(backup), name="again.backup.tar.gz")
     assert response.status_code == 200
     assert "this archive is recorded already" in response.content.decode()
     assert BackupRecord.objects.count() == 1
@@ -296,10 +300,22 @@ def test_an_archive_recorded_already_is_refused(operator, backup):
 
 def test_an_archive_above_the_upload_limit_is_refused(operator, backup, settings):
     settings.SYNC_UPLOAD_MAX_SIZE = 100
-    response = upload(operator, Path(backup.storage_path), name="big.backup.tar.gz")
+    response = upload(operator, stored(backup), name="big.backup.tar.gz")
     assert response.status_code == 200
     assert "larger than the upload limit" in response.content.decode()
     assert BackupRecord.objects.count() == 1
+
+
+def test_a_request_far_above_the_upload_limit_is_refused_unread(operator, seeded, settings,
+                                                                 tmp_path):  # fmt: skip
+    settings.SYNC_UPLOAD_MAX_SIZE = 1000
+    big = tmp_path / "big.backup.tar.gz"
+    big.write_bytes(b"x" * (2 * 1024 * 1024))
+    response = upload(operator, big)
+    assert response.status_code == 200
+    assert "larger than the upload limit, 1000\xa0bytes" in response.content.decode()
+    assert "big.backup.tar.gz" not in response.content.decode()  # no verification was tried
+    assert not BackupRecord.objects.exists()
 
 
 def test_a_file_not_named_as_an_archive_is_refused(operator, seeded, tmp_path):
@@ -330,7 +346,7 @@ def test_export_selected_asks_then_exports_only_the_selected_records(operator, d
     assert done["Location"] == reverse("admin:sync_job", args=[backup.label])
     assert backup.status == Job.Status.SUCCEEDED
     assert backup.kind == "selected"
-    _, records = read_records(Path(backup.storage_path))
+    _, records = read_records(stored(backup))
     assert list(records) == ["content.Event"]
     assert sorted(r["xmlid"] for r in records["content.Event"]) == sorted(e.xmlid for e in chosen)
 
@@ -344,12 +360,12 @@ def test_export_selected_with_references_takes_what_they_point_at(operator, demo
          "with_references": "on"},
     )  # fmt: skip
     backup = BackupRecord.objects.get()
-    _, records = read_records(Path(backup.storage_path))
+    _, records = read_records(stored(backup))
     assert [r["xmlid"] for r in records["content.Event"]] == [event.xmlid]
     assert [r["xmlid"] for r in records["content.Location"]] == [event.location.xmlid]
     from tests.archive_tools import dangling_references
 
-    assert dangling_references(Path(backup.storage_path)) == []
+    assert dangling_references(stored(backup)) == []
 
 
 def test_an_export_of_selected_records_is_read_by_syncimport(operator, demo, backup_dir):
@@ -361,7 +377,7 @@ def test_an_export_of_selected_records_is_read_by_syncimport(operator, demo, bac
     backup = BackupRecord.objects.get()
     originals = {t.name: t.description for t in tags}
     Tag.objects.filter(pk__in=[t.pk for t in tags]).update(description="changed here")
-    outcome = cli("syncimport", backup.storage_path, mode="replace", tables=["content.Tag"],
+    outcome = cli("syncimport", str(stored(backup)), mode="replace", tables=["content.Tag"],
                   no_input=True)  # fmt: skip
     assert outcome.status == 0, outcome.error
     assert {t.name: t.description for t in Tag.objects.filter(name__in=originals)} == originals
@@ -457,6 +473,6 @@ def test_an_upload_limit_that_is_not_a_positive_int_is_refused(settings, value):
     from django.core.checks import run_checks
 
     settings.SYNC_UPLOAD_MAX_SIZE = value
-    assert [e.msg for e in run_checks() if e.id == "sync.E030"] == [
+    assert [e.msg for e in run_checks() if e.id == "sync.E040"] == [
         f"SYNC_UPLOAD_MAX_SIZE must be a positive number of bytes, not {value!r}."
     ]

@@ -60,8 +60,34 @@ def test_keys_must_map_labels_to_field_lists(settings, value):
     ]
 
 
+def test_task_time_limits_are_positive_seconds_the_soft_one_first(settings):
+    settings.SYNC_TASK_SOFT_TIME_LIMIT = "60"
+    assert errors("sync.E021") == [
+        "SYNC_TASK_SOFT_TIME_LIMIT must be a positive number of seconds, not '60'."
+    ]
+    settings.SYNC_TASK_SOFT_TIME_LIMIT, settings.SYNC_TASK_TIME_LIMIT = 600, 600
+    assert errors("sync.E021") == [
+        "SYNC_TASK_SOFT_TIME_LIMIT (600 s) must be below SYNC_TASK_TIME_LIMIT (600 s): at the "
+        "hard limit the worker process is killed, and the job cannot record its end."
+    ]
+
+
 def test_the_defaults_pass_every_check(settings):
     for name in DEFAULTS:
         if hasattr(settings, name):
             delattr(settings, name)
     assert [e for e in run_checks() if e.id.startswith("sync.")] == []
+
+
+@pytest.mark.parametrize("value", [-1, "7", None, True])
+def test_plan_keep_days_must_be_a_number_of_days(settings, value):
+    settings.SYNC_PLAN_KEEP_DAYS = value
+    assert errors("sync.E012") == [f"SYNC_PLAN_KEEP_DAYS must be a number of days, not {value!r}."]
+    settings.SYNC_PLAN_KEEP_DAYS = 0.5
+    assert errors("sync.E012") == []
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None])
+def test_the_same_stamp_check_is_true_or_false(settings, value):
+    settings.SYNC_SAME_STAMP_CHECK = value
+    assert errors("sync.E013") == [f"SYNC_SAME_STAMP_CHECK must be True or False, not {value!r}."]

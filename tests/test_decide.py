@@ -66,3 +66,11 @@ def test_older_and_same_stamp_records_are_decided_unread():
         True,
     ]
     assert decide("update", True, SAME, False) == Decision("unchanged")
+    # SYNC_SAME_STAMP_CHECK: a same-stamp record is read, and other content reported
+    assert [needs_content(o, True) for o in (NEWER, SAME, OLDER, UNSTAMPED, None)] == [
+        True,
+        True,
+        False,
+        True,
+        True,
+    ]

@@ -619,3 +619,19 @@ def test_references_move_between_databases(tmp_path, source, targets):
         assert state(using) == SOURCE_STATE, using
         assert result.tables["awkward.Label"].unchanged == 1  # red@alpha, matched by key
         assert dict(Tag.objects.using(using).values_list("name", "id")) != source_ids
+
+
+def test_a_plan_shows_generic_references_to_existing_rows_by_key(archive):
+    """Not the stored id: the sync key of the row named (n1 names alpha in the archive)."""
+    n1 = Note.objects.get(xmlid="n1")
+    n1.target = Tag.objects.get(name="beta")
+    n1.save()
+
+    _, run = run_import(archive, mode="replace", dry_run=True)
+
+    [entry] = [e for e in plan_entries(run, "awkward.Note", "update") if e["key"] == "n1"]
+    assert entry["fields"] == {"object_id": {"old": "beta", "new": "alpha"}}
+    [label_entry] = [
+        e for e in plan_entries(run, "awkward.Label") if e["key"][-1] == "blue"
+    ]  # a label on a note: unchanged, and its key names the note by key
+    assert label_entry["action"] == "unchanged"

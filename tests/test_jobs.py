@@ -4,13 +4,15 @@ from other processes: tests/test_jobs_across_processes.py."""
 
 from __future__ import annotations
 
+import fcntl
+import sqlite3
 import time
 from contextlib import contextmanager
 from datetime import timedelta
 
 import orjson
 import pytest
-from django.db import transaction
+from django.db import connections, transaction
 from django.utils import timezone
 
 from crearis.content.models import Tag
@@ -22,11 +24,13 @@ from sync.jobs.lifecycle import (
     JobError,
     JobState,
     find_job,
+    finish,
     is_stale,
     mark_stale_jobs,
     request_cancel,
 )
 from sync.jobs.reporter import HEARTBEAT_SECONDS, JobCancelled, JobReporter
+from sync.locking import _sqlite_lock_path
 from sync.models import BackupRecord, ImportRun, Job
 from sync.signals import job_finished
 from tests.cli import assert_refused, cli
@@ -262,6 +266,65 @@ def test_a_queued_job_is_never_stale(settings):
     assert not is_stale(run) and mark_stale_jobs("default") == []
 
 
+@pytest.mark.django_db(transaction=True, databases=["default", "sqlitefile"])
+def test_a_queued_sqlite_job_refused_while_the_import_writes_ends_failed(tmp_path):
+    """SQLite: the import that holds the lock also holds the database's write lock, so the
+    refusal cannot be written at once; the job shows failed and is recorded so later."""
+    run = start_import(tmp_path / "a.backup.tar.gz", using="sqlitefile")
+    database = connections["sqlitefile"].settings_dict["NAME"]
+    with finished_jobs() as seen:
+        with open(_sqlite_lock_path("sqlitefile"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the other import's lock…
+            writing = sqlite3.connect(database, isolation_level=None)
+            writing.execute("BEGIN IMMEDIATE")  # …and its open write transaction
+            try:
+                with pytest.raises(ImportFailed, match="Refused: another import is running"):
+                    execute_import(run.pk, using="sqlitefile")
+                run.refresh_from_db()
+                assert run.status == Job.Status.QUEUED  # its row could not be written
+                shown = JobState.of(run)
+                assert shown.status == "failed" and shown.error.startswith("Refused: ")
+            finally:
+                writing.rollback()
+                writing.close()
+        assert seen == []
+        marked = mark_stale_jobs("sqlitefile")  # as the next job started does (or its claim)
+
+    assert [job.pk for job in marked] == [run.pk]
+    run.refresh_from_db()
+    assert run.status == Job.Status.FAILED and run.error_detail == {"reason": "refused"}
+    assert run.error.startswith("Refused: another import is running on database 'sqlitefile'")
+    assert seen == [(run.label, "failed")]
+    assert mark_stale_jobs("sqlitefile") == [] and seen == [(run.label, "failed")]
+    with pytest.raises(JobError, match="is failed: only a queued job can be executed"):
+        execute_import(run.pk, using="sqlitefile")  # a refused job is not run later
+
+
+def test_a_job_wrongly_marked_stale_announces_each_of_its_ends_once(
+    settings, django_capture_on_commit_callbacks
+):
+    settings.SYNC_JOB_STALE_AFTER = 60
+    fails_anyway = running_job("worker-container", heartbeat_age=120)
+    succeeds = running_job("worker-container", heartbeat_age=120)
+
+    with finished_jobs() as seen, django_capture_on_commit_callbacks(execute=True):
+        assert len(mark_stale_jobs("default")) == 2  # their cache was unreachable, say
+        # … but their processes were alive, and end by themselves:
+        finish(fails_anyway, Job.Status.FAILED, "its own error")
+        finish(succeeds, Job.Status.SUCCEEDED)
+
+    assert sorted(seen) == sorted(
+        [
+            (fails_anyway.label, "failed"),  # once, though its end was written twice
+            (succeeds.label, "failed"),
+            (succeeds.label, "succeeded"),  # a new end: a watcher hears of it
+        ]
+    )
+    fails_anyway.refresh_from_db()
+    succeeds.refresh_from_db()
+    assert fails_anyway.error == "its own error" and succeeds.status == Job.Status.SUCCEEDED
+
+
 # -- job_finished ------------------------------------------------------------------------------
 
 
@@ -441,3 +504,44 @@ def test_without_a_broker_a_dispatched_job_of_either_kind_runs_inline(seeded, tm
     dispatch(run)
     run.refresh_from_db()
     assert run.status == Job.Status.SUCCEEDED and run.counts["content.Tag"]["unchanged"] > 0
+
+
+# -- the sync cache ----------------------------------------------------------------------------
+
+
+def test_without_a_sync_cache_jobs_talk_through_a_file_cache_in_the_backup_dir(
+    tags_archive, tmp_path
+):
+    from django.core.checks import run_checks
+    from django.test import override_settings
+
+    from sync.jobs.channel import sync_cache
+
+    caches_without_sync = {"default": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}}
+    backups = tmp_path / "backups"
+    with override_settings(CACHES=caches_without_sync, BACKUP_DIR=str(backups)):
+        assert not [e for e in run_checks(tags=["caches"]) if e.id.startswith("sync.")]
+        run = start_import(tags_archive, dry_run=True)
+        channel = JobChannel(run.token)
+        channel.publish(Progress(phase="reading", done=3, total=9))
+
+        assert any((backups / ".sync-cache").iterdir())
+        seen_by_another_cache = FileBasedCacheAt(backups / ".sync-cache")
+        assert seen_by_another_cache.get(channel.progress_key) == {
+            "phase": "reading",
+            "table": "",
+            "done": 3,
+            "total": 9,
+            "heartbeat": None,
+        }
+        assert sync_cache() is sync_cache()
+        request_cancel(ImportRun.objects.get(pk=run.pk))  # a queued job: ends at once
+        assert seen_by_another_cache.get(channel.progress_key) is None  # cleared at its end
+    assert ImportRun.objects.get(pk=run.pk).status == Job.Status.CANCELLED
+
+
+def FileBasedCacheAt(location):
+    """A second, independent cache object on the same folder (as another process has)."""
+    from django.core.cache.backends.filebased import FileBasedCache
+
+    return FileBasedCache(str(location), {"KEY_PREFIX": "crearis-sync"})

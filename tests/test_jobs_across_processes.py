@@ -25,7 +25,7 @@ from sync.jobs.lifecycle import JobState, request_cancel
 from sync.models import ImportRun, Job
 from tests.conftest import run_command
 from tests.fingerprint import fingerprint
-from tests.job_tools import cache_url, many_tags_archive
+from tests.job_tools import cache_url, many_tags_archive, running_with_records, watch
 from tests.sites import Site, database_url
 
 
@@ -90,24 +90,6 @@ def import_job(site: Site, timeout: float = 60) -> ImportRun:
             return run
         time.sleep(0.05)
     raise AssertionError("the import never created its job")
-
-
-def watch(run: ImportRun, until, timeout: float = 120) -> list[JobState]:
-    """Read the job as another process sees it (its row, the sync cache) every 50 ms until
-    ``until(state)``; return every state read."""
-    states = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run.refresh_from_db()
-        states.append(JobState.of(run))
-        if until(states[-1]):
-            return states
-        time.sleep(0.05)
-    raise AssertionError(f"not reached within {timeout} s; last: {states[-1:]}")
-
-
-def running_with_records(state: JobState) -> bool:
-    return state.status == Job.Status.RUNNING and state.done > 0
 
 
 def test_another_process_reads_an_imports_progress_while_it_runs(site, started, archives):

@@ -151,17 +151,90 @@ def test_syncplan_refuses_what_has_no_plan(previewed):
 
 
 @pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "real"])
-def test_the_same_updated_at_is_taken_as_unchanged_unread(demo, tmp_path, dry_run):
-    """For now (sync.decide.needs_content): a record with the target's updated_at is not
-    read, so another content under the same stamp is kept and counted unchanged."""
+def test_a_cascaded_deletion_names_the_record_whose_deletion_took_it(demo, tmp_path, dry_run):
+    from crearis.content.models import Participant
+    from tests.archive_tools import rewrite_archive
+
+    exported = export(tables=["content.Event"], output_dir=tmp_path).path
+    gone = Event.objects.filter(participants__isnull=False).distinct().order_by("pk").first()
+    taken = set(Participant.objects.filter(event=gone).values_list("xmlid", flat=True))
+    without = rewrite_archive(
+        exported,
+        tmp_path / "without.tar.gz",
+        lambda label, rows: [r for r in rows if r["xmlid"] != gone.xmlid],
+    )
+
+    _, run = run_import(without, mode="replace", dry_run=dry_run, collect_changes=True)
+
+    deleted = plan_entries(run, "content.Participant", "delete")
+    assert {entry["key"] for entry in deleted} >= taken and taken
+    cause = f"cascade (on_delete) of content.Event {gone.xmlid!r}"
+    assert {entry.get("reason") for entry in deleted if entry["key"] in taken} == {cause}
+    [event] = plan_entries(run, "content.Event", "delete")
+    assert event["key"] == gone.xmlid and "reason" not in event
+
+
+def test_a_new_dry_run_prunes_old_plans_of_ended_jobs_but_none_still_needed(
+    seeded, tmp_path, settings
+):
+    import os
+    import time
+
+    settings.SYNC_PLAN_KEEP_DAYS = 7
+    archive = export(tables=["content.Tag"], output_dir=tmp_path).path
+    ended = [run_import(archive, dry_run=True)[1] for _ in range(3)]
+    old_done, applied, recent = ended
+    ImportRun.objects.create(  # an import applying it, queued
+        archive=str(archive), mode="replace", applies=applied, database="default"
+    )
+    waiting = ImportRun.objects.create(
+        archive=str(archive), mode="replace", dry_run=True, database="default"
+    )
+    plan_of(waiting).write_bytes(b"")  # (as if written while it runs)
+    other_database = plan_of(old_done).with_name(
+        plan_of(old_done).name.replace(plan_of(old_done).name.split("-")[2], "0" * 12)
+    )
+    shutil.copy(plan_of(old_done), other_database)
+    ten_days_ago = time.time() - 10 * 24 * 3600
+    for path in (plan_of(old_done), plan_of(applied), plan_of(waiting), other_database):
+        os.utime(path, (ten_days_ago, ten_days_ago))
+
+    _, new = run_import(archive, dry_run=True)
+
+    assert not plan_of(old_done).exists()  # ended, old: pruned
+    assert plan_of(applied).exists()  # an import that has not ended applies it
+    assert plan_of(waiting).exists()  # its job has not ended
+    assert plan_of(recent).exists() and plan_of(new).exists()  # young
+    assert other_database.exists()  # another database's, pruned by its own jobs
+    with pytest.raises(ImportFailed, match=f"{old_done.label}: No plan at"):
+        apply_plan(old_done.label)
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "real"])
+@pytest.mark.parametrize("check", [False, True], ids=["by-default", "same-stamp-check"])
+def test_other_content_under_the_same_updated_at(demo, tmp_path, settings, check, dry_run):
+    """By default (sync.decide.needs_content) a record with the target's updated_at is not
+    read: another content under the same stamp is kept and counted unchanged. With
+    SYNC_SAME_STAMP_CHECK it is read, kept too, and reported as its own case."""
+    settings.SYNC_SAME_STAMP_CHECK = check
     archive = export(output_dir=tmp_path, compression="none").path
     project = Project.objects.order_by("domaincode").first()
     Project.objects.filter(pk=project.pk).update(name="edited, same stamp")  # no auto_now
-    result, _ = run_import(archive, mode="update", dry_run=dry_run, collect_changes=True)
+
+    result, run = run_import(archive, mode="update", dry_run=dry_run, collect_changes=True)
+
     projects = result.tables["content.Project"]
-    assert (projects.skipped, projects.updated, projects.same_stamp) == (0, 0, 0)
-    assert projects.unchanged == Project.objects.count()
-    assert Project.objects.get(pk=project.pk).name == "edited, same stamp"
+    reported = int(check)
+    assert (projects.skipped, projects.updated, projects.same_stamp) == (reported, 0, reported)
+    assert projects.unchanged == Project.objects.count() - reported
+    assert Project.objects.get(pk=project.pk).name == "edited, same stamp"  # kept
+    skipped = plan_entries(run, "content.Project", "skip")
+    assert [(e["key"], e["reason"]) for e in skipped] == [
+        (project.domaincode, "same-timestamp-different-content")
+    ][:reported]
+    assert all(t.same_stamp == 0 for label, t in result.tables.items() if label != projects.label)
+    shown = cli("syncimport", str(archive), mode="update", dry_run=True).out
+    assert ("1 with the target's updated_at but other content" in shown) is check
 
 
 def test_a_plans_summary_counts_each_table_as_a_page_shows_it(previewed):

@@ -16,18 +16,20 @@ from django.db import models
 
 from sync.archive import FORMAT_VERSION, check_compression, remove_leftovers
 from sync.conf import sync_settings
-from sync.exporter import TableFilter, archive_path, check_kind, select_models, write_archive
+from sync.exporter import TableFilter, archive_name, check_kind, select_models, write_archive
 from sync.generic import NulledReferences
 from sync.jobs.lifecycle import claim, executing, finish, load_job, mark_stale_jobs
 from sync.jobs.reporter import JobReporter
 from sync.locking import write_transaction
 from sync.models import BackupRecord, Job, SyncState
 from sync.schema import SyncModel, plan_models
+from sync.storage import ArchiveDestination
 
 
 @dataclass
 class ExportResult:
-    path: Path
+    name: str  # in the storage (or in the --output folder)
+    path: Path | None  # the archive's local path, None in a remote storage
     backup: BackupRecord
     counts: dict[str, int] = field(default_factory=dict)
     # Per table: generic references that named no row, written as null (see sync.generic)
@@ -36,6 +38,11 @@ class ExportResult:
     @property
     def total(self) -> int:
         return sum(self.counts.values())
+
+    @property
+    def location(self) -> str:
+        """Where the archive is, for a person: its local path, else its name in the storage."""
+        return str(self.path) if self.path is not None else self.name
 
 
 def start_export(
@@ -51,9 +58,11 @@ def start_export(
     started_by: str = "",
     user=None,
     task_id: str = "",
+    selection: dict[str, list] | None = None,
 ) -> BackupRecord:
     """Record an export to be done (queued), with the tables resolved: everything
-    ``execute_export`` needs is on the row. Bad options are refused before any row exists."""
+    ``execute_export`` needs is on the row (``selection``: only these primary keys per model
+    label, see ``start_selected_export``). Bad options are refused before any row exists."""
     check_compression(compression, level)
     check_kind(kind)
     chosen = select_models(tables, exclude, with_dependencies)
@@ -71,6 +80,7 @@ def start_export(
         started_by=started_by,
         user=user,
         task_id=task_id,
+        selection=selection or {},
     )
 
 
@@ -91,20 +101,30 @@ def execute_export(
         table_filter = selected_rows_filter(backup.selection)
     claim(backup)
     with executing(backup, reporter, "no archive was written"):
-        output_dir = Path(backup.output_dir or sync_settings.BACKUP_DIR)
-        remove_leftovers(output_dir, older_than=sync_settings.SYNC_JOB_STALE_AFTER)
-        path = archive_path(output_dir, backup.kind, backup.compression, backup.started_at)
-        backup.file_name, backup.storage_path = path.name, str(path.resolve())
-        backup.backup_id = uuid.uuid4()
-        backup.save(using=using, update_fields=["file_name", "storage_path", "backup_id"])
-        written = write_archive(backup, path, reporter, table_filter)
+        destination = ArchiveDestination.for_export(backup.output_dir)
+        with destination.work_dir() as work_dir:
+            if not destination.is_local:  # alive while the complete archive uploads, too
+                reporter.keep_fresh(lambda: [work_dir])
+            remove_leftovers(
+                destination.leftovers_dir, older_than=sync_settings.SYNC_JOB_STALE_AFTER
+            )
+            name = destination.first_name(
+                archive_name(backup.kind, backup.compression, backup.started_at)
+            )
+            backup.file_name, backup.storage_path = name, destination.recorded(name)
+            backup.backup_id = uuid.uuid4()
+            backup.save(using=using, update_fields=["file_name", "storage_path", "backup_id"])
+            written = write_archive(backup, work_dir / name, reporter, table_filter)
+            if not destination.is_local:
+                reporter.phase("uploading")
+            name = destination.publish(written.archive.path)
     archive = written.archive
     finish(
         backup,
         Job.Status.SUCCEEDED,
         progress=reporter.snapshot(),
-        file_name=archive.path.name,
-        storage_path=str(archive.path.resolve()),
+        file_name=name,
+        storage_path=destination.recorded(name),
         counts=written.counts,
         total_records=sum(written.counts.values()),
         size=archive.size,
@@ -114,7 +134,8 @@ def execute_export(
         SyncState.objects.using(using).update_or_create(
             database=using, defaults={"last_export_at": backup.finished_at}
         )
-    return ExportResult(archive.path, backup, backup.counts, written.nulled)
+    path = destination.local_path(name)
+    return ExportResult(name, path, backup, backup.counts, written.nulled)
 
 
 def start_selected_export(
@@ -131,12 +152,19 @@ def start_selected_export(
     selection = {model: set(pks)}
     if with_references:
         selection = referenced_rows(selection, using)
-    backup = start_export(
-        tables=[m._meta.label for m in selection], kind="selected", using=using, **options
+    return start_export(
+        tables=[m._meta.label for m in selection],
+        kind="selected",
+        using=using,
+        selection={m._meta.label: storable_keys(keys) for m, keys in selection.items()},
+        **options,
     )
-    backup.selection = {m._meta.label: sorted(keys) for m, keys in selection.items()}
-    backup.save(using=using, update_fields=["selection"])
-    return backup
+
+
+def storable_keys(keys: Iterable) -> list:
+    """Primary keys as the job's JSON can hold them: numbers and texts as they are, others
+    (UUIDs…) as text, which the database reads back the same."""
+    return [key if isinstance(key, int | str) else str(key) for key in sorted(keys)]
 
 
 def referenced_rows(

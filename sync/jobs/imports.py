@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, nullcontext, suppress
-from pathlib import Path
+from contextlib import contextmanager, nullcontext
+from pathlib import Path, PurePath
 from typing import Any
 
 from django.db import OperationalError, connections, transaction
@@ -19,7 +19,9 @@ from sync.archive import ArchiveError
 from sync.conf import sync_settings
 from sync.importer import MODES, ImportFailed, ImportResult, import_records
 from sync.jobs.lifecycle import (
+    JobError,
     announce,
+    channel_of,
     claim,
     end_dead,
     executing,
@@ -33,6 +35,7 @@ from sync.jobs.reporter import JobReporter
 from sync.locking import LockBusy, import_lock, write_transaction
 from sync.models import ImportRun, Job, SyncState
 from sync.sources import ArchiveSource
+from sync.storage import locate_archive
 from sync.verify import VerifyProcess
 
 INTERRUPTED = (
@@ -102,6 +105,11 @@ def execute_import(
         with import_lock(using):
             return execute_locked(run, reporter or JobReporter())
     except LockBusy as exc:
+        run.refresh_from_db()
+        if run.status != Job.Status.QUEUED:  # the lock's holder runs this very job
+            raise JobError(
+                f"{run.label} is {run.status}: only a queued job can be executed."
+            ) from exc
         message = refusal(using)
         record_refusal(run, message)
         raise ImportFailed(message) from exc
@@ -141,12 +149,18 @@ def execute_locked(run: ImportRun, reporter: JobReporter) -> ImportResult:
     using = run.database
     end_dead_imports(using)
     claim(run)
-    archive = Path(run.archive)
+    name = PurePath(run.archive).name
     # A real import's changes and its job's end commit together; a dry run changes nothing,
     # and must not hold SQLite's write lock for its whole length.
     together = nullcontext() if run.dry_run else write_transaction(using)
     try:
-        with executing(run, reporter, "nothing was changed"), together:
+        # A local path of the archive: one in a remote storage is spooled to a temporary file
+        # first, before the transaction (the verifying process and the reader both read it).
+        with (
+            executing(run, reporter, "nothing was changed"),
+            locate_archive(run.archive).local_file() as archive,
+            together,
+        ):
             with verification(archive) as verdict:
                 source = ArchiveSource(archive)
                 recorder = plan_recorder(run)
@@ -184,7 +198,7 @@ def execute_locked(run: ImportRun, reporter: JobReporter) -> ImportResult:
                     defaults={"last_import_at": run.finished_at, "last_sync_id": run.backup_id},
                 )
     except ArchiveError as exc:
-        message = str(exc) if archive.name in str(exc) else f"{archive.name}: {exc}"
+        message = str(exc) if name in str(exc) else f"{name}: {exc}"
         raise ImportFailed(message, member=exc.member, line=exc.line) from exc
     return result
 
@@ -217,7 +231,8 @@ def refusal(using: str) -> str:
 def record_refusal(run: ImportRun, message: str) -> None:
     """Record ``run`` as refused (failed), unless that would wait for the running import:
     SQLite has one writer at a time, and the refusal must not wait for the import it
-    refuses. A refused job is not stale, so nothing else marks it."""
+    refuses. A queued job whose row cannot be written then keeps its refusal in the sync
+    cache: it shows failed, and the next job started records it (``end_refused``)."""
     run.status, run.error = Job.Status.FAILED, message
     run.error_detail, run.finished_at = {"reason": "refused"}, timezone.now()
     connection = connections[run.database]
@@ -230,10 +245,13 @@ def record_refusal(run: ImportRun, message: str) -> None:
         (timeout,) = cursor.fetchone()
         cursor.execute("PRAGMA busy_timeout = 0")
         try:
-            # "database is locked": the running import is writing; the row stays as it was
-            # (not written, or queued). The atomic block spoils no caller's transaction.
-            with suppress(OperationalError), transaction.atomic(using=run.database):
+            # "database is locked": the running import is writing. The atomic block spoils
+            # no caller's transaction.
+            with transaction.atomic(using=run.database):
                 run.save(using=run.database)
                 announce(run)
+        except OperationalError:
+            if run.pk is not None:  # queued: its refusal waits in the cache
+                channel_of(run).record_refusal(message)
         finally:
             cursor.execute(f"PRAGMA busy_timeout = {int(timeout)}")

@@ -6,7 +6,14 @@ A running job is *stale* when its heartbeat in the sync cache is older than
 stopped). Not a process id: the web and worker containers share databases and a backup volume,
 and a pid means nothing in another container. Stale jobs are marked failed when the next job
 starts on the database (``mark_stale_jobs``). A queued job is never stale: it waits for a
-worker. ``job_finished`` is sent once a job has ended, after that was committed.
+worker, unless it was refused (another import held the lock) at a moment its row could not
+be written: the refusal waits in the sync cache, the job shows failed and is recorded so by
+the next ``mark_stale_jobs`` (``end_refused``).
+
+``job_finished`` is sent once a job has ended, after that was committed: once per end a
+watcher could see. A job marked stale (``end_dead``) whose process was alive after all
+records its own end over the ``failed``; that is sent again only when its status differs
+(succeeded, cancelled), never a second ``failed``.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.db import transaction
 from django.utils import timezone
 
@@ -57,7 +65,13 @@ def database_of(job: Job) -> str:
 
 def claim(job: Job) -> None:
     """queued → running, in one conditional update: of two workers handed the same job, one
-    runs it and the other is refused."""
+    runs it and the other is refused. A job refused while its row could not be written is
+    recorded failed now, not run (see ``end_refused``)."""
+    refused = channel_of(job).refusal()
+    if refused is not None:
+        end_refused(job, refused)
+        job.refresh_from_db()
+        raise JobError(f"{job.label} is {job.status}: only a queued job can be executed.")
     now = timezone.now()
     where = {"hostname": socket.gethostname(), "pid": os.getpid()}
     claimed = (
@@ -86,7 +100,11 @@ def finish(
 
     The job's own process knows best how it ended: its end is written even over a
     ``failed`` that ``end_dead`` wrongly wrote meanwhile (a heartbeat that could not reach
-    the cache), and is sent again then."""
+    the cache); it is sent again only if its status differs from that one (see the module
+    doc)."""
+    model = type(job)._default_manager.using(database_of(job))
+    ended_as = model.filter(pk=job.pk, status__in=FINISHED).values_list("status", flat=True)
+    already = next(iter(ended_as), None)
     job.status = status
     job.error = error
     job.error_detail = detail or {}
@@ -96,7 +114,8 @@ def finish(
     for name, value in fields.items():
         setattr(job, name, value)
     job.save(using=database_of(job))
-    announce(job)
+    if already != status:
+        announce(job)
 
 
 @contextmanager
@@ -112,6 +131,13 @@ def executing(job: Job, reporter: JobReporter, left: str) -> Iterator[None]:
         message = f"Cancelled on request; {left}."
         finish(job, Job.Status.CANCELLED, message, {"reason": "cancelled"}, reporter.snapshot())
         raise JobCancelled(f"{job.label} cancelled on request; {left}.") from exc
+    except SoftTimeLimitExceeded:
+        message = (
+            f"Stopped: the {job.KIND} ran longer than its task's soft time limit "
+            f"(SYNC_TASK_SOFT_TIME_LIMIT); {left}."
+        )
+        finish(job, Job.Status.FAILED, message, {"reason": "time limit"}, reporter.snapshot())
+        raise
     except KeyboardInterrupt:
         message = f"Interrupted (Ctrl-C) before the {job.KIND} finished; {left}."
         finish(job, Job.Status.CANCELLED, message, {"reason": "cancelled"}, reporter.snapshot())
@@ -164,9 +190,14 @@ def silent_too_long(job: Job, progress: Progress | None) -> bool:
 
 
 def mark_stale_jobs(using: str) -> list[Job]:
-    """Mark as failed the running jobs of ``using`` whose heartbeat stopped; return them."""
+    """Mark as failed the running jobs of ``using`` whose heartbeat stopped, and the queued
+    ones refused while their row could not be written (``end_refused``); return them."""
     marked = []
     for model in KINDS.values():
+        for job in model.objects.using(using).filter(status=Job.Status.QUEUED):
+            message = channel_of(job).refusal()
+            if message is not None and end_refused(job, message):
+                marked.append(job)
         for job in model.objects.using(using).filter(status=Job.Status.RUNNING):
             progress = channel_of(job).read()
             if not silent_too_long(job, progress):
@@ -192,6 +223,28 @@ def end_dead(job: Job, error: str, reason: str, progress: Progress | None = None
         error_detail={"reason": reason},
         finished_at=timezone.now(),
         progress=last | {"heartbeat": None},
+    ):
+        return False
+    job.refresh_from_db()
+    channel_of(job).clear()
+    announce(job)
+    return True
+
+
+def end_refused(job: Job, message: str) -> bool:
+    """Record a queued job as refused (failed), unless it left the queue meanwhile."""
+    return end_queued(job, message, "refused")
+
+
+def end_queued(job: Job, error: str, reason: str) -> bool:
+    """Record a queued job that cannot run as failed for ``reason`` (refused; no broker to
+    hand it to), unless it left the queue meanwhile."""
+    waiting = type(job)._default_manager.using(database_of(job))
+    if not waiting.filter(pk=job.pk, status=Job.Status.QUEUED).update(
+        status=Job.Status.FAILED,
+        error=error,
+        error_detail={"reason": reason},
+        finished_at=timezone.now(),
     ):
         return False
     job.refresh_from_db()
@@ -283,10 +336,17 @@ class JobState:
         running = job.status == Job.Status.RUNNING
         live = channel_of(job).read() if running else None
         progress = live or Progress.from_dict(job.progress) or Progress()
+        status, error = job.status, job.error
+        if running and silent_too_long(job, live):
+            status = "stale"
+        elif status == Job.Status.QUEUED:  # refused, not recorded yet (see end_refused)
+            refused = channel_of(job).refusal()
+            if refused is not None:
+                status, error = Job.Status.FAILED, refused
         return cls(
             name=job.label,
             kind=job.KIND,
-            status="stale" if running and silent_too_long(job, live) else job.status,
+            status=status,
             phase=progress.phase,
             table=progress.table,
             done=progress.done,
@@ -296,7 +356,7 @@ class JobState:
             created_at=job.created_at,
             started_at=job.started_at,
             finished_at=job.finished_at,
-            error=job.error,
+            error=error,
         )
 
     @property

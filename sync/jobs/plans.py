@@ -4,16 +4,19 @@ commits, that it did what the plan said (see docs/plans.md)."""
 from __future__ import annotations
 
 import hashlib
+import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from django.db import connections
 
+from sync.conf import sync_settings
 from sync.importer import ImportFailed
 from sync.jobs.lifecycle import JobError, find_job
-from sync.models import ImportRun, Job
-from sync.plan import Plan, PlanError, PlanRecorder, differences, plan_path
+from sync.models import FINISHED, ImportRun, Job
+from sync.plan import Plan, PlanError, PlanRecorder, database_tag, differences, plan_dir, plan_path
 
 HINT = "preview again (syncimport --dry-run) and apply the new plan"
 
@@ -48,6 +51,8 @@ def plan_recorder(run: ImportRun) -> PlanRecorder | None:
     asked for its changes (``collect_changes``)."""
     if not (run.dry_run or run.collect_changes or run.applies_id is not None):
         return None
+    if run.dry_run:
+        prune_plans(run.database)
     meta = {
         "job": run.label,
         "database": database_identity(run.database),
@@ -146,3 +151,40 @@ def check_applied(run: ImportRun, digests: dict[str, str]) -> None:
         f"nothing was changed: {HINT}.",
         table=found.tables[0],
     )
+
+
+_PLAN_FILE = re.compile(r"import-(\d+)-([0-9a-f]{12})-\d{8}T\d{12}\.plan\.sqlite3")
+
+
+def prune_plans(using: str) -> list[Path]:
+    """Remove the plans of database ``using`` older than ``SYNC_PLAN_KEEP_DAYS`` (by when
+    they were written), except those still needed: the plan of a job that has not ended, and
+    one that an import which has not ended applies. Plans of other databases sharing the
+    folder are theirs to prune. Return the removed paths (see docs/plans.md)."""
+    folder = plan_dir()
+    if not folder.is_dir():
+        return []
+    tag = database_tag(database_identity(using))
+    cutoff = time.time() - sync_settings.SYNC_PLAN_KEEP_DAYS * 24 * 3600
+    old = {}
+    for path in folder.iterdir():
+        match = _PLAN_FILE.fullmatch(path.name)
+        if match is None or match[2] != tag:
+            continue
+        try:
+            if path.stat().st_mtime < cutoff:
+                old[path] = int(match[1])
+        except FileNotFoundError:  # removed meanwhile
+            continue
+    if not old:
+        return []
+    unfinished = ImportRun.objects.using(using).exclude(status__in=FINISHED)
+    needed = set(unfinished.values_list("pk", flat=True))
+    needed |= set(unfinished.exclude(applies=None).values_list("applies_id", flat=True))
+    needed_paths = {plan_of(run) for run in ImportRun.objects.using(using).filter(pk__in=needed)}
+    removed = []
+    for path in old:
+        if path not in needed_paths:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

@@ -5,14 +5,16 @@ import orjson
 from django.core.management.base import BaseCommand, CommandError
 
 from sync.importer import MODES, ImportFailed, ImportResult
-from sync.jobs.imports import apply_plan, run_import
-from sync.jobs.plans import plan_of
+from sync.jobs.imports import apply_plan, run_import, start_import
+from sync.jobs.plans import apply_options, plan_of
 from sync.jobs.reporter import JobCancelled, JobReporter
+from sync.management.background import hand_over, require_worker
 from sync.management.database import usable_database
 from sync.management.plans import entry_lines
 from sync.management.progress import ProgressBar
 from sync.models import ImportRun
 from sync.plan import Plan, dumps
+from sync.storage import locate_archive
 
 
 class Command(BaseCommand):
@@ -26,7 +28,10 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument(
-            "archive", nargs="?", help="Path of the archive to import (not with --apply-plan)."
+            "archive",
+            nargs="?",
+            help="The archive to import: a local path, or a name in the archive storage (an "
+            "existing local path wins). Not with --apply-plan.",
         )
         parser.add_argument(
             "--apply-plan",
@@ -55,6 +60,14 @@ class Command(BaseCommand):
             "row that is neither in the archive nor in the database, and report them, instead "
             "of refusing the import.",
         )
+        parser.add_argument(
+            "--async",
+            action="store_true",
+            dest="in_background",
+            help="Hand the import to a Celery worker, print the job's name (import-7) and "
+            "return at once; follow it with syncjobs --watch. Only with --no-input or "
+            "--apply-plan (a worker cannot ask). Needs CELERY_BROKER_URL.",
+        )
 
     def handle(self, *args, **options):
         usable_database(options["database"])
@@ -63,6 +76,8 @@ class Command(BaseCommand):
         quiet = options["quiet"] or options["verbosity"] == 0
         details = options["show_changes"] or options["json"]
         plan = options["apply_plan"]
+        if options["in_background"]:
+            return self.hand_over(options, quiet, details)
         # --json asks like any other import: it changes the database all the same.
         confirm = not (options["dry_run"] or options["no_input"])
         if confirm and not plan:
@@ -112,6 +127,43 @@ class Command(BaseCommand):
                 what = "Dry run" if dry_run else "Import"
                 raise CommandError(f"{what} interrupted; nothing was changed.") from exc
 
+    def hand_over(self, options, quiet: bool, details: bool) -> None:
+        """Create the import job (queued) and hand it to a worker."""
+        plan = options["apply_plan"]
+        if not (options["no_input"] or plan):
+            raise CommandError(
+                "--async cannot ask for confirmation: add --no-input, or preview with --dry-run "
+                "and queue what it showed with --apply-plan JOB --async."
+            )
+        if plan and options["dry_run"]:
+            raise CommandError("--apply-plan applies a plan: not with --dry-run.")
+        require_worker()
+        using = options["database"]
+        common = {"collect_changes": details, "started_by": f"syncimport ({getpass.getuser()})"}
+        try:
+            if plan:
+                run = start_import(**apply_options(plan, using), **common)
+            else:
+                location = locate_archive(options["archive"])
+                if location.path is None:  # a name in the archive storage, which workers share
+                    archive = location.text
+                elif location.path.is_file():
+                    archive = location.path.resolve()  # the worker has another cwd
+                else:  # the job could only fail: no job at all
+                    raise ImportFailed(f"There is no archive at {location.path.resolve()}.")
+                run = start_import(
+                    archive,
+                    mode=options["mode"],
+                    dry_run=options["dry_run"],
+                    tables=options["tables"],
+                    drop_unresolved=options["drop_unresolved"],
+                    using=using,
+                    **common,
+                )
+        except ImportFailed as exc:
+            raise CommandError(str(exc)) from exc
+        hand_over(self, run, quiet)
+
     def confirmed(self) -> bool:
         try:
             answer = input("Type 'yes' to apply these changes: ")
@@ -140,6 +192,8 @@ class Command(BaseCommand):
             extra = [f"{diff.unchanged} unchanged"] + (
                 [f"{diff.skipped} skipped"] if diff.skipped else []
             )
+            if diff.same_stamp:
+                extra.append(f"{diff.same_stamp} with the target's updated_at but other content")
             if diff.dropped:
                 extra.append(f"{diff.dropped} dropped: unresolved generic references")
             self.stdout.write(f"{line} ({', '.join(extra)})")

@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from sync.archive import ArchiveError
+from sync.storage import locate_archive
 from sync.verify import verify_archive
 
 
@@ -15,11 +16,15 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("archive", help="Path of the archive to check.")
+        parser.add_argument(
+            "archive",
+            help="The archive to check: a local path, or a name in the archive storage (an "
+            "existing local path wins). Read as a stream, never whole into memory.",
+        )
 
     def handle(self, *args, archive: str, **options):
         try:
-            report = verify_archive(archive)
+            report = verify_archive(locate_archive(archive))
         except ArchiveError as exc:
             raise CommandError(f"{archive}: {exc}") from exc
         self.stdout.write(self.style.SUCCESS(report.summary(archive)))

@@ -7,7 +7,7 @@ class Migration(migrations.Migration):
     records takes."""
 
     dependencies = [
-        ("sync", "0003_import_applies"),
+        ("sync", "0008_webhooks"),
     ]
 
     operations = [

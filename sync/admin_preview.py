@@ -32,7 +32,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from sync.admin_common import render_page, runs_inline
 from sync.admin_perms import RUN_IMPORT, require_permission
-from sync.backups import archive_file
+from sync.backups import BackupError, backup_location
 from sync.errors import SyncError
 from sync.importer import MODES
 from sync.jobs.dispatch import dispatch
@@ -285,13 +285,13 @@ class PreviewPages:
             request.POST or None, tables=backup.counts or dict.fromkeys(backup.tables, 0)
         )
         try:
-            archive = archive_file(backup)
+            archive = archive_of(backup)
         except SyncError as exc:
             messages.error(request, f"Nothing to preview: {exc}")
             archive = None
         if request.method == "POST" and archive is not None and form.is_valid():
             data = form.cleaned_data
-            run = self.start(request, str(archive), data["mode"], data["tables"])
+            run = self.start(request, archive, data["mode"], data["tables"])
             return redirect(self.url("_progress", run.pk))
         return self.render(
             request, "choose", f"Preview import of {backup}", backup=backup, form=form,
@@ -448,6 +448,17 @@ class PreviewPages:
         return get_object_or_404(
             ImportRun.objects.using(USING).select_related("applies"), pk=run_pk
         )
+
+
+def archive_of(backup: BackupRecord) -> str:
+    """What the import job of ``backup``'s archive names: its local path, else its name in the
+    archive storage; BackupError when there is none."""
+    location = backup_location(backup)
+    if location.path is None:
+        return location.text
+    if not location.path.is_file():
+        raise BackupError(f"{backup.file_name} is gone: no file at {location.path}.")
+    return str(location.path)
 
 
 def kind_of(run: ImportRun) -> str:

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from contextlib import suppress
 
-from django.conf import settings
 from django.http import HttpRequest, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
 from sync.errors import SyncError
-from sync.jobs.dispatch import dispatch
+from sync.jobs.dispatch import broker_configured, dispatch
 from sync.models import Job
 
 
@@ -34,9 +33,9 @@ def render_page(
 
 
 def runs_inline() -> bool:
-    """Whether ``sync.jobs.dispatch.dispatch`` executes a job in the calling process, here the
-    web request: no Celery broker is configured (the embedded default)."""
-    return not getattr(settings, "CELERY_BROKER_URL", "")
+    """Whether ``dispatch`` executes a job in the calling process, here the web request: no
+    Celery broker is configured (the embedded default)."""
+    return not broker_configured()
 
 
 def run_and_follow(job: Job) -> HttpResponseRedirect:

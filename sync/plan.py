@@ -28,6 +28,10 @@ from sync.conf import sync_settings
 from sync.errors import SyncError
 
 ACTIONS = ("insert", "update", "delete", "skip", "unchanged", "conflict")
+# How a page counts each action (``Plan.summary``); deletions an on_delete rule makes count apart.
+COUNTED = {"insert": "new", "update": "updated", "unchanged": "unchanged", "skip": "skipped",
+           "delete": "deleted", "conflict": "conflicts"}  # fmt: skip
+CASCADE = "cascade"  # how the reason of a deletion made by an on_delete rule begins
 BATCH = 2000
 SCHEMA = """
 CREATE TABLE entry (seq INTEGER PRIMARY KEY, tbl TEXT NOT NULL, action TEXT NOT NULL,
@@ -158,9 +162,42 @@ class Plan:
             counts.setdefault(table, {})[action] = n
         return counts
 
+    def summary(self) -> dict[str, dict[str, int]]:
+        """Per table, the counts a person is shown: new, updated, unchanged, skipped, deleted
+        (by the import) and cascaded (by an ``on_delete`` rule of a deleted row), each present
+        (0 when none). Two queries over the index: no row of a large plan is read whole."""
+        shown = dict.fromkeys([*dict.fromkeys(COUNTED.values()), "cascaded"], 0)
+        summary: dict[str, dict[str, int]] = {}
+        for table, actions in self.counts().items():
+            counts = summary[table] = dict(shown)
+            for action, n in actions.items():
+                counts[COUNTED[action]] += n
+        cascades = (
+            "SELECT tbl, count(*) FROM entry WHERE action = 'delete' AND reason LIKE ? || '%'"
+            " GROUP BY tbl"
+        )
+        for table, n in self.db.execute(cascades, (CASCADE,)):
+            summary[table]["deleted"] -= n
+            summary[table]["cascaded"] += n
+        return summary
+
+    def entry(self, table: str, key: Any) -> dict | None:
+        """The entry of the record ``key`` of ``table``, or None."""
+        row = self.db.execute(
+            "SELECT action, fields, reason FROM entry WHERE tbl = ? AND key = ?",
+            (table, dumps(key)),
+        ).fetchone()
+        if row is None:
+            return None
+        action, fields, reason = row
+        entry = {"table": table, "action": action, "key": key, "fields": json.loads(fields)}
+        return entry | ({"reason": reason} if reason else {})
+
     def entries(self, table: str | None = None, action: str | None = None,
-                offset: int = 0, limit: int | None = None) -> Iterator[dict]:  # fmt: skip
-        """Entries in the order the import met them, filtered; streamed from the file."""
+                offset: int = 0, limit: int | None = None,
+                changes_only: bool = False) -> Iterator[dict]:  # fmt: skip
+        """Entries in the order the import met them, filtered (``changes_only``: not the
+        unchanged); streamed from the file."""
         where, params = [], []
         if table:
             where.append("tbl = ?")
@@ -168,6 +205,8 @@ class Plan:
         if action:
             where.append("action = ?")
             params.append(action)
+        if changes_only:
+            where.append("action != 'unchanged'")
         order = "tbl, action, seq" if table and action else "seq"
         sql = "SELECT tbl, action, key, fields, reason FROM entry"
         sql += f" WHERE {' AND '.join(where)}" if where else ""
@@ -179,9 +218,9 @@ class Plan:
             yield entry | ({"reason": reason} if reason else {})
 
     def page(self, number: int, size: int, table: str | None = None,
-             action: str | None = None) -> list[dict]:  # fmt: skip
+             action: str | None = None, changes_only: bool = False) -> list[dict]:  # fmt: skip
         """Page ``number`` (from 1) of ``size`` entries."""
-        return list(self.entries(table, action, (number - 1) * size, size))
+        return list(self.entries(table, action, (number - 1) * size, size, changes_only))
 
     def changes(self, table: str) -> Iterator[dict]:
         """A table's entries that change something or are left out (not the unchanged)."""

@@ -235,3 +235,29 @@ def test_other_content_under_the_same_updated_at(demo, tmp_path, settings, check
     assert all(t.same_stamp == 0 for label, t in result.tables.items() if label != projects.label)
     shown = cli("syncimport", str(archive), mode="update", dry_run=True).out
     assert ("1 with the target's updated_at but other content" in shown) is check
+
+
+def test_a_plans_summary_counts_each_table_as_a_page_shows_it(previewed):
+    _, preview, run = previewed
+    plan = Plan(plan_of(run))
+    try:
+        summary = plan.summary()
+        changed = list(plan.entries(changes_only=True))
+        (project,) = [e for e in changed if e["table"] == "content.Project"]
+        assert plan.entry("content.Project", "proj00000") == project
+        assert plan.entry("content.Project", "no such key") is None
+    finally:
+        plan.close()
+    for table, diff in preview.tables.items():
+        shown = summary[table]
+        assert (shown["new"], shown["updated"], shown["unchanged"]) == (
+            diff.new,
+            diff.updated,
+            diff.unchanged,
+        )
+    assert summary["content.Tag"]["deleted"] == 1
+    assert sum(s["cascaded"] for s in summary.values()) == sum(preview.cascaded.values())
+    assert all(e["action"] != "unchanged" for e in changed)
+    assert len(changed) == sum(
+        n for s in summary.values() for c, n in s.items() if c != "unchanged"
+    )

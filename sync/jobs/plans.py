@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -107,28 +108,48 @@ def read_meta(job: ImportRun) -> dict[str, Any]:
         plan.close()
 
 
-def check_applied(run: ImportRun, digests: dict[str, str]) -> None:
-    """Refuse (ImportFailed: the import rolls back) when ``run`` did not do what the plan it
-    applies said, naming the tables and the first records that differ."""
+@dataclass(frozen=True)
+class PlanMismatch:
+    """Where an import that applies a plan differs from it: the tables, and the first record
+    of each (``app.Model 'key'``)."""
+
+    tables: list[str]
+    records: list[str]
+
+
+def mismatch(run: ImportRun, digests: dict[str, str] | None = None) -> PlanMismatch | None:
+    """How import ``run`` differs from the plan it applies (None: it does not), from the
+    tables' ``digests`` of what it did (default: those its stored plan holds)."""
     planned = Plan(plan_of(run.applies))
     try:
-        expected = planned.meta()["digests"]
-        tables = sorted(
-            t for t in expected.keys() | digests.keys() if expected.get(t) != digests.get(t)
-        )
-        if not tables:
-            return
         done = Plan(plan_of(run))
         try:
-            records = differences(planned, done, tables)
+            expected = planned.meta()["digests"]
+            if digests is None:
+                digests = done.meta().get("digests", {})
+            tables = sorted(
+                t for t in expected.keys() | digests.keys() if expected.get(t) != digests.get(t)
+            )
+            if not tables:
+                return None
+            return PlanMismatch(tables, differences(planned, done, tables))
         finally:
             done.close()
     finally:
         planned.close()
+
+
+def check_applied(run: ImportRun, digests: dict[str, str]) -> None:
+    """Refuse (ImportFailed: the import rolls back) when ``run`` did not do what the plan it
+    applies said, naming the tables and the first records that differ."""
+    found = mismatch(run, digests)
+    if found is None:
+        return
     raise ImportFailed(
         f"Refused: the database changed since {run.applies.label}'s preview; the import would "
-        f"differ from its plan in {', '.join(tables)} (first: {'; '.join(records)}); nothing "
-        f"was changed: {HINT}."
+        f"differ from its plan in {', '.join(found.tables)} (first: {'; '.join(found.records)}); "
+        f"nothing was changed: {HINT}.",
+        table=found.tables[0],
     )
 
 

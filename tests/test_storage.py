@@ -16,7 +16,7 @@ from django.urls import reverse
 
 from crearis.content.models import Event, Tag
 from sync.jobs.exports import export
-from sync.jobs.imports import run_import
+from sync.jobs.imports import apply_plan, run_import
 from sync.models import BackupRecord, ImportRun, Job
 from sync.storage import archive_storage, locate_archive
 from tests.cli import assert_refused, cli
@@ -132,6 +132,18 @@ def test_a_round_trip_through_the_bucket_gives_back_the_same_records(demo, bucke
     assert run.status == Job.Status.SUCCEEDED
     assert result.total_changes == Tag.objects.count()
     assert fingerprint() == original
+
+
+def test_a_preview_of_an_archive_in_the_bucket_is_applied_as_previewed(demo, bucket):
+    name = export(tables=["content.Tag"]).name
+    Tag.objects.update(description="edited here")
+
+    _, preview = run_import(name, mode="replace", dry_run=True, collect_changes=True)
+    result, applied = apply_plan(preview.label)
+
+    assert applied.status == Job.Status.SUCCEEDED and applied.applies_id == preview.pk
+    assert result.total_changes == Tag.objects.count()
+    assert not Tag.objects.filter(description="edited here").exists()
 
 
 def test_an_existing_local_path_wins_over_a_name_in_the_bucket(demo, bucket, tmp_path):

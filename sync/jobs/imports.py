@@ -163,7 +163,7 @@ def execute_locked(run: ImportRun, reporter: JobReporter) -> ImportResult:
         ):
             with verification(archive) as verdict:
                 source = ArchiveSource(archive)
-                recorder = plan_recorder(run)
+                recorder = plan_recorder(run, archive)
                 try:
                     result = import_records(
                         source,

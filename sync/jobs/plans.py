@@ -12,11 +12,13 @@ from typing import Any
 
 from django.db import connections
 
+from sync.archive import ArchiveError
 from sync.conf import sync_settings
 from sync.importer import ImportFailed
 from sync.jobs.lifecycle import JobError, find_job
 from sync.models import FINISHED, ImportRun, Job
 from sync.plan import Plan, PlanError, PlanRecorder, database_tag, differences, plan_dir, plan_path
+from sync.storage import ArchiveLocation, locate_archive
 
 HINT = "preview again (syncimport --dry-run) and apply the new plan"
 
@@ -38,17 +40,19 @@ def database_identity(using: str) -> list:
     ]
 
 
-def archive_digest(archive: Path) -> str:
+def archive_digest(archive: ArchiveLocation) -> str:
+    """The sha256 of the archive, a local file or one in the archive storage, read in chunks."""
     digest = hashlib.sha256()
-    with archive.open("rb") as stream:
+    with archive.open() as stream:
         while block := stream.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
 
 
-def plan_recorder(run: ImportRun) -> PlanRecorder | None:
+def plan_recorder(run: ImportRun, archive: Path) -> PlanRecorder | None:
     """The recorder of ``run``'s plan: a dry run's, a real import's that applies one or was
-    asked for its changes (``collect_changes``)."""
+    asked for its changes (``collect_changes``); ``archive`` is the local file it reads (a
+    copy of one in a remote storage)."""
     if not (run.dry_run or run.collect_changes or run.applies_id is not None):
         return None
     if run.dry_run:
@@ -57,7 +61,7 @@ def plan_recorder(run: ImportRun) -> PlanRecorder | None:
         "job": run.label,
         "database": database_identity(run.database),
         "archive": run.archive,
-        "sha256": archive_digest(Path(run.archive)),
+        "sha256": archive_digest(ArchiveLocation(str(archive), path=archive)),
         "mode": run.mode,
         "tables": run.tables,
         "drop_unresolved": run.drop_unresolved,
@@ -82,13 +86,17 @@ def apply_options(plan_name: str, using: str) -> dict[str, Any]:
             f"{job.label}'s plan was made on another database ({meta['database'][0]} "
             f"{meta['database'][1]!r}), not on {using!r}: {HINT}."
         )
-    archive = Path(job.archive)
-    if not archive.is_file() or archive_digest(archive) != meta["sha256"]:
+    archive = locate_archive(job.archive)
+    try:
+        unchanged = archive_digest(archive) == meta["sha256"]
+    except (ArchiveError, OSError):  # gone
+        unchanged = False
+    if not unchanged:
         raise ImportFailed(
-            f"{job.label}'s archive {archive} changed or is gone since the preview: {HINT}."
+            f"{job.label}'s archive {archive.text} changed or is gone since the preview: {HINT}."
         )
     return {
-        "archive": archive,
+        "archive": job.archive,
         "mode": job.mode,
         "using": using,
         "tables": job.tables,

@@ -3,9 +3,11 @@ through the engine, and refuses (403) a staff user without its permission."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
+import redis
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.auth.models import Permission
 from django.contrib.messages import get_messages
@@ -21,6 +23,7 @@ from tests.archive_tools import read_records
 from tests.browser import backup_dir as backup_dir  # a fixture
 from tests.browser import staff_user
 from tests.cli import cli
+from tests.workers import empty_queue, redis_url, sending_to
 
 pytestmark = pytest.mark.django_db
 
@@ -174,6 +177,29 @@ def test_new_export_of_two_tables_writes_an_archive(operator, seeded, backup_dir
     page = operator.get(response["Location"]).content.decode()
     assert "succeeded" in page
     assert reverse("admin:sync_backuprecord_download", args=[backup.pk]) in page
+
+
+@pytest.mark.django_db(transaction=True)  # the task is sent when the request's work commits
+def test_with_a_broker_a_new_export_is_handed_to_a_worker_not_run_in_the_request(seeded):
+    """No worker listens on this test's queue: the job must stay queued, its task sent."""
+    operator = client_of(staff_user(superuser=True))
+    queue = f"sync-test-admin-{uuid.uuid4().hex[:12]}"
+    broker = redis_url(5)
+    empty_queue(broker, queue)
+    try:
+        with sending_to(broker, task_default_queue=queue):
+            page = operator.get(reverse("admin:sync_backuprecord_new")).content.decode()
+            response = operator.post(
+                reverse("admin:sync_backuprecord_new"),
+                {"tables": ["content.Tag"], "compression": "gz"},
+            )
+        backup = BackupRecord.objects.get()
+        assert "runs inside this web request" not in page
+        assert response.status_code == 302
+        assert backup.status == Job.Status.QUEUED and backup.task_id and not backup.file_name
+        assert redis.Redis.from_url(broker).llen(queue) == 1
+    finally:
+        empty_queue(broker, queue)
 
 
 def test_with_dependencies_shows_what_it_adds_before_starting(operator, demo, backup_dir):

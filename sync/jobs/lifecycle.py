@@ -216,19 +216,7 @@ def end_dead(job: Job, error: str, reason: str, progress: Progress | None = None
     """Record a running job whose process is gone as failed, unless it ended meanwhile (the
     update is conditional, so a job ending this very moment keeps its own end)."""
     last = (progress or Progress.from_dict(job.progress) or Progress()).as_dict()
-    ended = type(job)._default_manager.using(database_of(job))
-    if not ended.filter(pk=job.pk, status=Job.Status.RUNNING).update(
-        status=Job.Status.FAILED,
-        error=error,
-        error_detail={"reason": reason},
-        finished_at=timezone.now(),
-        progress=last | {"heartbeat": None},
-    ):
-        return False
-    job.refresh_from_db()
-    channel_of(job).clear()
-    announce(job)
-    return True
+    return end_failed(job, Job.Status.RUNNING, error, reason, progress=last | {"heartbeat": None})
 
 
 def end_refused(job: Job, message: str) -> bool:
@@ -239,12 +227,19 @@ def end_refused(job: Job, message: str) -> bool:
 def end_queued(job: Job, error: str, reason: str) -> bool:
     """Record a queued job that cannot run as failed for ``reason`` (refused; no broker to
     hand it to), unless it left the queue meanwhile."""
-    waiting = type(job)._default_manager.using(database_of(job))
-    if not waiting.filter(pk=job.pk, status=Job.Status.QUEUED).update(
+    return end_failed(job, Job.Status.QUEUED, error, reason)
+
+
+def end_failed(job: Job, was: str, error: str, reason: str, **fields: Any) -> bool:
+    """Record ``job`` failed for ``reason`` if it is still in status ``was`` (a conditional
+    update: whatever ended it meanwhile keeps its end), and announce it."""
+    jobs = type(job)._default_manager.using(database_of(job))
+    if not jobs.filter(pk=job.pk, status=was).update(
         status=Job.Status.FAILED,
         error=error,
         error_detail={"reason": reason},
         finished_at=timezone.now(),
+        **fields,
     ):
         return False
     job.refresh_from_db()

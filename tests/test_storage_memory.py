@@ -62,25 +62,40 @@ def tags_digest(database: Path) -> tuple[int, str]:
     return count, digest.hexdigest()
 
 
+def high_water_mark(pid: int) -> int:
+    """The peak resident memory, in bytes, of process ``pid`` or of any of its descendants
+    alive now (VmHWM: the peak of the program it runs, whatever its parent held when it
+    started — unlike ``ru_maxrss``, which keeps the forking parent's size through exec: a
+    pytest process grown large by earlier tests made every child look that large)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:  # it ended meanwhile
+        return 0
+    own = next(int(line.split()[1]) * 1024 for line in status.splitlines()
+               if line.startswith("VmHWM:"))  # fmt: skip
+    return max([own, *(high_water_mark(int(child)) for child in children)])
+
+
 def run_measured(site: Site, *args: str, watch=lambda: None) -> tuple[str, int]:
     """Run ``manage.py ARGS`` for ``site``; return its output and its peak resident memory in
-    bytes (its own or a child's, whichever is higher). ``watch`` is called while it runs."""
+    bytes (its own or a child's, whichever is higher, sampled five times a second). ``watch``
+    is called while it runs."""
     process = subprocess.Popen(
         site.command(*args), cwd=ROOT, env=site.env(), stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )  # fmt: skip
     deadline = time.monotonic() + 600
-    while True:
-        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-        if pid:
-            break
+    peak = 0
+    while process.poll() is None:
+        peak = max(peak, high_water_mark(process.pid))
         assert time.monotonic() < deadline, f"{args} did not end"
         watch()
         time.sleep(0.2)
-    process.returncode = os.waitstatus_to_exitcode(status)
     out, err = process.stdout.read().decode(), process.stderr.read().decode()
     assert process.returncode == 0, f"{args} failed: {err}"
-    return out, usage.ru_maxrss * 1024  # Linux gives kilobytes
+    assert peak > 0, f"{args} ended before its memory could be read"
+    return out, peak
 
 
 @dataclass

@@ -89,6 +89,9 @@ for alias, config in DATABASES.items():
         # not hold the site's writes back (the default rollback journal blocks every commit
         # while anyone reads). The mode is stored in the file; setting it again is a no-op.
         config.setdefault("OPTIONS", {}).setdefault("init_command", "PRAGMA journal_mode=WAL")
+        # A writer waits this long (seconds) for another's transaction before "database is
+        # locked": SQLite's five-second default failed an export's bookkeeping on a busy site.
+        config["OPTIONS"].setdefault("timeout", 20)
     if config["ENGINE"] == "django.db.backends.mysql":
         # utf8mb4 so that any Unicode text (emoji included) survives a round trip.
         config.setdefault("OPTIONS", {}).setdefault("charset", "utf8mb4")

@@ -16,7 +16,7 @@ INSTALLED_APPS = [*INSTALLED_APPS, "tests.awkward"]
 DATABASES["sqlitefile"] = {
     "ENGINE": "django.db.backends.sqlite3",
     "NAME": str(VAR_DIR / "sqlitefile.sqlite3"),
-    "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL"},  # as crearis.settings has it
+    "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL", "timeout": 20},  # as crearis.settings
     "TEST": {
         "NAME": str(VAR_DIR / f"test_sqlitefile{TEST_DB_SUFFIX}.sqlite3"),
         "DEPENDENCIES": [],

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+import kombu.pools
 import redis
 from celery import Celery
 from django.db import connections
@@ -67,16 +68,23 @@ def sending_to(broker: str, **conf) -> Iterator[None]:
 
     names = ("task_always_eager", "broker_url", *conf)
     saved = {name: app.conf[name] for name in names}
-    pools = app._pool, app.amqp._producer_pool
-    app._pool = app.amqp._producer_pool = None
+    forget_connections(app)
     app.conf.update(task_always_eager=False, broker_url=broker, **conf)
     try:
         yield
     finally:
-        if app._pool is not None:
-            app._pool.force_close_all()
         app.conf.update(saved)
-        app._pool, app.amqp._producer_pool = pools
+        forget_connections(app)
+
+
+def forget_connections(app: Celery) -> None:
+    """Have ``app`` make its connections, queues and routes from its settings again when it
+    next sends: it keeps them once made (kombu in a registry of its own, keyed by broker URL,
+    so a closed pool would be handed out again), the default queue among them."""
+    kombu.pools.reset()
+    app._pool = app.amqp._producer_pool = None
+    for name in ("default_queue", "queues", "router"):
+        app.amqp.__dict__.pop(name, None)
 
 
 def worker_site(alias: str, folder: Path, broker: str, **settings: str) -> Site:

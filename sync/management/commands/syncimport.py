@@ -12,6 +12,7 @@ from sync.management.background import hand_over, require_worker
 from sync.management.database import usable_database
 from sync.management.plans import entry_lines
 from sync.management.progress import ProgressBar
+from sync.management.prompts import confirmed
 from sync.models import ImportRun
 from sync.plan import Plan, dumps
 from sync.storage import locate_archive
@@ -87,7 +88,7 @@ class Command(BaseCommand):
                 self.stdout.write("Nothing to change.")
                 return
             plan = run.label  # what is applied is exactly what was shown
-        if confirm and not self.confirmed():
+        if confirm and not confirmed(self.stdout, "These changes will be applied."):
             raise CommandError("Import cancelled; nothing was changed.")
         result, run = self.run(
             options, dry_run=options["dry_run"], details=details, quiet=quiet, plan=plan
@@ -163,14 +164,6 @@ class Command(BaseCommand):
         except ImportFailed as exc:
             raise CommandError(str(exc)) from exc
         hand_over(self, run, quiet)
-
-    def confirmed(self) -> bool:
-        try:
-            answer = input("Type 'yes' to apply these changes: ")
-        except (EOFError, KeyboardInterrupt):  # no answer is no
-            self.stdout.write("")  # end the prompt's line
-            return False
-        return answer.strip() == "yes"
 
     def report(self, result: ImportResult, run: ImportRun, options) -> None:
         path = plan_of(run)

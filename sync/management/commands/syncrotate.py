@@ -3,6 +3,7 @@ from django.utils import timezone
 
 from sync.errors import SyncError
 from sync.management.database import usable_database
+from sync.management.prompts import confirmed
 from sync.rotation import Planned, Policy, RotationPlan, apply_rotation, plan_rotation
 
 
@@ -65,7 +66,7 @@ class Command(BaseCommand):
         if not options["no_input"]:
             if verbosity < 2:
                 self.list_plan(plan, only_deleted=True)
-            if not self.confirmed(deleting):
+            if not confirmed(self.stdout, f"{deleting} archive(s) will be deleted."):
                 raise CommandError("Rotation cancelled; nothing was deleted.")
         try:
             result = apply_rotation(plan)
@@ -89,11 +90,3 @@ class Command(BaseCommand):
         action = decision.action.ljust(6)
         styled = self.style.WARNING(action) if not decision.keep else action
         return f"  {styled} {entry.record.label:<12} {when}  {entry.name}  ({decision.reason})"
-
-    def confirmed(self, count: int) -> bool:
-        try:
-            answer = input(f"{count} archive(s) will be deleted. Type 'yes' to continue: ")
-        except (EOFError, KeyboardInterrupt):  # no answer is no
-            self.stdout.write("")
-            return False
-        return answer.strip() == "yes"

@@ -1,5 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from sync.management.prompts import confirmed
 from sync.schedules import ScheduleError, ScheduleOutcome, install_schedules, schedule_states
 
 SAYS = {
@@ -54,11 +55,7 @@ class Command(BaseCommand):
         if not edited:
             return
         listed = ", ".join(repr(outcome.name) for outcome in edited)
-        answer = input(
-            f"This overwrites what people changed in {listed}.\n"
-            "Type 'yes' to continue, or 'no' to cancel: "
-        )
-        if answer != "yes":
+        if not confirmed(self.stdout, f"This overwrites what people changed in {listed}."):
             raise CommandError("Reset cancelled; no schedule was changed.")
 
     def report(self, outcomes: list[ScheduleOutcome], dry_run: bool, verbosity: int) -> None:

@@ -72,8 +72,8 @@ def high_water_mark(pid: int) -> int:
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:  # it ended meanwhile
         return 0
-    own = next(int(line.split()[1]) * 1024 for line in status.splitlines()
-               if line.startswith("VmHWM:"))  # fmt: skip
+    own = next((int(line.split()[1]) * 1024 for line in status.splitlines()
+                if line.startswith("VmHWM:")), 0)  # fmt: skip  # 0: ended, not yet reaped
     return max([own, *(high_water_mark(int(child)) for child in children)])
 
 

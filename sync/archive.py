@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
+import json
 import lzma
 import os
 import re
@@ -579,6 +580,12 @@ def parse_index(raw: bytes) -> ArchiveIndex:
         raise ArchiveError(f"index.json is not valid JSON ({exc}).") from exc
     if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
         raise ArchiveError(f"index.json does not describe a {FORMAT_NAME} archive.")
+    try:
+        repeated = repeated_name(raw)
+    except RecursionError as exc:  # ours nests four levels
+        raise ArchiveError("index.json is nested too deep.") from exc
+    if repeated is not None:
+        raise ArchiveError(f"index.json gives {repeated!r} twice in one JSON object.")
     version = data.get("format_version")
     if type(version) is not int or version != FORMAT_VERSION:
         raise ArchiveError(
@@ -600,6 +607,29 @@ def parse_index(raw: bytes) -> ArchiveIndex:
                 raise ArchiveError(f"index.json lists the {what} {value!r} twice.")
             seen.add(value)
     return ArchiveIndex(data, tables)
+
+
+class _Repeated(Exception):
+    pass
+
+
+def _refuse_repeated_names(pairs: list[tuple[str, Any]]) -> None:
+    seen: set[str] = set()
+    for name, _ in pairs:
+        if name in seen:
+            raise _Repeated(name)
+        seen.add(name)
+
+
+def repeated_name(line: bytes) -> str | None:
+    """A name given twice in one JSON object of ``line`` (a parser keeps one of its values
+    silently, and a reader of the raw line may see the other), or None. Slow: the caller asks
+    only about lines that orjson would not write as they are."""
+    try:
+        json.loads(line, object_pairs_hook=_refuse_repeated_names)
+    except _Repeated as exc:
+        return exc.args[0]
+    return None
 
 
 def _check_member_name(name: str) -> None:
@@ -641,6 +671,15 @@ class _BoundedTarInfo(tarfile.TarInfo):
     extended headers (pax, GNU long names) are read whole into memory, so they may be at most
     ``EXTENDED_HEADER_MAX_SIZE``; sparse maps are read as long as they go on, so sparse
     members are refused (an export never writes one)."""
+
+    @classmethod
+    def frombuf(cls, buf: bytes, encoding: str, errors: str) -> tarfile.TarInfo:
+        # tarfile takes a damaged header (or a cut-off one) after the first member for the end
+        # of the archive, and skips it: whatever follows would then pass for padding.
+        try:
+            return super().frombuf(buf, encoding, errors)
+        except (tarfile.InvalidHeaderError, tarfile.TruncatedHeaderError) as exc:
+            raise tarfile.ReadError(f"a damaged tar header: {exc}") from exc
 
     def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
         if self.type in _EXTENDED_TYPES and self.size > EXTENDED_HEADER_MAX_SIZE:

@@ -94,7 +94,7 @@ class RecordDecoder:
                 continue
             try:
                 value = column.decode(raw)
-            except (ValidationError, ValueError, TypeError) as exc:
+            except (ValidationError, ValueError, TypeError, ArithmeticError) as exc:
                 shown = self.bad(f, raw, exc)
                 safe = None if f.attname in self.secrets else raw
                 raise self.fail(key, f"field {f.name!r}: bad value {shown}", f.name, safe) from exc

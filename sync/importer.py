@@ -720,6 +720,11 @@ class Importer:
                 raise ImportFailed(
                     f"Unknown table {label!r} in the archive: no such model is installed here."
                 ) from exc
+            if model._meta.label != label:  # get_model ignores the case of the model's name
+                raise ImportFailed(
+                    f"Unknown table {label!r} in the archive: the model here is "
+                    f"{model._meta.label} (labels are case-sensitive)."
+                )
             table = self.source_tables[label]
             for name in table.fields:
                 try:
@@ -729,6 +734,11 @@ class Importer:
                         f"Unknown field {label}.{name} in the archive: the model here has no "
                         f"such field (is the schema migrated to the same version?)."
                     ) from exc
+                if f.name != name:  # get_field also finds a foreign key by its column's name
+                    raise ImportFailed(
+                        f"Unknown field {label}.{name} in the archive: the model here has no "
+                        f"such field ({name!r} is the column of its field {f.name!r})."
+                    )
                 reason = unwritable(model, f)
                 if reason is not None:
                     raise ImportFailed(f"Field {label}.{name} cannot be imported: {reason}.")

@@ -103,6 +103,16 @@ def test_damage_anywhere_in_a_compressed_file_is_found(seeded, tmp_path, compres
         bad.write_bytes(data[: int(len(data) * fraction)])
         with pytest.raises(ArchiveError, match="corrupt or truncated"):
             verify_archive(bad)
+    # Python's bz2 and lzma readers skipped bytes after the stream, zstandard's took a frame
+    # cut inside its checksum (or the tar padding) for a whole one.
+    for cut_or_added in (data[:-3], data + b"hidden", data + SKIPPABLE_FRAME):
+        bad.write_bytes(cut_or_added)
+        with pytest.raises(ArchiveError, match="corrupt or truncated"):
+            verify_archive(bad)
+
+
+# A zstd skippable frame: data beside the stream's, which zstd's tools pass over.
+SKIPPABLE_FRAME = b"\x50\x2a\x4d\x18" + (6).to_bytes(4, "little") + b"hidden"
 
 
 def test_damage_in_the_tables_of_an_uncompressed_file_is_found(seeded, tmp_path):

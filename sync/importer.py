@@ -53,7 +53,7 @@ from sync.decide import (
     needs_content,
     stamp_order,
 )
-from sync.decoding import Column, RecordDecoder
+from sync.decoding import Column, RecordDecoder, mistyped_reference
 from sync.deletions import (
     DryRunCollector,
     MovedReferences,
@@ -73,6 +73,7 @@ from sync.keys import (
     chunked,
     filter_in,
     keyed_ids,
+    mistyped_key,
     target_key,
 )
 from sync.matching import KeyMatcher, stamp_peek
@@ -818,6 +819,8 @@ class Importer:
         return loader is None or loader is self.loading or pk in loader.stale
 
     def resolve(self, target: type[models.Model], raw: Any, loader, key, f) -> Any:
+        if type(raw) is not str and mistyped_key(target, raw):
+            raise loader.fail(key, mistyped_reference(f, target, raw), f.name, raw)
         pk = self.id_of(target, target_key(raw))
         if pk is None:
             raise loader.fail(

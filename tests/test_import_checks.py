@@ -15,6 +15,7 @@ import orjson
 import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection, connections, models
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from crearis.content.models import Event, EventInstructor, Participant, Tag, User
 from sync.jobs.exports import export
@@ -119,6 +120,28 @@ def test_a_foreign_key_named_by_its_column_is_refused(demo, tmp_path, dry_run):
         dry_run=dry_run,
         no_input=True,
     )
+
+
+@pytest.mark.parametrize("value", [True, 1.0], ids=["true", "float"])
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "real"])
+def test_a_reference_by_a_key_of_another_type_is_refused(db, tmp_path, value, dry_run):
+    """Python takes true and 1.0 for 1: a periodic task whose interval (keyed by its id) an
+    archive gave as true got the interval keyed 1, reported as a success."""
+    one = IntervalSchedule.objects.create(id=1, every=1, period="days")
+    two = IntervalSchedule.objects.create(id=2, every=2, period="days")
+    PeriodicTask.objects.create(name="nightly", task="sync.nightly", interval=one)
+    exported = export(tables=["django_celery_beat.PeriodicTask"], output_dir=tmp_path).path
+    archive = edited(exported, tmp_path, lambda r: dict(r, interval=value))
+    PeriodicTask.objects.update(interval=two)
+
+    assert_refused(
+        str(archive),
+        expected=f"field 'interval' refers to django_celery_beat.IntervalSchedule by "
+        f"{value!r}, but that model's key is (integer)",
+        dry_run=dry_run,
+        no_input=True,
+    )
+    assert PeriodicTask.objects.get().interval == two
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -13,7 +13,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 from sync.errors import ImportFailed
-from sync.keys import PlaceholderPk, target_key
+from sync.keys import PlaceholderPk, key_types_shown, mistyped_key, target_key
 
 if TYPE_CHECKING:
     from sync.generic import GenericColumns
@@ -42,6 +42,13 @@ def short(value: Any) -> Any:
     if value is None or isinstance(value, bool | int | float | str | list | dict):
         return value
     return str(value)
+
+
+def mistyped_reference(f: models.Field, model: type[models.Model], raw: Any) -> str:
+    return (
+        f"field {f.name!r} refers to {model._meta.label} by {short(raw)!r}, but that model's "
+        f"key is ({key_types_shown(model)})"
+    )
 
 
 # fail(key, message, field=None, value=None) → the error to raise about a record
@@ -94,7 +101,7 @@ class RecordDecoder:
                 continue
             try:
                 value = column.decode(raw)
-            except (ValidationError, ValueError, TypeError) as exc:
+            except (ValidationError, ValueError, TypeError, ArithmeticError) as exc:
                 shown = self.bad(f, raw, exc)
                 safe = None if f.attname in self.secrets else raw
                 raise self.fail(key, f"field {f.name!r}: bad value {shown}", f.name, safe) from exc
@@ -113,6 +120,8 @@ class RecordDecoder:
 
     def resolve(self, model: type[models.Model], raw: Any, key: tuple, f: models.Field) -> Any:
         """The target id a reference names: from the chunk's maps, else ``unresolved``."""
+        if type(raw) is not str and mistyped_key(model, raw):
+            raise self.fail(key, mistyped_reference(f, model, raw), f.name, raw)
         pk = self.maps[model].get(target_key(raw))
         return self.unresolved(model, raw, key, f) if pk is None else pk
 

@@ -53,7 +53,7 @@ from sync.decide import (
     needs_content,
     stamp_order,
 )
-from sync.decoding import Column, RecordDecoder
+from sync.decoding import Column, RecordDecoder, mistyped_reference
 from sync.deletions import (
     DryRunCollector,
     MovedReferences,
@@ -73,6 +73,7 @@ from sync.keys import (
     chunked,
     filter_in,
     keyed_ids,
+    mistyped_key,
     target_key,
 )
 from sync.matching import KeyMatcher, stamp_peek
@@ -720,6 +721,11 @@ class Importer:
                 raise ImportFailed(
                     f"Unknown table {label!r} in the archive: no such model is installed here."
                 ) from exc
+            if model._meta.label != label:  # get_model ignores the case of the model's name
+                raise ImportFailed(
+                    f"Unknown table {label!r} in the archive: the model here is "
+                    f"{model._meta.label} (labels are case-sensitive)."
+                )
             table = self.source_tables[label]
             for name in table.fields:
                 try:
@@ -729,6 +735,11 @@ class Importer:
                         f"Unknown field {label}.{name} in the archive: the model here has no "
                         f"such field (is the schema migrated to the same version?)."
                     ) from exc
+                if f.name != name:  # get_field also finds a foreign key by its column's name
+                    raise ImportFailed(
+                        f"Unknown field {label}.{name} in the archive: the model here has no "
+                        f"such field ({name!r} is the column of its field {f.name!r})."
+                    )
                 reason = unwritable(model, f)
                 if reason is not None:
                     raise ImportFailed(f"Field {label}.{name} cannot be imported: {reason}.")
@@ -808,6 +819,8 @@ class Importer:
         return loader is None or loader is self.loading or pk in loader.stale
 
     def resolve(self, target: type[models.Model], raw: Any, loader, key, f) -> Any:
+        if type(raw) is not str and mistyped_key(target, raw):
+            raise loader.fail(key, mistyped_reference(f, target, raw), f.name, raw)
         pk = self.id_of(target, target_key(raw))
         if pk is None:
             raise loader.fail(

@@ -554,3 +554,36 @@ def test_a_reference_with_a_nul_character_is_named_on_postgresql(tmp_path, setti
         database="pg",
         no_input=True,
     )
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "import"])
+@pytest.mark.parametrize("taken", ["from a kept row", "twice in the archive"])
+def test_a_unique_secret_in_a_conflict_is_not_quoted(db, tmp_path, settings, taken, dry_run):
+    """A unique field in SYNC_SENSITIVE_FIELDS (an API token): the conflict names the records
+    and the field, never the value."""
+    settings.SYNC_SENSITIVE_FIELDS = ["*.password", "awkward.Seat.nickname"]
+    Seat.objects.create(code="a", number=1, nickname="TOPSECRET-A")
+    Seat.objects.create(code="b", number=2, nickname="TOPSECRET-B")
+    archive = export(tables=["awkward.Seat"], output_dir=tmp_path, include_secrets=True).path
+    if taken == "from a kept row":  # b takes a's value; update mode keeps a (not newer)
+        spoiled = with_seat_value(archive, tmp_path, "b", "TOPSECRET-A")
+    else:
+        spoiled = edited(archive, tmp_path, lambda r: dict(r, nickname="TOPSECRET-C"))
+
+    outcome = assert_refused(
+        str(spoiled),
+        expected="field 'nickname' value (a secret: not shown)",
+        mode="update" if taken == "from a kept row" else "replace",
+        dry_run=dry_run,
+        no_input=True,
+    )
+
+    assert "TOPSECRET" not in outcome.error
+    assert "TOPSECRET" not in ImportRun.objects.latest("created_at").error
+
+
+def with_seat_value(source, tmp_path, code, nickname):
+    def edit(record):
+        return dict(record, nickname=nickname) if record["code"] == code else record
+
+    return edited(source, tmp_path, edit)

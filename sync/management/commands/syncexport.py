@@ -7,6 +7,7 @@ from django.db import DatabaseError
 from sync.archive import COMPRESSIONS
 from sync.errors import SyncError
 from sync.jobs.exports import execute_export, start_export
+from sync.jobs.lifecycle import terminable
 from sync.jobs.reporter import JobCancelled, JobReporter
 from sync.management.background import hand_over, require_worker
 from sync.management.database import usable_database
@@ -87,10 +88,12 @@ class Command(BaseCommand):
             )
             if background:
                 return hand_over(self, backup, quiet)
-            with ProgressBar("export", enabled=not quiet) as bar:
+            with terminable(), ProgressBar("export", enabled=not quiet) as bar:
                 result = execute_export(backup.pk, using, JobReporter(bar))
         except JobCancelled as exc:
             raise CommandError(str(exc)) from exc
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the job recorded it
+            raise CommandError("Export interrupted; no archive was written.") from exc
         except (SyncError, OSError) as exc:
             raise CommandError(f"Export failed: {exc}") from exc
         except DatabaseError as exc:

@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from sync.importer import MODES, ImportFailed, ImportResult
 from sync.jobs.imports import apply_plan, run_import, start_import
+from sync.jobs.lifecycle import terminable
 from sync.jobs.plans import apply_options, plan_of
 from sync.jobs.reporter import JobCancelled, JobReporter
 from sync.management.background import hand_over, require_worker
@@ -107,7 +108,7 @@ class Command(BaseCommand):
             "collect_changes": details,
             "started_by": f"syncimport ({getpass.getuser()})",
         }
-        with ProgressBar(title, enabled=not quiet and not options["json"]) as bar:
+        with terminable(), ProgressBar(title, enabled=not quiet and not options["json"]) as bar:
             try:
                 if plan:
                     if dry_run:
@@ -124,7 +125,7 @@ class Command(BaseCommand):
                 )
             except (ImportFailed, JobCancelled) as exc:
                 raise CommandError(str(exc)) from exc
-            except KeyboardInterrupt as exc:  # the import's transaction was rolled back
+            except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: rolled back, recorded
                 what = "Dry run" if dry_run else "Import"
                 raise CommandError(f"{what} interrupted; nothing was changed.") from exc
 

@@ -79,6 +79,7 @@ from sync.matching import KeyMatcher, stamp_peek
 from sync.plan import PlanRecorder
 from sync.records import field_decoder, json_key
 from sync.schema import (
+    SECRET_NOT_SHOWN,
     SchemaError,
     SyncModel,
     is_sensitive,
@@ -498,10 +499,11 @@ class TableLoader:
     def refers_to_deleted(
         self, key: tuple, name: str, model: type[models.Model], target: tuple
     ) -> ImportFailed:
+        shown = SECRET_NOT_SHOWN if is_sensitive(self.model, name) else repr(json_key(target))
         return self.fail(
             key,
-            f"field {name!r} refers to {model._meta.label} {json_key(target)!r}, which is not "
-            f"in the archive: replace mode would delete it (the archive is inconsistent)",
+            f"field {name!r} refers to {model._meta.label} {shown}, which is not in the "
+            f"archive: replace mode would delete it (the archive is inconsistent)",
             name,
         )
 
@@ -810,12 +812,14 @@ class Importer:
     def resolve(self, target: type[models.Model], raw: Any, loader, key, f) -> Any:
         pk = self.id_of(target, target_key(raw))
         if pk is None:
+            secret = is_sensitive(loader.model, f.name)
             raise loader.fail(
                 key,
-                f"field {f.name!r} refers to {target._meta.label} {raw!r}, which is neither in "
-                f"the archive nor in the target database",
+                f"field {f.name!r} refers to {target._meta.label} "
+                f"{SECRET_NOT_SHOWN if secret else repr(raw)}, which is neither in the archive "
+                f"nor in the target database",
                 f.name,
-                raw,
+                None if secret else raw,
             )
         return pk
 

@@ -138,6 +138,10 @@ class SyncModel:
         return tuple(parts)
 
 
+# What a message shows in place of a secret's value (SYNC_SENSITIVE_FIELDS).
+SECRET_NOT_SHOWN = "(a secret: not shown)"
+
+
 def is_sensitive(model: type[models.Model], field_name: str) -> bool:
     name = f"{model._meta.label}.{field_name}"
     patterns = sync_settings.SYNC_SENSITIVE_FIELDS

@@ -37,10 +37,9 @@ from django.db.models import Max, Min, UniqueConstraint
 from sync.fieldtypes import INTEGER_FIELDS, TEXT_FIELDS
 from sync.keys import CHUNK, PlaceholderPk, SeenKeys, chunked, filter_in, keyed_ids
 from sync.records import json_key
-from sync.schema import is_sensitive
+from sync.schema import SECRET_NOT_SHOWN, is_sensitive
 
 PARKED_TEXT = "\u2060sync-parked-"  # a word joiner first: no one types it
-SECRET_NOT_SHOWN = "(a secret: not shown)"
 
 
 @dataclass(eq=False)

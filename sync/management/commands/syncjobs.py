@@ -88,7 +88,17 @@ class Command(BaseCommand):
 
     # -- one job -------------------------------------------------------------------------------
     def follow(self, job: Job, interval: float) -> None:
-        """Print the job's progress as it changes until it ends; fail unless it succeeded."""
+        """Print the job's progress as it changes until it ends; fail unless it succeeded.
+        Ctrl-C stops the watching, not the job: it says so in one line (exit status 1)."""
+        try:
+            self.follow_to_the_end(job, interval)
+        except KeyboardInterrupt as exc:
+            raise CommandError(
+                f"Stopped watching {job.label}, which goes on; stop it with: syncjobs --cancel "
+                f"{job.label}"
+            ) from exc
+
+    def follow_to_the_end(self, job: Job, interval: float) -> None:
         shown = None
         while True:
             job.refresh_from_db()

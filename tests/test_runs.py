@@ -190,3 +190,37 @@ def test_a_command_stopped_by_a_signal_says_so_in_one_line(
     assert fingerprint() == before
     assert [p.name for p in (tmp_path / "backups").rglob("*") if p.is_file()] == []
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # put back
+
+
+def raising(signum: int):
+    def deliver(*args, **kwargs):
+        signal.raise_signal(signum)
+
+    return deliver
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+@pytest.mark.parametrize(
+    ("command", "args", "engine", "expected"),
+    [
+        ("syncverify", ["archive"], "verify_archive", "the archive was not checked to its end."),
+        ("syncinspect", ["archive"], "read_index", "Interrupted; with --fix, what was recorded"),
+        ("syncrotate", ["--keep-last", "1"], "plan_rotation", "Rotation interrupted; the "),
+        ("syncplan", ["import-1"], "find_job", "Interrupted."),
+        ("syncseed", [], "seed_system_data", "Interrupted."),
+    ],
+    ids=["syncverify", "syncinspect", "syncrotate", "syncplan", "syncseed"],
+)
+def test_every_command_stopped_by_a_signal_says_so_in_one_line(
+    tags_archive, monkeypatch, command, args, engine, expected, signum
+):
+    """Interrupted while its engine works (here: as it starts), a command ends with one line
+    saying what it left, exit status 1, never a traceback."""
+    monkeypatch.setattr(f"sync.management.commands.{command}.{engine}", raising(signum))
+    args = [str(tags_archive) if arg == "archive" else arg for arg in args]
+
+    outcome = cli(command, *args)
+
+    assert outcome.status == 1 and expected in outcome.error
+    assert "\n" not in outcome.error
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

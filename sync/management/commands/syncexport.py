@@ -1,20 +1,20 @@
 import getpass
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db import DatabaseError
 
 from sync.archive import COMPRESSIONS
 from sync.errors import SyncError
 from sync.jobs.exports import execute_export, start_export
-from sync.jobs.lifecycle import terminable
 from sync.jobs.reporter import JobCancelled, JobReporter
 from sync.management.background import hand_over, require_worker
+from sync.management.base import SyncCommand
 from sync.management.database import usable_database
 from sync.management.progress import ProgressBar
 
 
-class Command(BaseCommand):
+class Command(SyncCommand):
     help = (
         "Export tables into a database-neutral backup archive (a compressed tar of JSON Lines, "
         "records keyed by sync keys, never by database ids) in the archive storage "
@@ -88,7 +88,7 @@ class Command(BaseCommand):
             )
             if background:
                 return hand_over(self, backup, quiet)
-            with terminable(), ProgressBar("export", enabled=not quiet) as bar:
+            with ProgressBar("export", enabled=not quiet) as bar:
                 result = execute_export(backup.pk, using, JobReporter(bar))
         except JobCancelled as exc:
             raise CommandError(str(exc)) from exc

@@ -2,14 +2,14 @@ import getpass
 from collections.abc import Iterable
 
 import orjson
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from sync.importer import MODES, ImportFailed, ImportResult
 from sync.jobs.imports import apply_plan, run_import, start_import
-from sync.jobs.lifecycle import terminable
 from sync.jobs.plans import apply_options, plan_of
 from sync.jobs.reporter import JobCancelled, JobReporter
 from sync.management.background import hand_over, require_worker
+from sync.management.base import SyncCommand
 from sync.management.database import usable_database
 from sync.management.plans import entry_lines
 from sync.management.progress import ProgressBar
@@ -19,7 +19,7 @@ from sync.plan import Plan, dumps
 from sync.storage import locate_archive
 
 
-class Command(BaseCommand):
+class Command(SyncCommand):
     help = (
         "Import a backup archive, matching records by sync key (xmlid / natural key / primary "
         "key), never by database id. Modes: replace (default; the tables end up exactly as in "
@@ -108,7 +108,7 @@ class Command(BaseCommand):
             "collect_changes": details,
             "started_by": f"syncimport ({getpass.getuser()})",
         }
-        with terminable(), ProgressBar(title, enabled=not quiet and not options["json"]) as bar:
+        with ProgressBar(title, enabled=not quiet and not options["json"]) as bar:
             try:
                 if plan:
                     if dry_run:

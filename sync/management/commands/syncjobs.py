@@ -2,16 +2,17 @@ import sys
 import time
 
 import orjson
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from sync.jobs.lifecycle import NAME_HELP, JobError, JobState, find_job, recent_jobs, request_cancel
+from sync.management.base import SyncCommand
 from sync.management.database import usable_database
 from sync.models import Job
 
 ACTIVE = (Job.Status.QUEUED, Job.Status.RUNNING)
 
 
-class Command(BaseCommand):
+class Command(SyncCommand):
     help = (
         "List recent export and import jobs with their status and progress (phase, table, "
         "records done of total), who started them and when; a running job whose process is "

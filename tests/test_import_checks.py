@@ -605,4 +605,5 @@ def test_a_secret_reference_that_names_no_record_is_not_quoted(demo, tmp_path, s
         "(a secret: not shown), which is neither in the archive nor in the target database",
         no_input=True,
     )
+    assert "TOPSECRET" not in outcome.error
     assert "TOPSECRET" not in ImportRun.objects.latest("created_at").error

@@ -225,6 +225,8 @@ def locate_archive(text: Path | str, storage: Storage | None = None) -> ArchiveL
     archive storage (a local storage's file is read at its path); else the local path (whose
     opening then says it does not exist)."""
     text = str(text)
+    if "\x00" in text:  # no file name holds one (os calls raise ValueError)
+        raise ArchiveError(f"{text!r} is not a file name: it holds a NUL character.")
     local = Path(text)
     if os.path.lexists(local) or local.is_absolute():
         return ArchiveLocation(text, path=local)

@@ -764,3 +764,19 @@ def test_a_ctrl_c_at_the_terminal_does_not_reach_the_archive_check(tmp_path):
         assert os.getpgid(checker.process.pid) != os.getpgid(0)
     finally:
         checker.stop()
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("odd\x00.backup.tar.gz", "is not a file name: it holds a NUL character."),
+        ("/", "/ is a directory, not an archive file."),
+    ],
+    ids=["nul-character", "root"],
+)
+@pytest.mark.parametrize("command", ["syncverify", "syncinspect", "syncimport"])
+def test_an_archive_path_no_file_can_have_is_refused_in_one_line(exported, command, path, expected):
+    """No shell passes a NUL character, but a script (call_command) can: before, the os calls
+    raised ValueError ("embedded null byte"), a traceback."""
+    options = {"no_input": True} if command == "syncimport" else {}
+    assert_refused(path, expected=expected, command=command, **options)

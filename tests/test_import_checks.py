@@ -535,6 +535,39 @@ def test_a_database_refusal_quoting_the_row_is_cut_to_its_first_line(tmp_path):
 
 
 @pytest.mark.crossdb
+@pytest.mark.django_db(databases=["default", "maria"], transaction=True)
+def test_a_mariadb_refusal_quoting_a_unique_secret_does_not_show_it(tmp_path, settings):
+    """MariaDB's own default collation (utf8mb4_general_ci; the tests' databases are
+    utf8mb4_bin) takes "TOPSECRET" as "topsecret": the import's check, which compares exactly,
+    lets the pair pass and the database refuses it with "Duplicate entry '…'", quoting the
+    value."""
+    settings.SYNC_SENSITIVE_FIELDS = ["*.password", "awkward.Seat.nickname"]
+    column = "nickname varchar(50) COLLATE {} NULL"
+    with connections["maria"].cursor() as cursor:
+        cursor.execute(f"ALTER TABLE awkward_seat MODIFY {column.format('utf8mb4_general_ci')}")
+    try:
+        seats = Seat.objects.using("maria")
+        seats.create(code="a", number=1, nickname="topsecret")
+        seats.create(code="b", number=2, nickname="other")
+        archive = export(
+            tables=["awkward.Seat"], using="maria", output_dir=tmp_path, include_secrets=True
+        ).path
+        spoiled = with_seat_value(archive, tmp_path, "b", "TOPSECRET")
+        outcome = assert_refused(
+            str(spoiled),
+            expected="Duplicate entry '(a secret: not shown)' for key 'nickname'",
+            using="maria",
+            database="maria",
+            no_input=True,
+        )
+    finally:
+        with connections["maria"].cursor() as cursor:
+            cursor.execute(f"ALTER TABLE awkward_seat MODIFY {column.format('utf8mb4_bin')}")
+    assert "TOPSECRET" not in outcome.error
+    assert "TOPSECRET" not in ImportRun.objects.using("maria").latest("created_at").error
+
+
+@pytest.mark.crossdb
 @pytest.mark.django_db(databases=["default", "pg"], transaction=True)
 def test_a_reference_with_a_nul_character_is_named_on_postgresql(tmp_path, settings):
     """A reference looked up a chunk at a time (a large table) whose key holds a NUL: no

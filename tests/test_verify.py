@@ -565,6 +565,7 @@ def test_an_archive_path_that_is_not_a_regular_file_is_refused_at_once(
 
     with deadline(20):
         refused_by_both(path, f"odd.backup.tar.gz is {kind}, not an archive file")
+        assert_refused(str(path), expected=f"is {kind}, not", command="syncinspect")
 
 
 # -- bounded work: in a process of its own, as users run it ------------------------------------

@@ -30,6 +30,7 @@ from tests.archive_tools import rewrite_archive
 from tests.cli import assert_refused
 from tests.conftest import run_command
 from tests.hostile import Part, members_of, write_tar
+from tests.workers import sending_to
 
 pytestmark = pytest.mark.django_db
 
@@ -775,9 +776,16 @@ def test_a_ctrl_c_at_the_terminal_does_not_reach_the_archive_check(tmp_path):
     ],
     ids=["nul-character", "root"],
 )
-@pytest.mark.parametrize("command", ["syncverify", "syncinspect", "syncimport"])
+@pytest.mark.parametrize("command", ["syncverify", "syncinspect", "syncimport", "--async"])
 def test_an_archive_path_no_file_can_have_is_refused_in_one_line(exported, command, path, expected):
     """No shell passes a NUL character, but a script (call_command) can: before, the os calls
     raised ValueError ("embedded null byte"), a traceback."""
-    options = {"no_input": True} if command == "syncimport" else {}
-    assert_refused(path, expected=expected, command=command, **options)
+    if command != "--async":
+        options = {"no_input": True} if command == "syncimport" else {}
+        assert_refused(path, expected=expected, command=command, **options)
+        return
+    if path == "/":
+        expected = "There is no archive at /."  # --async looks for a file to hand over
+    with sending_to("redis://127.0.0.1:1/0"):  # refused before a job exists: none is sent
+        assert_refused(path, expected=expected, in_background=True, no_input=True)
+    assert not ImportRun.objects.exists()

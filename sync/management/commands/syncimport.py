@@ -4,6 +4,7 @@ from collections.abc import Iterable
 import orjson
 from django.core.management.base import CommandError
 
+from sync.errors import SyncError
 from sync.importer import MODES, ImportFailed, ImportResult
 from sync.jobs.imports import apply_plan, run_import, start_import
 from sync.jobs.plans import apply_options, plan_of
@@ -162,7 +163,7 @@ class Command(SyncCommand):
                     using=using,
                     **common,
                 )
-        except ImportFailed as exc:
+        except SyncError as exc:  # ImportFailed, or the archive's name or storage
             raise CommandError(str(exc)) from exc
         hand_over(self, run, quiet)
 

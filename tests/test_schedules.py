@@ -215,6 +215,7 @@ def test_an_unknown_option_in_a_schedules_kwargs_is_refused_before_any_job(db):
 ALIAS = "default" if connection.vendor == "postgresql" else "sqlitefile"
 
 
+@pytest.mark.once  # beat and the worker do the same on every engine
 @pytest.mark.django_db(transaction=True, databases=["default", ALIAS])
 def test_beat_sends_a_due_schedule_and_a_worker_completes_the_export(tmp_path):
     """A person made the nightly export due every minute (and it last ran two minutes ago,

@@ -797,7 +797,7 @@ def open_regular_file(path: Path) -> IO[bytes]:
     if not stat.S_ISREG(mode):
         os.close(fd)
         kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
-        raise ArchiveError(f"{path.name} is {kind}, not an archive file.")
+        raise ArchiveError(f"{path.name or path} is {kind}, not an archive file.")
     os.set_blocking(fd, True)
     return os.fdopen(fd, "rb")
 

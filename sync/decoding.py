@@ -14,6 +14,7 @@ from django.db import models
 
 from sync.errors import ImportFailed
 from sync.keys import PlaceholderPk, key_types_shown, mistyped_key, target_key
+from sync.schema import SECRET_NOT_SHOWN
 
 if TYPE_CHECKING:
     from sync.generic import GenericColumns
@@ -129,6 +130,6 @@ class RecordDecoder:
         """A refused value and why, as a message shows them: a secret's not at all (the
         reason may quote the value)."""
         if f.attname in self.secrets:
-            return "(a secret: not shown)"
+            return SECRET_NOT_SHOWN
         message = exc.messages[0] if isinstance(exc, ValidationError) else str(exc)
         return f"{short(raw)!r} ({message})"

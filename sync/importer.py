@@ -30,6 +30,7 @@ table, ``Importer`` for the whole archive (second-pass references, replace's del
 from __future__ import annotations
 
 import gc
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -80,6 +81,7 @@ from sync.matching import KeyMatcher, stamp_peek
 from sync.plan import PlanRecorder
 from sync.records import field_decoder, json_key
 from sync.schema import (
+    SECRET_NOT_SHOWN,
     SchemaError,
     SyncModel,
     is_sensitive,
@@ -167,6 +169,9 @@ class ImportResult:
 
 # -- the engine ----------------------------------------------------------------------------------
 
+
+# A unique key's refusal by MySQL and MariaDB, which quotes the value (see without_secrets).
+DUPLICATE_ENTRY = re.compile(r"Duplicate entry '(?P<value>.*)' for key '(?P<key>[^']*)'", re.DOTALL)
 
 # What the diff shows in place of a secret's values (see TableLoader.shown).
 SECRET = "(secret)"
@@ -499,10 +504,11 @@ class TableLoader:
     def refers_to_deleted(
         self, key: tuple, name: str, model: type[models.Model], target: tuple
     ) -> ImportFailed:
+        shown = SECRET_NOT_SHOWN if is_sensitive(self.model, name) else repr(json_key(target))
         return self.fail(
             key,
-            f"field {name!r} refers to {model._meta.label} {json_key(target)!r}, which is not "
-            f"in the archive: replace mode would delete it (the archive is inconsistent)",
+            f"field {name!r} refers to {model._meta.label} {shown}, which is not in the "
+            f"archive: replace mode would delete it (the archive is inconsistent)",
             name,
         )
 
@@ -823,12 +829,14 @@ class Importer:
             raise loader.fail(key, mistyped_reference(f, target, raw), f.name, raw)
         pk = self.id_of(target, target_key(raw))
         if pk is None:
+            secret = is_sensitive(loader.model, f.name)
             raise loader.fail(
                 key,
-                f"field {f.name!r} refers to {target._meta.label} {raw!r}, which is neither in "
-                f"the archive nor in the target database",
+                f"field {f.name!r} refers to {target._meta.label} "
+                f"{SECRET_NOT_SHOWN if secret else repr(raw)}, which is neither in the archive "
+                f"nor in the target database",
                 f.name,
-                raw,
+                None if secret else raw,
             )
         return pk
 
@@ -849,10 +857,35 @@ class Importer:
         except (ProtectedError, RestrictedError) as exc:
             raise ImportFailed(f"Cannot delete: {exc.args[0]}") from exc
         except IntegrityError as exc:
-            message = database_error_line(exc)
+            message = self.without_secrets(database_error_line(exc))
             raise ImportFailed(f"The database refused the data: {message}") from exc
         except DatabaseError as exc:
-            raise ImportFailed(f"Database error during import: {database_error_line(exc)}") from exc
+            message = self.without_secrets(database_error_line(exc))
+            raise ImportFailed(f"Database error during import: {message}") from exc
+
+    def without_secrets(self, message: str) -> str:
+        """A database's refusal without the secret it may quote: MySQL's and MariaDB's
+        "Duplicate entry '…' for key '…'" quotes the value, a secret's too when its unique key
+        holds one (a value the import's own check let pass: one the collation takes as
+        another's, ``sync.uniques``). Quoted unless the key is known to hold no secret."""
+        match = DUPLICATE_ENTRY.search(message)
+        if match is None or not self.may_hold_a_secret(match["key"].rsplit(".", 1)[-1]):
+            return message
+        return f"{message[: match.start('value')]}{SECRET_NOT_SHOWN}{message[match.end('value') :]}"
+
+    def may_hold_a_secret(self, constraint: str) -> bool:
+        """Whether a unique key named ``constraint`` of a loaded table covers a secret."""
+        connection = connections[self.using]
+        with connection.cursor() as cursor:
+            for loader in self.loaders.values():
+                opts = loader.model._meta
+                secret = {f.column for f in opts.concrete_fields if f.attname in loader.secrets}
+                if not secret:
+                    continue
+                found = connection.introspection.get_constraints(cursor, opts.db_table)
+                if secret & set(found.get(constraint, {}).get("columns") or ()):
+                    return True
+        return False
 
     def load_all(self) -> ImportResult:
         result = ImportResult(self.mode, self.dry_run, backup_id=self.source.backup_id)

@@ -625,6 +625,39 @@ def test_a_database_refusal_quoting_the_row_is_cut_to_its_first_line(tmp_path):
 
 
 @pytest.mark.crossdb
+@pytest.mark.django_db(databases=["default", "maria"], transaction=True)
+def test_a_mariadb_refusal_quoting_a_unique_secret_does_not_show_it(tmp_path, settings):
+    """MariaDB's own default collation (utf8mb4_general_ci; the tests' databases are
+    utf8mb4_bin) takes "TOPSECRET" as "topsecret": the import's check, which compares exactly,
+    lets the pair pass and the database refuses it with "Duplicate entry '…'", quoting the
+    value."""
+    settings.SYNC_SENSITIVE_FIELDS = ["*.password", "awkward.Seat.nickname"]
+    column = "nickname varchar(50) COLLATE {} NULL"
+    with connections["maria"].cursor() as cursor:
+        cursor.execute(f"ALTER TABLE awkward_seat MODIFY {column.format('utf8mb4_general_ci')}")
+    try:
+        seats = Seat.objects.using("maria")
+        seats.create(code="a", number=1, nickname="topsecret")
+        seats.create(code="b", number=2, nickname="other")
+        archive = export(
+            tables=["awkward.Seat"], using="maria", output_dir=tmp_path, include_secrets=True
+        ).path
+        spoiled = with_seat_value(archive, tmp_path, "b", "TOPSECRET")
+        outcome = assert_refused(
+            str(spoiled),
+            expected="Duplicate entry '(a secret: not shown)' for key 'nickname'",
+            using="maria",
+            database="maria",
+            no_input=True,
+        )
+    finally:
+        with connections["maria"].cursor() as cursor:
+            cursor.execute(f"ALTER TABLE awkward_seat MODIFY {column.format('utf8mb4_bin')}")
+    assert "TOPSECRET" not in outcome.error
+    assert "TOPSECRET" not in ImportRun.objects.using("maria").latest("created_at").error
+
+
+@pytest.mark.crossdb
 @pytest.mark.django_db(databases=["default", "pg"], transaction=True)
 def test_a_reference_with_a_nul_character_is_named_on_postgresql(tmp_path, settings):
     """A reference looked up a chunk at a time (a large table) whose key holds a NUL: no
@@ -644,3 +677,56 @@ def test_a_reference_with_a_nul_character_is_named_on_postgresql(tmp_path, setti
         database="pg",
         no_input=True,
     )
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "import"])
+@pytest.mark.parametrize("taken", ["from a kept row", "twice in the archive"])
+def test_a_unique_secret_in_a_conflict_is_not_quoted(db, tmp_path, settings, taken, dry_run):
+    """A unique field in SYNC_SENSITIVE_FIELDS (an API token): the conflict names the records
+    and the field, never the value."""
+    settings.SYNC_SENSITIVE_FIELDS = ["*.password", "awkward.Seat.nickname"]
+    Seat.objects.create(code="a", number=1, nickname="TOPSECRET-A")
+    Seat.objects.create(code="b", number=2, nickname="TOPSECRET-B")
+    archive = export(tables=["awkward.Seat"], output_dir=tmp_path, include_secrets=True).path
+    if taken == "from a kept row":  # b takes a's value; update mode keeps a (not newer)
+        spoiled = with_seat_value(archive, tmp_path, "b", "TOPSECRET-A")
+    else:
+        spoiled = edited(archive, tmp_path, lambda r: dict(r, nickname="TOPSECRET-C"))
+
+    outcome = assert_refused(
+        str(spoiled),
+        expected="field 'nickname' value (a secret: not shown)",
+        mode="update" if taken == "from a kept row" else "replace",
+        dry_run=dry_run,
+        no_input=True,
+    )
+
+    assert "TOPSECRET" not in outcome.error
+    assert "TOPSECRET" not in ImportRun.objects.latest("created_at").error
+
+
+def with_seat_value(source, tmp_path, code, nickname):
+    def edit(record):
+        return dict(record, nickname=nickname) if record["code"] == code else record
+
+    return edited(source, tmp_path, edit)
+
+
+def test_a_secret_reference_that_names_no_record_is_not_quoted(demo, tmp_path, settings):
+    """A reference in SYNC_SENSITIVE_FIELDS whose record is nowhere: the error names the
+    record and the field, not the key the secret holds."""
+    settings.SYNC_SENSITIVE_FIELDS = ["*.password", "content.User.instructor"]
+    user = User.objects.filter(instructor__isnull=False).order_by("sysmail").first().sysmail
+    archive = export(tables=["content.User"], output_dir=tmp_path, include_secrets=True).path
+
+    def spoil(record):
+        return dict(record, instructor="TOPSECRET-KEY") if record["sysmail"] == user else record
+
+    outcome = assert_refused(
+        str(edited(archive, tmp_path, spoil)),
+        expected=f"content.User {user!r}: field 'instructor' refers to content.Instructor "
+        "(a secret: not shown), which is neither in the archive nor in the target database",
+        no_input=True,
+    )
+    assert "TOPSECRET" not in outcome.error
+    assert "TOPSECRET" not in ImportRun.objects.latest("created_at").error

@@ -30,6 +30,7 @@ from tests.archive_tools import rewrite_archive
 from tests.cli import assert_refused
 from tests.conftest import run_command
 from tests.hostile import Part, members_of, write_tar
+from tests.workers import sending_to
 
 pytestmark = pytest.mark.django_db
 
@@ -597,6 +598,7 @@ def test_an_archive_path_that_is_not_a_regular_file_is_refused_at_once(
 
     with deadline(20):
         refused_by_both(path, f"odd.backup.tar.gz is {kind}, not an archive file")
+        assert_refused(str(path), expected=f"is {kind}, not", command="syncinspect")
 
 
 # -- bounded work: in a process of its own, as users run it ------------------------------------
@@ -796,3 +798,26 @@ def test_a_ctrl_c_at_the_terminal_does_not_reach_the_archive_check(tmp_path):
         assert os.getpgid(checker.process.pid) != os.getpgid(0)
     finally:
         checker.stop()
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("odd\x00.backup.tar.gz", "is not a file name: it holds a NUL character."),
+        ("/", "/ is a directory, not an archive file."),
+    ],
+    ids=["nul-character", "root"],
+)
+@pytest.mark.parametrize("command", ["syncverify", "syncinspect", "syncimport", "--async"])
+def test_an_archive_path_no_file_can_have_is_refused_in_one_line(exported, command, path, expected):
+    """No shell passes a NUL character, but a script (call_command) can: before, the os calls
+    raised ValueError ("embedded null byte"), a traceback."""
+    if command != "--async":
+        options = {"no_input": True} if command == "syncimport" else {}
+        assert_refused(path, expected=expected, command=command, **options)
+        return
+    if path == "/":
+        expected = "There is no archive at /."  # --async looks for a file to hand over
+    with sending_to("redis://127.0.0.1:1/0"):  # refused before a job exists: none is sent
+        assert_refused(path, expected=expected, in_background=True, no_input=True)
+    assert not ImportRun.objects.exists()

@@ -826,7 +826,8 @@ class Importer:
 
     def resolve(self, target: type[models.Model], raw: Any, loader, key, f) -> Any:
         if type(raw) is not str and mistyped_key(target, raw):
-            raise loader.fail(key, mistyped_reference(f, target, raw), f.name, raw)
+            secret = is_sensitive(loader.model, f.name)
+            raise mistyped_reference(loader.fail, key, f, target, raw, secret)
         pk = self.id_of(target, target_key(raw))
         if pk is None:
             secret = is_sensitive(loader.model, f.name)

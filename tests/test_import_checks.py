@@ -712,21 +712,33 @@ def with_seat_value(source, tmp_path, code, nickname):
     return edited(source, tmp_path, edit)
 
 
-def test_a_secret_reference_that_names_no_record_is_not_quoted(demo, tmp_path, settings):
-    """A reference in SYNC_SENSITIVE_FIELDS whose record is nowhere: the error names the
-    record and the field, not the key the secret holds."""
+@pytest.mark.parametrize(
+    "spoilt, reason",
+    [
+        (
+            "TOPSECRET-KEY",
+            "(a secret: not shown), which is neither in the archive nor in the target database",
+        ),
+        (987654321, "by (a secret: not shown), but that model's key is (text)"),
+    ],
+    ids=["no-record", "mistyped"],
+)
+def test_a_secret_reference_that_names_no_record_is_not_quoted(
+    demo, tmp_path, settings, spoilt, reason
+):
+    """A reference in SYNC_SENSITIVE_FIELDS whose record is nowhere, or whose key has another
+    type than the model's: the error names the record and the field, not the key it holds."""
     settings.SYNC_SENSITIVE_FIELDS = ["*.password", "content.User.instructor"]
     user = User.objects.filter(instructor__isnull=False).order_by("sysmail").first().sysmail
     archive = export(tables=["content.User"], output_dir=tmp_path, include_secrets=True).path
 
     def spoil(record):
-        return dict(record, instructor="TOPSECRET-KEY") if record["sysmail"] == user else record
+        return dict(record, instructor=spoilt) if record["sysmail"] == user else record
 
     outcome = assert_refused(
         str(edited(archive, tmp_path, spoil)),
-        expected=f"content.User {user!r}: field 'instructor' refers to content.Instructor "
-        "(a secret: not shown), which is neither in the archive nor in the target database",
+        expected=f"content.User {user!r}: field 'instructor' refers to content.Instructor {reason}",
         no_input=True,
     )
-    assert "TOPSECRET" not in outcome.error
-    assert "TOPSECRET" not in ImportRun.objects.latest("created_at").error
+    assert str(spoilt) not in outcome.error
+    assert str(spoilt) not in ImportRun.objects.latest("created_at").error

@@ -199,10 +199,11 @@ def field_decoder(f: models.Field, vendor: str = "") -> Callable[[Any], Any]:
     """A function turning an archive value into the Python value of field ``f``, refusing
     (ValidationError) a value the field cannot hold exactly on any database: an integer out of
     the field type's range, a decimal the column would round or cannot hold, a float that is
-    not finite. Some refusals depend on the target database (``vendor``), so that a dry run
-    finds them too (the database would only fail, or lose digits, on writing): PostgreSQL
-    cannot store a NUL character in text; SQLite keeps 15 significant digits of a decimal;
-    SQLite and MariaDB hold a duration in 64 bits of microseconds."""
+    not finite, a datetime whose instant is outside the years 1 to 9999 in UTC. Some refusals
+    depend on the target database (``vendor``), so that a dry run finds them too (the database
+    would only fail, or lose digits, on writing): PostgreSQL cannot store a NUL character in
+    text; SQLite keeps 15 significant digits of a decimal; SQLite and MariaDB hold a duration
+    in 64 bits of microseconds."""
     stores_nul = vendor != "postgresql"
     if isinstance(f, models.JSONField):
         return (lambda value: value) if stores_nul else _decode_json_without_nul
@@ -395,7 +396,11 @@ def _decode_float(value: Any) -> Any:
 
 
 def _decode_datetime(f: models.DateTimeField) -> Callable[[Any], Any]:
-    """ISO 8601 with the C parser; anything else through the field's own ``to_python``."""
+    """ISO 8601 with the C parser; anything else through the field's own ``to_python``.
+
+    An instant must lie within the years 1 to 9999 in UTC, where every database stores it:
+    ``0001-01-01T00:30:00+01:00`` is in the year 0 there (SQLite and MariaDB cannot convert it,
+    PostgreSQL stores it as 1 BC and no export can read it back)."""
     to_python = f.to_python
     default_tz = datetime.UTC
 
@@ -405,9 +410,20 @@ def _decode_datetime(f: models.DateTimeField) -> Callable[[Any], Any]:
         try:
             parsed = datetime.datetime.fromisoformat(value)
         except (TypeError, ValueError):
-            return to_python(value)
-        if parsed.tzinfo is None and settings.USE_TZ:
-            parsed = parsed.replace(tzinfo=default_tz)
+            parsed = to_python(value)
+            if parsed is None:
+                return None
+        if parsed.tzinfo is None:
+            if not settings.USE_TZ:
+                return parsed
+            return parsed.replace(tzinfo=default_tz)
+        try:
+            if parsed.year == 1 or parsed.year == 9999:  # only there can an offset overflow
+                parsed.astimezone(default_tz)
+        except OverflowError:
+            raise ValidationError(
+                "in UTC outside the years 1 to 9999, which no database here stores"
+            ) from None
         return parsed
 
     return decode

@@ -272,6 +272,13 @@ def events(demo, tmp_path):
             "field 'price': bad value '1000000' (more than 6 digits before the decimal point",
         ),
         ("content.Event", "price", "NaN", "field 'price': bad value 'NaN'"),
+        (
+            "content.Event",
+            "date_begin",
+            "0001-01-01T00:30:00+01:00",
+            "field 'date_begin': bad value '0001-01-01T00:30:00+01:00' (in UTC outside the "
+            "years 1 to 9999",
+        ),
     ],
     ids=[
         "small-int-over",
@@ -280,6 +287,7 @@ def events(demo, tmp_path):
         "decimal-places",
         "decimal-digits",
         "decimal-nan",
+        "datetime-year-0-in-utc",
     ],
 )
 @pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "real"])
@@ -315,6 +323,8 @@ def test_a_decimal_with_zeros_beyond_its_places_is_exact(events, tmp_path):
         (models.DecimalField(max_digits=5, decimal_places=2), 1.005, "more than 2 decimal"),
         (models.DecimalField(max_digits=5, decimal_places=2), "-0.001", "more than 2 decimal"),
         (models.DecimalField(max_digits=5, decimal_places=2), "1E+3", "more than 3 digits"),
+        (models.DateTimeField(), "9999-12-31T23:30:00-01:00", "outside the years 1 to 9999"),
+        (models.DateTimeField(), "0001-01-01 00:00:00+00:01", "outside the years 1 to 9999"),
     ],
 )
 def test_decoders_refuse_values_no_database_holds_exactly(f, value, message):
@@ -333,6 +343,16 @@ def test_decoders_refuse_values_no_database_holds_exactly(f, value, message):
         (models.DecimalField(max_digits=5, decimal_places=2), "999.99", decimal.Decimal("999.99")),
         (models.DecimalField(max_digits=5, decimal_places=2), 0.1, decimal.Decimal("0.1")),
         (models.DecimalField(max_digits=5, decimal_places=2), "0E+7", decimal.Decimal(0)),
+        (
+            models.DateTimeField(),
+            "0001-01-01T00:30:00-01:00",
+            datetime(1, 1, 1, 1, 30, tzinfo=UTC),
+        ),
+        (
+            models.DateTimeField(),
+            "9999-12-31T23:59:59.999999Z",
+            datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        ),
     ],
 )
 def test_decoders_keep_values_at_their_limits(f, value, expected):

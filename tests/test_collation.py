@@ -1,0 +1,119 @@
+"""Texts that differ, yet are one value to MariaDB's collation (``Ab``/``ab``, ``é``/``e``, two
+emoji under ``utf8mb4_general_ci``; ``a``/``a `` under every PAD SPACE collation): distinct on
+PostgreSQL and SQLite, they cannot both be a key of one MariaDB table. The import refuses such
+a pair in a dry run as in a real one, in every mode, naming both keys — where MariaDB's own
+refusal came only on writing, after the dry run had said all was well.
+
+``content_tag.name`` is given MariaDB's default collation for these tests (the test database
+is ``utf8mb4_bin``); see sync/collation.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connections
+
+from crearis.content.models import Tag
+from sync.jobs.exports import export
+from sync.jobs.imports import run_import
+from tests.cli import assert_refused
+
+pytestmark = [
+    pytest.mark.crossdb,
+    pytest.mark.django_db(databases=["default", "maria"], transaction=True),
+]
+
+MODES = ["replace", "update", "append"]
+
+
+def runs(real_mode: str) -> list[tuple[str, bool]]:
+    """(mode, dry run) to try: a dry run in each mode, a real run in one."""
+    return [(mode, True) for mode in MODES] + [(real_mode, False)]
+
+
+@pytest.fixture
+def general_ci():
+    """``content_tag.name`` on MariaDB in the server's default collation, for one test."""
+    column = "ALTER TABLE content_tag MODIFY name VARCHAR(100) NOT NULL COLLATE {}"
+    with connections["maria"].cursor() as cursor:
+        cursor.execute(column.format("utf8mb4_general_ci"))
+    yield
+    with connections["maria"].cursor() as cursor:
+        cursor.execute(column.format("utf8mb4_bin"))
+
+
+def tags_archive(names: list[str], output_dir) -> str:
+    """An archive of tags with these names, from SQLite (which compares them exactly)."""
+    Tag.objects.bulk_create(Tag(name=name) for name in names)
+    return str(export(tables=["content.Tag"], output_dir=output_dir).path)
+
+
+# (first, second, the mode of the real run)
+PAIRS = [
+    ("ab", "Ab", "replace"),
+    ("e", "é", "update"),
+    ("a ", "a", "append"),
+    ("😀", "😁", "replace"),
+]
+PAIR_IDS = ["case", "accent", "trailing-space", "emoji"]
+
+
+@pytest.mark.parametrize(("first", "second", "real_mode"), PAIRS, ids=PAIR_IDS)
+def test_two_keys_one_to_the_collation_are_refused(general_ci, tmp_path, first, second, real_mode):
+    # given: an archive holding both texts as keys
+    archive = tags_archive([first, second], tmp_path)
+
+    # when / then: refused in each mode, dry run and real run alike, naming both keys
+    for mode, dry_run in runs(real_mode):
+        assert_refused(
+            archive,
+            expected=f"content.Tag {second!r}: appears twice in the archive for this "
+            f"database: it is the same key as {first!r} under the collation of its "
+            f"field 'name' utf8mb4_general_ci",
+            using="maria",
+            database="maria",
+            mode=mode,
+            dry_run=dry_run,
+            no_input=True,
+        )
+
+
+@pytest.mark.parametrize(
+    ("held", "given", "real_mode", "limit"),
+    [(*pair, 100_000) for pair in PAIRS] + [(*PAIRS[0], 1)],
+    ids=[*PAIR_IDS, "case-chunk-by-chunk"],  # the last: the target's keys looked up per chunk
+)
+def test_a_key_one_with_a_target_key_is_refused(
+    general_ci, tmp_path, settings, held, given, real_mode, limit
+):
+    # given: the target holds one text, the archive the other (not the first)
+    settings.SYNC_KEY_MAP_LIMIT = limit
+    archive = tags_archive([given, "other"], tmp_path)
+    Tag.objects.using("maria").create(name=held, description="the target's")
+
+    # when / then: refused, not written over the target's row nor refused by the database
+    for mode, dry_run in runs(real_mode):
+        assert_refused(
+            archive,
+            expected=f"content.Tag {given!r}: is the same key as the target's {held!r} "
+            f"under the collation of its field 'name' utf8mb4_general_ci",
+            using="maria",
+            database="maria",
+            mode=mode,
+            dry_run=dry_run,
+            no_input=True,
+        )
+
+
+def test_keys_the_collation_tells_apart_are_imported(general_ci, tmp_path):
+    # given: texts utf8mb4_general_ci compares as different (it does not expand ß)
+    archive = tags_archive(["straße", "strasse", "ab"], tmp_path)
+    Tag.objects.using("maria").create(name="ab")
+
+    run_import(archive, using="maria")
+
+    assert sorted(Tag.objects.using("maria").values_list("name", flat=True)) == [
+        "ab",
+        "strasse",
+        "straße",
+    ]

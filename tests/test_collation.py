@@ -16,6 +16,7 @@ from django.db import connections
 from crearis.content.models import Tag
 from sync.jobs.exports import export
 from sync.jobs.imports import run_import
+from tests.awkward.models import Seat
 from tests.cli import assert_refused
 
 pytestmark = [
@@ -117,3 +118,50 @@ def test_keys_the_collation_tells_apart_are_imported(general_ci, tmp_path):
         "strasse",
         "straße",
     ]
+
+
+@pytest.mark.parametrize(
+    ("target", "archive", "expected"),
+    [
+        (
+            [],
+            [("s1", 1, "x"), ("s2", 2, "x ")],
+            "awkward.Seat 's2': field 'nickname' value 'x ' is given to awkward.Seat 's1' too, "
+            "as 'x': the collation of its field 'nickname' utf8mb4_bin takes them for one value",
+        ),
+        (
+            [("s0", 9, "x ")],
+            [("s0", 9, "x "), ("s1", 1, "x")],
+            "awkward.Seat 's1': field 'nickname' value 'x' is held by awkward.Seat 's0' as "
+            "'x ': the collation of its field 'nickname' utf8mb4_bin takes them for one value",
+        ),
+        (
+            [("s0", 9, "x ")],
+            [("s1", 1, "x")],
+            "awkward.Seat 's1': field 'nickname' value 'x' is held by awkward.Seat 's0' as "
+            "'x ': the collation of its field 'nickname' utf8mb4_bin takes them for one value",
+        ),
+    ],
+    # the last: even where replace mode would delete the holder (such a value is not moved)
+    ids=["in-the-archive", "held-by-a-target-row", "held-by-a-row-replace-deletes"],
+)
+def test_unique_values_one_to_the_collation_are_refused(tmp_path, target, archive, expected):
+    # given: seats whose unique nicknames differ by a trailing space, which utf8mb4_bin
+    # (the test database's collation) does not count
+    Seat.objects.bulk_create(Seat(code=c, number=n, nickname=nick) for c, n, nick in archive)
+    exported = str(export(tables=["awkward.Seat"], output_dir=tmp_path).path)
+    Seat.objects.using("maria").bulk_create(
+        Seat(code=c, number=n, nickname=nick) for c, n, nick in target
+    )
+
+    # when / then: refused, naming both records, in a dry run as in a real one
+    for mode, dry_run in runs("replace" if target else "append"):
+        assert_refused(
+            exported,
+            expected=expected,
+            using="maria",
+            database="maria",
+            mode=mode,
+            dry_run=dry_run,
+            no_input=True,
+        )

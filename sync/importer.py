@@ -221,7 +221,7 @@ class TableLoader:
             columns.append(
                 Column(
                     f,
-                    field_decoder(f, self.connection.vendor),
+                    field_decoder(f, self.connection.vendor, self.connection),
                     f.related_model if f.is_relation else None,
                     name in plan.deferred,
                 )

@@ -195,7 +195,12 @@ def column_keys(parts: list[list]) -> Iterable[tuple]:
     return map(normalise_key, zip(*parts, strict=True))
 
 
-def field_decoder(f: models.Field, vendor: str = "", connection=None) -> Callable[[Any], Any]:
+def field_decoder(
+    f: models.Field,
+    vendor: str = "",
+    connection=None,
+    charset: tuple[str, Callable[[str], str | None]] | None = None,
+) -> Callable[[Any], Any]:
     """A function turning an archive value into the Python value of field ``f``, refusing
     (ValidationError) a value the field cannot hold exactly on any database: an integer out of
     the field type's range, a decimal the column would round or cannot hold, a float that is
@@ -204,7 +209,9 @@ def field_decoder(f: models.Field, vendor: str = "", connection=None) -> Callabl
     would only fail, or lose digits, on writing): PostgreSQL cannot store a NUL character in
     text; SQLite keeps 15 significant digits of a decimal; SQLite and MariaDB hold a duration
     in 64 bits of microseconds; MariaDB's JSON check refuses a value nested 32 levels deep, and
-    its UUID type some UUIDs of version 8 and above (asked of the database, ``connection``)."""
+    its UUID type some UUIDs of version 8 and above (asked of the database, ``connection``),
+    and a text column whose character set (``charset``: its name and test, see
+    ``sync.collation.column_charsets``) lacks a character of the text."""
     stores_nul = vendor != "postgresql"
     if isinstance(f, models.JSONField):
         if vendor == "mysql":
@@ -219,7 +226,8 @@ def field_decoder(f: models.Field, vendor: str = "", connection=None) -> Callabl
         return _decode_mariadb_uuid(f, connection)
     internal = f.get_internal_type()
     if internal in TEXT_FIELDS:
-        return _decode_text(f.max_length, stores_nul)
+        decode_text = _decode_text(f.max_length, stores_nul)
+        return decode_text if charset is None else _decode_in_charset(decode_text, *charset)
     if internal in INTEGER_FIELDS:
         return _decode_integer(f, internal)
     if isinstance(f, models.BooleanField):
@@ -276,6 +284,23 @@ def _decode_text(max_length: int | None, stores_nul: bool) -> Callable[[Any], An
         return value
 
     return decode_text_without_nul
+
+
+def _decode_in_charset(
+    decode_text: Callable[[Any], Any], charset: str, first_refused: Callable[[str], str | None]
+) -> Callable[[Any], Any]:
+    def decode_text_in_charset(value: Any) -> Any:
+        value = decode_text(value)
+        if value is not None:
+            refused = first_refused(value)
+            if refused is not None:
+                raise ValidationError(
+                    f"holds {refused!r} (U+{ord(refused):04X}), which its column's character "
+                    f"set {charset} cannot store"
+                )
+        return value
+
+    return decode_text_in_charset
 
 
 def _decode_json_without_nul(value: Any) -> Any:

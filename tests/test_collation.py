@@ -5,7 +5,9 @@ a pair in a dry run as in a real one, in every mode, naming both keys — where 
 refusal came only on writing, after the dry run had said all was well.
 
 ``content_tag.name`` is given MariaDB's default collation for these tests (the test database
-is ``utf8mb4_bin``); see sync/collation.py.
+is ``utf8mb4_bin``); see sync/collation.py. The same for unique values besides the key, and for
+texts that a column's character set (``utf8mb3``, ``latin1``) cannot hold, which MariaDB
+without a strict ``sql_mode`` stored as ``?``.
 """
 
 from __future__ import annotations
@@ -165,3 +167,74 @@ def test_unique_values_one_to_the_collation_are_refused(tmp_path, target, archiv
             dry_run=dry_run,
             no_input=True,
         )
+
+
+@pytest.fixture
+def lax_description():
+    """``content_tag.description`` on MariaDB in another character set (the parameter), and the
+    session without a strict ``sql_mode``: where MariaDB stores ``?`` for a character it cannot
+    hold, and says nothing."""
+
+    def change(charset: str) -> None:
+        with connections["maria"].cursor() as cursor:
+            cursor.execute(
+                f"ALTER TABLE content_tag MODIFY description LONGTEXT CHARACTER SET {charset} "
+                "NOT NULL"
+            )
+            cursor.execute("SET SESSION sql_mode = ''")
+
+    yield change
+    with connections["maria"].cursor() as cursor:
+        cursor.execute(
+            "ALTER TABLE content_tag MODIFY description LONGTEXT CHARACTER SET utf8mb4 "
+            "COLLATE utf8mb4_bin NOT NULL"
+        )
+        cursor.execute("SET SESSION sql_mode = DEFAULT")
+
+
+@pytest.mark.parametrize(
+    ("charset", "text", "refused"),
+    [("utf8mb3", "ü € ሴ 😀", "😀' (U+1F600)"), ("latin1", "ü € \x81 ሴ 😀", "ሴ' (U+1234)")],
+)
+def test_text_its_column_cannot_hold_is_refused(tmp_path, lax_description, charset, text, refused):
+    # given: a text with a character the column's character set lacks
+    Tag.objects.create(name="t", description=text)
+    archive = str(export(tables=["content.Tag"], output_dir=tmp_path).path)
+    lax_description(charset)
+
+    # when / then: refused naming it, not stored with "?" in its place
+    for mode, dry_run in [("replace", True), ("update", False)]:
+        assert_refused(
+            archive,
+            expected=f"content.Tag 't': field 'description': bad value {text!r} (holds '{refused}"
+            f", which its column's character set {charset} cannot store)",
+            using="maria",
+            database="maria",
+            mode=mode,
+            dry_run=dry_run,
+            no_input=True,
+        )
+
+    # and what the column holds imports exactly, in a lax session too
+    Tag.objects.update(description=text[:5])
+    run_import(export(tables=["content.Tag"], output_dir=tmp_path / "ok").path, using="maria")
+    assert Tag.objects.using("maria").get(name="t").description == text[:5]
+
+
+def test_a_lax_session_is_strict_while_an_import_writes(tmp_path, lax_description):
+    # given: a character set the engine has no test for (no Python codec): the database must
+    # refuse what it cannot hold, not store "?"
+    Tag.objects.create(name="t", description="ü")
+    archive = str(export(tables=["content.Tag"], output_dir=tmp_path).path)
+    lax_description("geostd8")
+
+    assert_refused(
+        archive,
+        expected="Incorrect string value",
+        using="maria",
+        database="maria",
+        no_input=True,
+    )
+    with connections["maria"].cursor() as cursor:  # and the session is as it was
+        cursor.execute("SELECT @@SESSION.sql_mode")
+        assert cursor.fetchone()[0] == ""

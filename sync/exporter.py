@@ -221,7 +221,11 @@ def write_table(
     for columns in read_columns(queryset, CHUNK):
         columns = generic.fold(lookups, columns, using)
         for position in text_datetimes:
-            columns[position] = utc_datetime_texts(columns[position], connection)
+            try:
+                columns[position] = utc_datetime_texts(columns[position], connection)
+            except ValueError:
+                refuse_unreadable_datetimes(plan, encoder, columns, position, connection)
+                raise
         for position in times:
             columns[position] = time_texts(columns[position])
         for position in floats:
@@ -294,6 +298,26 @@ def refuse_non_finite(
                 f"{plan.label} {json_key(plan.key_of(record))!r}: field {name!r} holds {value}, "
                 "which an archive cannot hold (JSON has no NaN or infinity)."
             )
+
+
+def refuse_unreadable_datetimes(
+    plan: SyncModel, encoder: RecordEncoder, columns: list, position: int, connection
+) -> None:
+    """Refuse a datetime outside Python's years 1 to 9999 (PostgreSQL holds 4713 BC to
+    294276 AD and ±infinity, written by SQL or another program): no archive can hold it as a
+    datetime, and an import could not write it back."""
+    for row, value in enumerate(columns[position]):
+        try:
+            utc_datetime_texts([value], connection)
+        except ValueError:
+            values = encoder.field_columns(columns)
+            record = {name: column[row] for name, column in zip(encoder.names, values, strict=True)}
+            name = next(name for name, start, end in encoder.slots if start <= position < end)
+            raise ExportError(
+                f"{plan.label} {json_key(plan.key_of(record))!r}: field {name!r} holds {value!r}, "
+                "outside the years 1 to 9999 that an archive's datetimes hold. Mend that row, "
+                f"or leave its table out (--exclude {plan.label})."
+            ) from None
 
 
 def lookup_field(model: type[models.Model], lookup: str) -> models.Field:

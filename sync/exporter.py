@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import django
@@ -208,6 +209,7 @@ def write_table(
     text_datetimes = datetimes_read_as_text(plan, encoder, connection)
     times = columns_of_type(plan.model, encoder.lookups, "TimeField")
     floats = columns_of_type(plan.model, encoder.lookups, "FloatField")
+    floats += columns_of_type(plan.model, encoder.lookups, "DecimalField")
     lookups: list = [
         Cast(lookup, models.TextField()) if position in text_datetimes else lookup
         for position, lookup in enumerate(encoder.lookups)
@@ -288,16 +290,26 @@ def refuse_non_finite(
     plan: SyncModel, encoder: RecordEncoder, columns: list, position: int
 ) -> None:
     """Refuse a NaN or an infinity: JSON has neither (orjson writes ``null``), so the archive
-    would lose the value."""
+    would lose the value. A decimal one (PostgreSQL's numeric holds NaN and ±Infinity) would be
+    written as text, but no import could write it back, to any database."""
     for row, value in enumerate(columns[position]):
-        if value is not None and not math.isfinite(value):
-            values = encoder.field_columns(columns)
-            record = {name: column[row] for name, column in zip(encoder.names, values, strict=True)}
-            name = next(name for name, start, end in encoder.slots if start <= position < end)
-            raise ExportError(
-                f"{plan.label} {json_key(plan.key_of(record))!r}: field {name!r} holds {value}, "
-                "which an archive cannot hold (JSON has no NaN or infinity)."
-            )
+        if value is None:
+            continue
+        if type(value) is float:
+            if math.isfinite(value):
+                continue
+            reason = "which an archive cannot hold (JSON has no NaN or infinity)."
+        elif not isinstance(value, Decimal) or value.is_finite():
+            continue
+        else:
+            reason = "which no import can write back (a DecimalField holds finite numbers only)."
+        values = encoder.field_columns(columns)
+        record = {name: column[row] for name, column in zip(encoder.names, values, strict=True)}
+        name = next(name for name, start, end in encoder.slots if start <= position < end)
+        raise ExportError(
+            f"{plan.label} {json_key(plan.key_of(record))!r}: field {name!r} holds {value}, "
+            f"{reason}"
+        )
 
 
 def refuse_unreadable_datetimes(

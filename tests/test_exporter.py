@@ -239,6 +239,26 @@ def test_a_datetime_beyond_the_year_9999_is_refused_naming_it(db, tmp_path, valu
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("value", ["NaN"])  # (a numeric with a precision holds no Infinity)
+def test_a_decimal_no_import_can_write_is_refused_naming_it(db, tmp_path, value):
+    # given: a decimal PostgreSQL's numeric holds and no DecimalField does
+    if connection.vendor != "postgresql":
+        pytest.skip("only PostgreSQL holds such decimals")
+    Specimen.objects.create(code="odd")
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE awkward_specimen SET wide = %s::numeric", [value])
+
+    # when
+    outcome = cli("syncexport", tables=["awkward.Specimen"], output=str(tmp_path))
+
+    # then: refused naming it (was: an archive that no import, into any database, takes)
+    assert outcome.status == 1
+    assert outcome.error == (
+        f"Export failed: awkward.Specimen 'odd': field 'wide' holds {value}, which no import "
+        "can write back (a DecimalField holds finite numbers only)."
+    )
+
+
 def test_generated_column_is_not_written(demo, tmp_path):
     index, tables = read_archive(export(output_dir=tmp_path).path)
 

@@ -37,6 +37,7 @@ from sync.fieldtypes import TEXT_FIELDS
 
 FOLD_CHUNK = 2000
 _NAME = re.compile(r"[A-Za-z0-9_]+")  # a charset's or collation's name, safe in SQL
+_PADS: dict[tuple[str, str], bool] = {}  # (alias, collation) → whether it pads with spaces
 
 
 class Collation:
@@ -100,12 +101,13 @@ def column_collations(
         for column, charset, name in rows:
             if not (_NAME.fullmatch(name) and _NAME.fullmatch(charset or "")):
                 continue  # not names as MariaDB gives them (never seen): compared exactly
-            # Whether the collation pads: the database says.
-            cursor.execute(
-                f"SELECT CONVERT('a' USING {charset}) COLLATE {name} = "
-                f"CONVERT('a ' USING {charset}) COLLATE {name}"
-            )
-            pads = bool(cursor.fetchone()[0])
+            pads = _PADS.get((using, name))
+            if pads is None:  # whether the collation pads: the database says
+                cursor.execute(
+                    f"SELECT CONVERT('a' USING {charset}) COLLATE {name} = "
+                    f"CONVERT('a ' USING {charset}) COLLATE {name}"
+                )
+                pads = _PADS[using, name] = bool(cursor.fetchone()[0])
             if name.endswith("_bin") and not pads:
                 continue  # compares exactly
             found[fields[column]] = Collation(using, name, charset, pads)

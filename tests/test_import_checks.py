@@ -325,6 +325,8 @@ def test_a_decimal_with_zeros_beyond_its_places_is_exact(events, tmp_path):
         (models.DecimalField(max_digits=5, decimal_places=2), "1E+3", "more than 3 digits"),
         (models.DateTimeField(), "9999-12-31T23:30:00-01:00", "outside the years 1 to 9999"),
         (models.DateTimeField(), "0001-01-01 00:00:00+00:01", "outside the years 1 to 9999"),
+        (models.BinaryField(), "AAAA!", "not base64"),
+        (models.BinaryField(), "AA AA", "not base64"),
     ],
 )
 def test_decoders_refuse_values_no_database_holds_exactly(f, value, message):
@@ -343,6 +345,8 @@ def test_decoders_refuse_values_no_database_holds_exactly(f, value, message):
         (models.DecimalField(max_digits=5, decimal_places=2), "999.99", decimal.Decimal("999.99")),
         (models.DecimalField(max_digits=5, decimal_places=2), 0.1, decimal.Decimal("0.1")),
         (models.DecimalField(max_digits=5, decimal_places=2), "0E+7", decimal.Decimal(0)),
+        (models.BinaryField(), "AAEC/w==", b"\x00\x01\x02\xff"),
+        (models.BinaryField(), "", b""),
         (
             models.DateTimeField(),
             "0001-01-01T00:30:00-01:00",

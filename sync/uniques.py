@@ -68,13 +68,17 @@ class UniqueGroup:
     def describe(self, value: tuple) -> str:
         """The group and its value as a message names them; a secret's value not at all
         (SYNC_SENSITIVE_FIELDS)."""
+        if len(self.fields) == 1:
+            return f"field {self.fields[0].name!r} value {self.shown(value)}"
+        return f"fields {[f.name for f in self.fields]} values {self.shown(value)}"
+
+    def shown(self, value: tuple) -> str:
+        """The value alone as a message shows it (a secret's not at all)."""
         shown = [
             SECRET_NOT_SHOWN if is_sensitive(f.model, f.name) else repr(part)
             for f, part in zip(self.fields, value, strict=True)
         ]
-        if len(self.fields) == 1:
-            return f"field {self.fields[0].name!r} value {shown[0]}"
-        return f"fields {[f.name for f in self.fields]} values [{', '.join(shown)}]"
+        return shown[0] if len(shown) == 1 else f"[{', '.join(shown)}]"
 
 
 def unique_groups(
@@ -196,7 +200,7 @@ class UniqueValues:
         raise self.fail(
             wanted[value][0],
             f"{group.describe(value)} is given to {self.label} {json_key(other_key)!r} too, "
-            f"as {other[0] if len(other) == 1 else list(other)!r}: "
+            f"as {group.shown(other)}: "
             f"{self.collation_named(group)}",
         )
 
@@ -248,8 +252,7 @@ class UniqueValues:
                 raise self.fail(
                     key,
                     f"{group.describe(value)} is held by {self.label} "
-                    f"{json_key(self.key_of(holder))!r} as "
-                    f"{theirs[0] if len(theirs) == 1 else list(theirs)!r}: "
+                    f"{json_key(self.key_of(holder))!r} as {group.shown(theirs)}: "
                     f"{self.collation_named(group)}, and this import cannot move such values "
                     f"between rows",
                 )

@@ -742,6 +742,12 @@ def parse_index(raw: bytes) -> ArchiveIndex:
             if value in seen:
                 raise ArchiveError(f"index.json lists the {what} {value!r} twice.")
             seen.add(value)
+    counted = sum(table.count for table in tables)
+    if data.get("total_records", counted) != counted:
+        raise ArchiveError(
+            f"index.json: 'total_records' is {data['total_records']}, but the tables' counts add "
+            f"up to {counted}."
+        )
     return ArchiveIndex(data, tables)
 
 

@@ -246,8 +246,9 @@ def test_record_that_is_not_json(good, tmp_path):
 
 
 def test_record_count_that_does_not_match_the_index(good, tmp_path):
-    def overcount(index):
+    def overcount(index):  # the index adds up; the member holds fewer records
         index["tables"][2]["count"] = 5
+        index["total_records"] += 1
 
     expect_refusal(
         rebuilt(good, tmp_path, index_change=overcount),
@@ -352,6 +353,10 @@ def first_table(change: dict):
         (lambda i: i.update(source="sqlite"), "'source' must be an object, not \"sqlite\""),
         (lambda i: i.update(include_secrets="no"), "'include_secrets' must be true or false"),
         (lambda i: i.update(total_records="73"), "'total_records' must be a non-negative integer"),
+        (
+            lambda i: i.update(total_records=74),
+            "index.json: 'total_records' is 74, but the tables' counts add up to 73.",
+        ),
         (lambda i: i.update(format_version=True), "Archive format version true is not supported"),
         (lambda i: b"[]", "index.json does not describe a crearis-sync-archive archive"),
         (lambda i: b"{", "index.json is not valid JSON"),

@@ -537,12 +537,24 @@ def node_links() -> dict[str, list[str]]:
     }
 
 
-@pytest.mark.parametrize("mode", ["replace", "update", "append"])
-@pytest.mark.parametrize("chunk", [1, 2000], ids=["chunk-per-row", "one-chunk"])
-def test_a_link_to_a_row_of_its_own_table_in_a_later_chunk(db, tmp_path, mode, chunk):
+@pytest.mark.parametrize(
+    ("mode", "chunk", "key_map_limit"),
+    [
+        ("replace", 1, 100_000),
+        ("update", 1, 100_000),
+        ("append", 1, 100_000),
+        ("replace", 1, 0),
+        ("replace", 2000, 100_000),
+    ],
+    ids=["replace", "update", "append", "replace-bounded-index", "replace-one-chunk"],
+)
+def test_a_link_to_a_row_of_its_own_table_in_a_later_chunk(
+    db, tmp_path, settings, mode, chunk, key_map_limit
+):
     """Found by the property test: an M2M to its own table naming a row the archive adds in a
     later chunk (any table of more than 2,000 rows) was refused as "neither in the archive nor
     in the target database"."""
+    settings.SYNC_KEY_MAP_LIMIT = key_map_limit
     links = {"n0": ["n0", "n1", "n2"], "n1": ["n2"], "n2": []}
     archive = node_archive(tmp_path, links)
     Node.objects.create(name="n2")
@@ -552,3 +564,24 @@ def test_a_link_to_a_row_of_its_own_table_in_a_later_chunk(db, tmp_path, mode, c
     assert preview == applied
     assert node_links() == links
     assert applied[0]["awkward.Node"]["new"] == 2
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "real"])
+def test_a_link_to_a_row_its_table_never_holds_is_refused_once_the_table_has_loaded(
+    db, tmp_path, dry_run
+):
+    archive = node_archive(tmp_path, {"n0": ["n1"], "n1": []})
+    edited = rewrite_archive(
+        archive,
+        tmp_path / "edited.tar.gz",
+        lambda label, rows: [r for r in rows if r["name"] != "n1"],
+    )
+    Node.objects.create(name="kept")
+    before = fingerprint()
+    with chunk_of(1):
+        refusal = outcome(edited, dry_run=dry_run)
+    assert refusal == (
+        "awkward.Node 'n0': field 'links' refers to awkward.Node 'n1', which is neither in "
+        "the archive nor in the target database"
+    )
+    assert fingerprint() == before

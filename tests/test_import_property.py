@@ -123,18 +123,19 @@ def worlds(draw) -> dict[str, dict[str, dict[str, Any]]]:
     world["instructor"] = {
         k: {"name": draw(text), "stamp": draw(stamp)} for k in draw(present(INSTRUCTORS))
     }
+    instructors = sorted(world["instructor"])
     events = draw(present(EVENTS)) if projects else []
     world["event"] = {
         k: {
             "project": draw(st.sampled_from(projects)),
             "location": draw(st.none() | st.sampled_from(locations)) if locations else None,
+            "instructor": draw(st.none() | st.sampled_from(instructors)) if instructors else None,
             "name": draw(text),
             "tags": draw(present(tags)) if tags else [],
             "stamp": draw(stamp),
         }
         for k in events
     }
-    instructors = sorted(world["instructor"])
     pairs = [(e, i) for e in events for i in instructors]
     world["eventinstructor"] = (
         {p: {"added": draw(stamp), "stamp": draw(stamp)} for p in draw(present(pairs))}
@@ -191,6 +192,7 @@ def repaired(world: dict) -> dict:
     world["event"] = {k: a for k, a in world["event"].items() if a["project"] in projects}
     for a in world["event"].values():
         a["location"] = a["location"] if a["location"] in world["location"] else None
+        a["instructor"] = a["instructor"] if a["instructor"] in world["instructor"] else None
         a["tags"] = [t for t in a["tags"] if t in world["tag"]]
     world["eventinstructor"] = {
         (e, i): a
@@ -282,6 +284,7 @@ def build(world: dict) -> None:
             xmlid=key,
             project=projects[a["project"]],
             location=locations[a["location"]] if a["location"] else None,
+            public_instructor=instructors[a["instructor"]] if a["instructor"] else None,
             name=a["name"],
             status=status("events"),
         )
@@ -484,7 +487,7 @@ def kept_or_written(mode: str, held: dict | None, archived: dict) -> dict:
 
 
 PROPERTY_SETTINGS = settings(
-    max_examples=SEARCH or 12,
+    max_examples=SEARCH or 20,
     deadline=None,
     database=None,  # nothing written into the repository
     derandomize=not SEARCH,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
+import json
 import lzma
 import os
 import re
@@ -144,6 +145,10 @@ def detect_compression(head: bytes) -> str:
 
 
 def _decompressed_reader(raw: IO[bytes], compression: str) -> IO[bytes]:
+    """The data of a compressed stream, read to the end of the file: anything after the last
+    compressed stream, and a stream cut short, are errors (READ_ERRORS), as gzip's reader has
+    it. Python's bz2 and lzma readers skip bytes after a stream that do not start another one,
+    and zstandard's reader ends quietly where a frame is cut off."""
     if compression == "none":
         return raw
     if compression == "gz":
@@ -153,12 +158,144 @@ def _decompressed_reader(raw: IO[bytes], compression: str) -> IO[bytes]:
     if compression == "bz2":
         import bz2
 
-        return bz2.BZ2File(raw, mode="rb")
+        return _StreamsReader(raw, bz2.BZ2Decompressor)
     if compression == "xz":
-        import lzma
+        return _StreamsReader(raw, lzma.LZMADecompressor)
+    frames = _ZstdFrames(raw)
+    reader = zstandard.ZstdDecompressor().stream_reader(frames, read_across_frames=True)
+    return _EndChecked(reader, frames.check_end)
 
-        return lzma.LZMAFile(raw, mode="rb")
-    return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+
+class _StreamsReader(io.RawIOBase):
+    """One or more bzip2 or xz streams, one after the other to the end of the file (as their
+    tools write and read them), decompressed at most ``size`` bytes a read (a bomb stays in
+    bounded memory)."""
+
+    def __init__(self, raw: IO[bytes], new_decompressor: Callable[[], Any]):
+        self.raw = raw
+        self.new_decompressor = new_decompressor
+        self.decompressor = new_decompressor()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        size = len(buffer)
+        while True:
+            decompressor = self.decompressor
+            if decompressor.eof:
+                rest = decompressor.unused_data or self.raw.read(COPY_BUFFER)
+                if not rest:
+                    return 0  # the end of the file, after a complete stream
+                # Another stream, or an error (what follows is not one)
+                self.decompressor = self.new_decompressor()
+                data = self.decompressor.decompress(rest, size)
+            elif decompressor.needs_input:
+                chunk = self.raw.read(COPY_BUFFER)
+                if not chunk:
+                    raise EOFError("the compressed data ends before its end-of-stream marker")
+                data = decompressor.decompress(chunk, size)
+            else:
+                data = decompressor.decompress(b"", size)
+            if data:
+                buffer[: len(data)] = data
+                return len(data)
+
+
+class _ZstdFrames:
+    """The compressed bytes of a zstd stream as its reader takes them, followed frame by
+    frame and block by block through their headers (the blocks' contents are skipped, not
+    decompressed), so that ``check_end`` can tell whether the file ends where a frame does."""
+
+    MAGIC = 0xFD2FB528
+    SKIPPABLE = 0x184D2A50  # to 0x184D2A5F: frames of data that is not the stream's
+
+    def __init__(self, raw: IO[bytes]):
+        self.raw = raw
+        self.pending = b""  # header bytes not complete yet
+        self.skip = 0  # bytes of content still to pass over
+        self.expect = self._frame_start  # what the next header is
+        self.need = 4  # its length
+        self.frames = 0
+        self.checksum = False
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self._follow(memoryview(data))
+        return data
+
+    def _follow(self, data: memoryview) -> None:
+        while data:
+            if self.skip:
+                n = min(self.skip, len(data))
+                self.skip -= n
+                data = data[n:]
+                continue
+            n = self.need - len(self.pending)
+            self.pending += bytes(data[:n])
+            data = data[n:]
+            if len(self.pending) == self.need:
+                header, self.pending = self.pending, b""
+                self.expect(header)
+
+    def _frame_start(self, magic: bytes) -> None:
+        number = int.from_bytes(magic, "little")
+        if number == self.MAGIC:
+            self.frames += 1
+            self.expect, self.need = self._descriptor, 1
+        elif number & 0xFFFFFFF0 == self.SKIPPABLE:
+            # Data beside the archive, for nobody: an export writes none, and passing over it
+            # could take as long as its maker wanted (see TRAILER_MAX_SIZE).
+            raise zstandard.ZstdError("a skippable frame, which an export never writes")
+        else:
+            raise zstandard.ZstdError("not a zstd frame")
+
+    def _descriptor(self, descriptor: bytes) -> None:
+        flags = descriptor[0]
+        single_segment = bool(flags & 0x20)
+        self.checksum = bool(flags & 0x04)
+        content_size = (1 if single_segment else 0, 2, 4, 8)[flags >> 6]
+        dictionary = (0, 1, 2, 4)[flags & 0x03]
+        self.skip = (0 if single_segment else 1) + dictionary + content_size
+        self.expect, self.need = self._block, 3
+
+    def _block(self, header: bytes) -> None:
+        value = int.from_bytes(header, "little")
+        last, kind, size = value & 1, (value >> 1) & 3, value >> 3
+        if kind == 3:
+            raise zstandard.ZstdError("a reserved block type")
+        self.skip = 1 if kind == 1 else size  # an RLE block holds one byte
+        if last:
+            self.skip += 4 if self.checksum else 0
+            self.expect, self.need = self._frame_start, 4
+
+    def check_end(self) -> None:
+        """At the end of the file: it must end where a frame does."""
+        if self.skip or self.pending or self.expect != self._frame_start or not self.frames:
+            raise zstandard.ZstdError("the compressed data ends inside a frame")
+
+
+class _EndChecked(io.RawIOBase):
+    """A stream whose end calls ``check_end`` (which raises if the end is not sound)."""
+
+    def __init__(self, stream: IO[bytes], check_end: Callable[[], None]):
+        self.stream = stream
+        self.check_end = check_end
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self.stream.read(len(buffer))
+        if not data:
+            self.check_end()
+            return 0
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self.stream.close()
+        super().close()
 
 
 # -- writing -----------------------------------------------------------------------------------
@@ -579,6 +716,12 @@ def parse_index(raw: bytes) -> ArchiveIndex:
         raise ArchiveError(f"index.json is not valid JSON ({exc}).") from exc
     if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
         raise ArchiveError(f"index.json does not describe a {FORMAT_NAME} archive.")
+    try:
+        repeated = repeated_name(raw)
+    except RecursionError as exc:  # ours nests four levels
+        raise ArchiveError("index.json is nested too deep.") from exc
+    if repeated is not None:
+        raise ArchiveError(f"index.json gives {repeated!r} twice in one JSON object.")
     version = data.get("format_version")
     if type(version) is not int or version != FORMAT_VERSION:
         raise ArchiveError(
@@ -600,6 +743,29 @@ def parse_index(raw: bytes) -> ArchiveIndex:
                 raise ArchiveError(f"index.json lists the {what} {value!r} twice.")
             seen.add(value)
     return ArchiveIndex(data, tables)
+
+
+class _Repeated(Exception):
+    pass
+
+
+def _refuse_repeated_names(pairs: list[tuple[str, Any]]) -> None:
+    seen: set[str] = set()
+    for name, _ in pairs:
+        if name in seen:
+            raise _Repeated(name)
+        seen.add(name)
+
+
+def repeated_name(line: bytes) -> str | None:
+    """A name given twice in one JSON object of ``line`` (a parser keeps one of its values
+    silently, and a reader of the raw line may see the other), or None. Slow: the caller asks
+    only about lines that orjson would not write as they are."""
+    try:
+        json.loads(line, object_pairs_hook=_refuse_repeated_names)
+    except _Repeated as exc:
+        return exc.args[0]
+    return None
 
 
 def _check_member_name(name: str) -> None:
@@ -631,7 +797,7 @@ def open_regular_file(path: Path) -> IO[bytes]:
     if not stat.S_ISREG(mode):
         os.close(fd)
         kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
-        raise ArchiveError(f"{path.name} is {kind}, not an archive file.")
+        raise ArchiveError(f"{path.name or path} is {kind}, not an archive file.")
     os.set_blocking(fd, True)
     return os.fdopen(fd, "rb")
 
@@ -641,6 +807,15 @@ class _BoundedTarInfo(tarfile.TarInfo):
     extended headers (pax, GNU long names) are read whole into memory, so they may be at most
     ``EXTENDED_HEADER_MAX_SIZE``; sparse maps are read as long as they go on, so sparse
     members are refused (an export never writes one)."""
+
+    @classmethod
+    def frombuf(cls, buf: bytes, encoding: str, errors: str) -> tarfile.TarInfo:
+        # tarfile takes a damaged header (or a cut-off one) after the first member for the end
+        # of the archive, and skips it: whatever follows would then pass for padding.
+        try:
+            return super().frombuf(buf, encoding, errors)
+        except (tarfile.InvalidHeaderError, tarfile.TruncatedHeaderError) as exc:
+            raise tarfile.ReadError(f"a damaged tar header: {exc}") from exc
 
     def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
         if self.type in _EXTENDED_TYPES and self.size > EXTENDED_HEADER_MAX_SIZE:

@@ -112,6 +112,33 @@ def is_bool(value) -> bool:
 
 
 @register()
+def check_secret_keys(app_configs, **kwargs) -> list[Error]:
+    """A sync key named in SYNC_KEYS may not be a secret (``sync.schema.secret_key_fields``)."""
+    from sync.schema import secret_key_fields
+
+    if check_value_types(app_configs):
+        return []  # sync.E004 / sync.E007 say what is wrong first
+    problems = []
+    for label in sync_settings.SYNC_KEYS:
+        try:
+            secret = secret_key_fields(apps.get_model(label))
+        except (LookupError, ValueError):
+            continue
+        if secret:
+            problems.append(
+                Error(
+                    f"SYNC_KEYS: the sync key of {label} includes {secret[0]!r}, which "
+                    "SYNC_SENSITIVE_FIELDS names; a key names its record in every archive, plan "
+                    "and message, so exports and imports of it are refused.",
+                    hint="Key the model by a field that is no secret, or take the field out of "
+                    "SYNC_SENSITIVE_FIELDS.",
+                    id="sync.E065",
+                )
+            )
+    return problems
+
+
+@register()
 def check_default_apps(app_configs, **kwargs) -> list[Error]:
     wrong = unless(list_of_strings, "SYNC_DEFAULT_APPS", "a list of app labels", "sync.E005")
     if wrong:

@@ -731,8 +731,12 @@ class GenericColumns:
         return model, key
 
     def missing(self, f: _Field, model: type[models.Model], raw: Any, why: str = "") -> str:
+        from sync.schema import SECRET_NOT_SHOWN, is_sensitive  # schema imports this module
+
         why = why or "which is neither in the archive nor in the target database"
-        return f"field {f.field.name!r} refers to {model._meta.label} {_shown(raw)}, {why}"
+        secret = is_sensitive(self.loader.model, f.field.name)
+        shown = SECRET_NOT_SHOWN if secret else _shown(raw)
+        return f"field {f.field.name!r} refers to {model._meta.label} {shown}, {why}"
 
     def stored(self, f: _Field, model: type[models.Model], key: tuple, pk: Any) -> Any:
         from sync.keys import PlaceholderPk  # keys imports this module

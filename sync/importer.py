@@ -30,6 +30,7 @@ table, ``Importer`` for the whole archive (second-pass references, replace's del
 from __future__ import annotations
 
 import gc
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -53,7 +54,7 @@ from sync.decide import (
     needs_content,
     stamp_order,
 )
-from sync.decoding import Column, RecordDecoder
+from sync.decoding import Column, RecordDecoder, mistyped_reference
 from sync.deletions import (
     DryRunCollector,
     MovedReferences,
@@ -73,12 +74,14 @@ from sync.keys import (
     chunked,
     filter_in,
     keyed_ids,
+    mistyped_key,
     target_key,
 )
 from sync.matching import KeyMatcher, stamp_peek
 from sync.plan import PlanRecorder
 from sync.records import field_decoder, json_key
 from sync.schema import (
+    SECRET_NOT_SHOWN,
     SchemaError,
     SyncModel,
     is_sensitive,
@@ -166,6 +169,9 @@ class ImportResult:
 
 # -- the engine ----------------------------------------------------------------------------------
 
+
+# A unique key's refusal by MySQL and MariaDB, which quotes the value (see without_secrets).
+DUPLICATE_ENTRY = re.compile(r"Duplicate entry '(?P<value>.*)' for key '(?P<key>[^']*)'", re.DOTALL)
 
 # What the diff shows in place of a secret's values (see TableLoader.shown).
 SECRET = "(secret)"
@@ -510,10 +516,11 @@ class TableLoader:
     def refers_to_deleted(
         self, key: tuple, name: str, model: type[models.Model], target: tuple
     ) -> ImportFailed:
+        shown = SECRET_NOT_SHOWN if is_sensitive(self.model, name) else repr(json_key(target))
         return self.fail(
             key,
-            f"field {name!r} refers to {model._meta.label} {json_key(target)!r}, which is not "
-            f"in the archive: replace mode would delete it (the archive is inconsistent)",
+            f"field {name!r} refers to {model._meta.label} {shown}, which is not in the "
+            f"archive: replace mode would delete it (the archive is inconsistent)",
             name,
         )
 
@@ -749,6 +756,11 @@ class Importer:
                 raise ImportFailed(
                     f"Unknown table {label!r} in the archive: no such model is installed here."
                 ) from exc
+            if model._meta.label != label:  # get_model ignores the case of the model's name
+                raise ImportFailed(
+                    f"Unknown table {label!r} in the archive: the model here is "
+                    f"{model._meta.label} (labels are case-sensitive)."
+                )
             table = self.source_tables[label]
             for name in table.fields:
                 try:
@@ -758,6 +770,11 @@ class Importer:
                         f"Unknown field {label}.{name} in the archive: the model here has no "
                         f"such field (is the schema migrated to the same version?)."
                     ) from exc
+                if f.name != name:  # get_field also finds a foreign key by its column's name
+                    raise ImportFailed(
+                        f"Unknown field {label}.{name} in the archive: the model here has no "
+                        f"such field ({name!r} is the column of its field {f.name!r})."
+                    )
                 reason = unwritable(model, f)
                 if reason is not None:
                     raise ImportFailed(f"Field {label}.{name} cannot be imported: {reason}.")
@@ -843,14 +860,18 @@ class Importer:
         return loader is None or loader is self.loading or pk in loader.stale
 
     def resolve(self, target: type[models.Model], raw: Any, loader, key, f) -> Any:
+        if type(raw) is not str and mistyped_key(target, raw):
+            raise loader.fail(key, mistyped_reference(f, target, raw), f.name, raw)
         pk = self.id_of(target, target_key(raw))
         if pk is None:
+            secret = is_sensitive(loader.model, f.name)
             raise loader.fail(
                 key,
-                f"field {f.name!r} refers to {target._meta.label} {raw!r}, which is neither in "
-                f"the archive nor in the target database",
+                f"field {f.name!r} refers to {target._meta.label} "
+                f"{SECRET_NOT_SHOWN if secret else repr(raw)}, which is neither in the archive "
+                f"nor in the target database",
                 f.name,
-                raw,
+                None if secret else raw,
             )
         return pk
 
@@ -871,10 +892,35 @@ class Importer:
         except (ProtectedError, RestrictedError) as exc:
             raise ImportFailed(f"Cannot delete: {exc.args[0]}") from exc
         except IntegrityError as exc:
-            message = database_error_line(exc)
+            message = self.without_secrets(database_error_line(exc))
             raise ImportFailed(f"The database refused the data: {message}") from exc
         except DatabaseError as exc:
-            raise ImportFailed(f"Database error during import: {database_error_line(exc)}") from exc
+            message = self.without_secrets(database_error_line(exc))
+            raise ImportFailed(f"Database error during import: {message}") from exc
+
+    def without_secrets(self, message: str) -> str:
+        """A database's refusal without the secret it may quote: MySQL's and MariaDB's
+        "Duplicate entry '…' for key '…'" quotes the value, a secret's too when its unique key
+        holds one (a value the import's own check let pass: one the collation takes as
+        another's, ``sync.uniques``). Quoted unless the key is known to hold no secret."""
+        match = DUPLICATE_ENTRY.search(message)
+        if match is None or not self.may_hold_a_secret(match["key"].rsplit(".", 1)[-1]):
+            return message
+        return f"{message[: match.start('value')]}{SECRET_NOT_SHOWN}{message[match.end('value') :]}"
+
+    def may_hold_a_secret(self, constraint: str) -> bool:
+        """Whether a unique key named ``constraint`` of a loaded table covers a secret."""
+        connection = connections[self.using]
+        with connection.cursor() as cursor:
+            for loader in self.loaders.values():
+                opts = loader.model._meta
+                secret = {f.column for f in opts.concrete_fields if f.attname in loader.secrets}
+                if not secret:
+                    continue
+                found = connection.introspection.get_constraints(cursor, opts.db_table)
+                if secret & set(found.get(constraint, {}).get("columns") or ()):
+                    return True
+        return False
 
     def load_all(self) -> ImportResult:
         result = ImportResult(self.mode, self.dry_run, backup_id=self.source.backup_id)

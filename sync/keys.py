@@ -129,6 +129,67 @@ def filter_in(queryset: models.QuerySet, path: str, values: Iterable) -> models.
     return queryset.filter(**{f"{path}__in": values})
 
 
+_KEY_PART_TYPES: dict[type[models.Model], tuple[frozenset, ...]] = {}
+
+
+def key_part_types(model: type[models.Model]) -> tuple[frozenset, ...]:
+    """The JSON types each part of ``model``'s flattened sync key may have in a record (as
+    ``normalise_key`` gives them): integers for integer fields, booleans for booleans, numbers
+    for floats, lists for a generic reference's key, texts for the rest; null for any."""
+    types = _KEY_PART_TYPES.get(model)
+    if types is None:
+        types = tuple(_part_types(model, path) for path in key_paths(model))
+        _KEY_PART_TYPES[model] = types
+    return types
+
+
+def _part_types(model: type[models.Model], path: Any) -> frozenset:
+    if isinstance(path, GenericPart):
+        return frozenset({list, type(None)})
+    *relations, name = path.split("__")
+    for relation in relations:
+        model = model._meta.get_field(relation).related_model
+    f = model._meta.get_field(name)
+    if f.is_relation:  # an id column in a key path (``delivery__webhook_id``)
+        f = f.target_field
+    internal = f.get_internal_type()
+    if internal == "JSONField":  # any JSON value (a key of one is odd, but allowed)
+        return frozenset({str, int, float, bool, list, type(None)})
+    if internal in INTEGER_FIELDS:
+        kinds = {int}
+    elif internal == "BooleanField":
+        kinds = {bool}
+    elif internal == "FloatField":
+        kinds = {int, float}
+    else:
+        kinds = {str}
+    return frozenset({*kinds, type(None)})
+
+
+def mistyped_key(model: type[models.Model], raw: Any) -> bool:
+    """Whether a reference's key has a part of another JSON type than the key's field: Python
+    takes ``true`` and ``1.0`` for ``1``, so a lookup alone would name the row keyed ``1``.
+    (A key of another length just names no row.)"""
+    if type(raw) is str:  # a text for a number names no row: the lookup says so
+        return False
+    parts = raw if type(raw) is list else (raw,)
+    types = key_part_types(model)
+    return len(parts) == len(types) and any(
+        type(part) not in allowed for part, allowed in zip(parts, types, strict=True)
+    )
+
+
+_TYPE_NAMES = {int: "integer", bool: "true/false", float: "number", str: "text", list: "key"}
+
+
+def key_types_shown(model: type[models.Model]) -> str:
+    """The types of ``model``'s key parts, for a message (``integer``, ``text, text``)."""
+    return ", ".join(
+        " or ".join(sorted(_TYPE_NAMES[t] for t in types if t in _TYPE_NAMES))
+        for types in key_part_types(model)
+    )
+
+
 def target_key(raw: Any) -> tuple:
     """The key a reference in a record names."""
     # One text part is by far the most common key (xmlid, name, sysmail): no normalising.

@@ -13,6 +13,7 @@ referenced record's sync key, M2M sets sorted lists of keys, secrets a marker.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import sqlite3
@@ -46,9 +47,18 @@ class PlanError(SyncError):
     """A plan that cannot be read or applied; the message says why, in one line."""
 
 
+class PlanEncoder(DjangoJSONEncoder):
+    """Django's encoder, and binary values as the archive writes them (base64)."""
+
+    def default(self, o: Any) -> Any:
+        if isinstance(o, bytes | bytearray | memoryview):
+            return base64.b64encode(bytes(o)).decode("ascii")
+        return super().default(o)
+
+
 def dumps(value: Any) -> str:
     # Sorted keys and one encoder: the same record gives the same text in both runs.
-    return json.dumps(value, cls=DjangoJSONEncoder, sort_keys=True, ensure_ascii=False)
+    return json.dumps(value, cls=PlanEncoder, sort_keys=True, ensure_ascii=False)
 
 
 def plan_dir() -> Path:

@@ -10,6 +10,7 @@ binary is base64; durations are ISO 8601. Decoding goes back through each field'
 from __future__ import annotations
 
 import base64
+import binascii
 import datetime
 import decimal
 import json
@@ -221,12 +222,16 @@ def field_decoder(f: models.Field, vendor: str = "") -> Callable[[Any], Any]:
         return decode_bool
     if isinstance(f, models.DecimalField):
         return _decode_decimal(f, SQLITE_DECIMAL_DIGITS if vendor == "sqlite" else None)
-    if isinstance(f, models.DurationField) and vendor in ("sqlite", "mysql"):
-        return _decode_bigint_duration(f)
+    if isinstance(f, models.DurationField):
+        return _decode_duration(f, bigint=vendor in ("sqlite", "mysql"))
     if isinstance(f, models.FloatField):
         return _decode_float
     if isinstance(f, models.DateTimeField):
         return _decode_datetime(f)
+    if isinstance(f, models.TimeField):
+        return _decode_time(f)
+    if isinstance(f, models.BinaryField):
+        return _decode_binary
     to_python = f.to_python
     if stores_nul:
         return lambda value: None if value is None else to_python(value)
@@ -321,12 +326,19 @@ SQLITE_DECIMAL_DIGITS = 15
 BIGINT_MICROSECONDS = datetime.timedelta(microseconds=2**63 - 1)
 
 
-def _decode_bigint_duration(f: models.DurationField) -> Callable[[Any], Any]:
+def _decode_duration(f: models.DurationField, bigint: bool) -> Callable[[Any], Any]:
+    """Durations Python holds (at most 999,999,999 days) and, where the database keeps one as
+    a 64-bit count of microseconds (``bigint``), that it holds."""
     to_python = f.to_python
 
     def decode_duration(value: Any) -> Any:
-        value = None if value is None else to_python(value)
-        if value is not None and abs(value) > BIGINT_MICROSECONDS:
+        if value is None:
+            return None
+        try:
+            value = to_python(value)
+        except OverflowError as exc:  # timedelta's own limit, or a number beyond a C int
+            raise ValidationError("longer than a duration can be (999,999,999 days)") from exc
+        if bigint and value is not None and abs(value) > BIGINT_MICROSECONDS:
             raise ValidationError(
                 "longer than this database holds (64 bits of microseconds, about 292,000 years)"
             )
@@ -394,6 +406,9 @@ def _decode_float(value: Any) -> Any:
     return number
 
 
+EDGE_YEARS = (datetime.MINYEAR, datetime.MAXYEAR)
+
+
 def _decode_datetime(f: models.DateTimeField) -> Callable[[Any], Any]:
     """ISO 8601 with the C parser; anything else through the field's own ``to_python``."""
     to_python = f.to_python
@@ -405,12 +420,54 @@ def _decode_datetime(f: models.DateTimeField) -> Callable[[Any], Any]:
         try:
             parsed = datetime.datetime.fromisoformat(value)
         except (TypeError, ValueError):
-            return to_python(value)
-        if parsed.tzinfo is None and settings.USE_TZ:
+            parsed = to_python(value)
+        if parsed.tzinfo is None:
+            if not settings.USE_TZ:
+                return parsed
             parsed = parsed.replace(tzinfo=default_tz)
+        if parsed.year in EDGE_YEARS:
+            try:
+                # Stored as UTC: 9999-12-31T23:00-05:00 is in the year 10000 there, which no
+                # database (nor Python) holds. (An offset is less than a day.)
+                parsed.astimezone(default_tz)
+            except OverflowError as exc:
+                raise ValidationError("outside the years 1 to 9999 once in UTC") from exc
         return parsed
 
     return decode
+
+
+def _decode_time(f: models.TimeField) -> Callable[[Any], Any]:
+    """Times as written (``08:00:00``); one with a UTC offset is refused, not read without it
+    (as Django's ``to_python`` would: a ``TimeField`` holds no offset)."""
+    to_python = f.to_python
+
+    def decode_time(value: Any) -> Any:
+        if type(value) is str:
+            try:
+                parsed = datetime.time.fromisoformat(value)
+            except ValueError:
+                pass
+            else:
+                if parsed.tzinfo is not None:
+                    raise ValidationError("a time with a UTC offset; the field holds none")
+                return parsed
+        return None if value is None else to_python(value)
+
+    return decode_time
+
+
+def _decode_binary(value: Any) -> Any:
+    """Base64 as the export writes it; any other character is refused (the standard
+    decoder would skip it, and store other bytes than the archive's maker meant)."""
+    if value is None:
+        return None
+    if type(value) is not str:
+        raise ValidationError(f"expected base64 text, got {type(value).__name__}")
+    try:
+        return memoryview(base64.b64decode(value, validate=True))
+    except (binascii.Error, ValueError) as exc:
+        raise ValidationError(f"not base64 ({exc})") from exc
 
 
 class RecordEncoder:

@@ -12,6 +12,9 @@ found from the model itself, so no model needs code of its own:
    ``auth.Permission`` → content_type + codename);
 4. else the primary key.
 
+A field in ``SYNC_SENSITIVE_FIELDS`` is never chosen: a key names its record in every
+archive, plan and message. ``SYNC_KEYS`` that names one is refused (``secret_key_fields``).
+
 A key field may be a foreign key; its value is then the target's sync key, so keys nest
 (``auth.Permission`` → ``[app_label, model, codename]``). Keys are *flattened* into a tuple of
 plain values, and written as a scalar when they have one part, as a list otherwise.
@@ -135,6 +138,10 @@ class SyncModel:
         return tuple(parts)
 
 
+# What a message shows in place of a secret's value (SYNC_SENSITIVE_FIELDS).
+SECRET_NOT_SHOWN = "(a secret: not shown)"
+
+
 def is_sensitive(model: type[models.Model], field_name: str) -> bool:
     name = f"{model._meta.label}.{field_name}"
     patterns = sync_settings.SYNC_SENSITIVE_FIELDS
@@ -155,10 +162,10 @@ def sync_key_fields(model: type[models.Model]) -> tuple[str, ...]:
         xmlid = opts.get_field("xmlid")
     except Exception:
         xmlid = None
-    if xmlid is not None and xmlid.unique:
+    if xmlid is not None and xmlid.unique and not is_sensitive(model, "xmlid"):
         return ("xmlid",)
     for f in opts.concrete_fields:
-        if f.unique and not f.primary_key and _usable(f):
+        if f.unique and not f.primary_key and _usable(f) and not is_sensitive(model, f.name):
             return (f.name,)
     candidate_sets = [tuple(fields) for fields in opts.unique_together]
     candidate_sets += [
@@ -167,9 +174,29 @@ def sync_key_fields(model: type[models.Model]) -> tuple[str, ...]:
         if isinstance(c, models.UniqueConstraint) and c.fields and c.condition is None
     ]
     for names in candidate_sets:
-        if all(_usable(opts.get_field(name)) for name in names):
+        if all(_usable(opts.get_field(name)) for name in names) and not any(
+            is_sensitive(model, name) for name in names
+        ):
             return names
     return (opts.pk.name,)
+
+
+def secret_key_fields(model: type[models.Model]) -> list[str]:
+    """The fields of ``model``'s sync key that ``SYNC_SENSITIVE_FIELDS`` names (only
+    ``SYNC_KEYS`` can choose one): an export without secrets would leave its key out, and one
+    with them would show the secret wherever the record is named."""
+    return [name for name in sync_key_fields(model) if is_sensitive(model, name)]
+
+
+def refuse_secret_keys(model: type[models.Model]) -> None:
+    secret = secret_key_fields(model)
+    if secret:
+        raise SchemaError(
+            f"{model._meta.label}: its sync key field {secret[0]!r} is in "
+            "SYNC_SENSITIVE_FIELDS; a key names its record in every archive, plan and message: "
+            "key the model by another field (SYNC_KEYS) or take the field out of "
+            "SYNC_SENSITIVE_FIELDS."
+        )
 
 
 def key_paths(model: type[models.Model], prefix: str = "", seen: frozenset = frozenset()) -> list:
@@ -266,6 +293,8 @@ def plan_models(
     generic relations load last, and their references that can wait are deferred too (see
     sync.generic.load_after).
     """
+    for model in chosen:
+        refuse_secret_keys(model)
     plans = {m: SyncModel(m, sync_key_fields(m), include_secrets) for m in chosen}
     remaining: dict[type[models.Model], dict[str, models.Field]] = {}
     for model, plan in plans.items():

@@ -220,11 +220,21 @@ class ArchiveLocation:
             yield copy
 
 
+def archive_name_problem(text: str) -> str | None:
+    """Why ``text`` can name no archive, or None: a NUL character, which no file name holds
+    (the os calls raise ValueError) and no PostgreSQL text either (a job records the name)."""
+    if "\x00" in text:
+        return f"{text!r} is not a file name: it holds a NUL character."
+    return None
+
+
 def locate_archive(text: Path | str, storage: Storage | None = None) -> ArchiveLocation:
     """Where the archive a user named is: an existing local path wins; else a name in the
     archive storage (a local storage's file is read at its path); else the local path (whose
     opening then says it does not exist)."""
     text = str(text)
+    if problem := archive_name_problem(text):
+        raise ArchiveError(problem)
     local = Path(text)
     if os.path.lexists(local) or local.is_absolute():
         return ArchiveLocation(text, path=local)

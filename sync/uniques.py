@@ -37,6 +37,7 @@ from django.db.models import Max, Min, UniqueConstraint
 from sync.fieldtypes import INTEGER_FIELDS, TEXT_FIELDS
 from sync.keys import CHUNK, PlaceholderPk, SeenKeys, chunked, filter_in, keyed_ids
 from sync.records import json_key
+from sync.schema import SECRET_NOT_SHOWN, is_sensitive
 
 PARKED_TEXT = "\u2060sync-parked-"  # a word joiner first: no one types it
 
@@ -62,9 +63,15 @@ class UniqueGroup:
         return value
 
     def describe(self, value: tuple) -> str:
+        """The group and its value as a message names them; a secret's value not at all
+        (SYNC_SENSITIVE_FIELDS)."""
+        shown = [
+            SECRET_NOT_SHOWN if is_sensitive(f.model, f.name) else repr(part)
+            for f, part in zip(self.fields, value, strict=True)
+        ]
         if len(self.fields) == 1:
-            return f"field {self.fields[0].name!r} value {value[0]!r}"
-        return f"fields {[f.name for f in self.fields]} values {list(value)!r}"
+            return f"field {self.fields[0].name!r} value {shown[0]}"
+        return f"fields {[f.name for f in self.fields]} values [{', '.join(shown)}]"
 
 
 def unique_groups(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -15,7 +14,14 @@ from typing import Any
 
 import orjson
 
-from sync.archive import ArchiveError, ArchiveIndex, ArchiveReader, OpenableArchive, ReadLimits
+from sync.archive import (
+    ArchiveError,
+    ArchiveIndex,
+    ArchiveReader,
+    OpenableArchive,
+    ReadLimits,
+    repeated_name,
+)
 from sync.fieldtypes import INTEGER_FIELDS
 
 # The deepest a JSON field's value may nest ([] and {} are one level). Deep enough for any real
@@ -142,7 +148,9 @@ def line_checker(
             if not _is_sync_key(value):
                 return f"field {name!r} holds {_kind(value)}, expected a sync key or null"
         for name in m2m:
-            for item in record[name] or ():
+            if record[name] is None:  # not "no links": an export writes []
+                return f"field {name!r} holds null, expected a list of sync keys"
+            for item in record[name]:
                 if type(item) is not str and not _is_sync_key(item):
                     return f"field {name!r}: an item of its list is {_kind(item)}, not a sync key"
         for name in generic:
@@ -163,29 +171,6 @@ def line_checker(
         return None if name is None else f"{name!r} appears twice in one JSON object"
 
     return check
-
-
-class _Repeated(Exception):
-    pass
-
-
-def _refuse_repeated_names(pairs: list[tuple[str, Any]]) -> None:
-    seen: set[str] = set()
-    for name, _ in pairs:
-        if name in seen:
-            raise _Repeated(name)
-        seen.add(name)
-
-
-def repeated_name(line: bytes) -> str | None:
-    """A name given twice in one JSON object of ``line`` (a parser keeps one of its values
-    silently, and a reader of the raw line may see the other), or None. Slow: the caller asks
-    only about lines that orjson would not write as they are."""
-    try:
-        json.loads(line, object_pairs_hook=_refuse_repeated_names)
-    except _Repeated as exc:
-        return exc.args[0]
-    return None
 
 
 @dataclass

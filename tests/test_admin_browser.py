@@ -15,7 +15,9 @@ from sync.models import BackupRecord, Job
 from tests.browser import *  # noqa: F403 - the browser fixtures
 from tests.browser import log_in, staff_user
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# The pages are the same on every engine (the test-client tests in test_admin_pages.py run on
+# each): the browser runs once.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.once]
 
 
 def test_new_export_of_two_tables_runs_to_done_and_downloads(

@@ -17,7 +17,9 @@ from sync.models import BackupRecord, ImportRun
 from tests.browser import *  # noqa: F403 - the browser fixtures
 from tests.browser import log_in, signed_in_page, staff_user
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# The pages are the same on every engine (test_admin_preview.py runs on each): the browser runs
+# once.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.once]
 
 OPERATOR = ("sync.run_export", "sync.run_import", "sync.view_backuprecord", "sync.view_importrun")
 

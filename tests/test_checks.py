@@ -91,3 +91,30 @@ def test_plan_keep_days_must_be_a_number_of_days(settings, value):
 def test_the_same_stamp_check_is_true_or_false(settings, value):
     settings.SYNC_SAME_STAMP_CHECK = value
     assert errors("sync.E013") == [f"SYNC_SAME_STAMP_CHECK must be True or False, not {value!r}."]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("include_secrets", [False, True], ids=["without-secrets", "with-secrets"])
+def test_a_sync_key_is_never_a_secret(settings, tmp_path, include_secrets):
+    """A key names its record everywhere: the automatic choice passes over a secret; a key
+    SYNC_KEYS names that is one is a check error, and exports of it are refused (before, an
+    export without secrets wrote an archive without its keys, which no import could read)."""
+    from sync.schema import sync_key_fields
+    from tests.awkward.models import Seat
+    from tests.cli import cli
+
+    settings.SYNC_SENSITIVE_FIELDS = ["*.password", "awkward.Seat.code"]
+    assert sync_key_fields(Seat) == ("number",)  # the next unique field
+    assert errors("sync.E065") == []
+
+    settings.SYNC_KEYS = {"awkward.Seat": ["code"]}
+    assert errors("sync.E065") == [
+        "SYNC_KEYS: the sync key of awkward.Seat includes 'code', which SYNC_SENSITIVE_FIELDS "
+        "names; a key names its record in every archive, plan and message, so exports and "
+        "imports of it are refused."
+    ]
+    secrets = ["--include-secrets"] if include_secrets else []
+    outcome = cli("syncexport", "--tables", "awkward.Seat", "--output", str(tmp_path), *secrets)
+    assert outcome.status == 1
+    assert "awkward.Seat: its sync key field 'code' is in SYNC_SENSITIVE_FIELDS" in outcome.error
+    assert list(tmp_path.iterdir()) == []

@@ -22,8 +22,20 @@ COMMANDS = [
 ]
 
 
+# Every command that takes --database (the ones above start from it).
+ALIAS_COMMANDS = [
+    *COMMANDS,
+    ("syncinspect", ["--reconcile"]),
+    ("syncjobs", []),
+    ("syncplan", ["import-1"]),
+    ("syncrotate", ["--dry-run"]),
+]
+
+
 @pytest.mark.django_db
-@pytest.mark.parametrize(("command", "args"), COMMANDS, ids=[c for c, _ in COMMANDS])
+@pytest.mark.parametrize(
+    ("command", "args"), ALIAS_COMMANDS, ids=[" ".join([c, *a[:1]]) for c, a in ALIAS_COMMANDS]
+)
 def test_an_unknown_alias_is_named_with_the_known_ones(command, args):
     assert_refused(
         *args,

@@ -213,6 +213,7 @@ def test_inspect_lists_backups(demo, tmp_path):
 # -- an export killed for real ------------------------------------------------------------------
 
 
+@pytest.mark.once  # a SQLite site of its own, whatever the test database
 def test_killed_export_leaves_no_archive_and_a_stale_record(tmp_path):
     """SIGKILL: nothing can clean up. The record turns stale once the heartbeat is older than
     SYNC_JOB_STALE_AFTER, and the next export marks it failed and removes the spool files."""

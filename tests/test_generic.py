@@ -365,6 +365,19 @@ def test_an_unresolvable_reference_is_refused(archive, tmp_path, content_type, o
     )
 
 
+def test_an_unresolvable_secret_reference_is_not_quoted(archive, tmp_path, settings):
+    settings.SYNC_SENSITIVE_FIELDS = ["*.password", "awkward.Note.object_id"]
+    edited = with_note_pointing_at(archive, tmp_path, ["content", "tag"], ["TOPSECRET"])
+    prepare_target()
+    outcome = assert_refused(
+        str(edited),
+        no_input=True,
+        expected="awkward.Note 'n2': field 'object_id' refers to content.Tag (a secret: not "
+        "shown), which is neither in the archive nor in the target database",
+    )
+    assert "TOPSECRET" not in outcome.error
+
+
 @pytest.mark.parametrize("table", ["awkward.Note", "awkward.Label"])
 def test_replace_refuses_a_reference_to_a_row_it_deletes(archive, tmp_path, table):
     """A tag in the target but not in the archive: replace would delete it, and the reference

@@ -9,12 +9,13 @@ Runs on the default database (SQLite, and PostgreSQL in the suite's second pass)
 from __future__ import annotations
 
 import decimal
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time, timedelta
 
 import orjson
 import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection, connections, models
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from crearis.content.models import Event, EventInstructor, Participant, Tag, User
 from sync.jobs.exports import export
@@ -22,7 +23,7 @@ from sync.jobs.imports import run_import
 from sync.models import ImportRun
 from sync.records import field_decoder
 from tests.archive_tools import read_records, rewrite_archive
-from tests.awkward.models import Form, Seat
+from tests.awkward.models import Form, Seat, Specimen
 from tests.cli import assert_refused, cli
 from tests.conftest import run_command
 from tests.fingerprint import fingerprint
@@ -96,6 +97,51 @@ def test_a_field_the_import_does_not_write_is_refused(demo, tmp_path, name, reas
         dry_run=dry_run,
         no_input=True,
     )
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "real"])
+def test_a_foreign_key_named_by_its_column_is_refused(demo, tmp_path, dry_run):
+    """Django's get_field() finds a foreign key by its column's name too: an archive naming
+    ``image_id`` where ``image`` belongs passed, and every event's image was cleared."""
+    exported = export(tables=["content.Event"], output_dir=tmp_path).path
+    archive = edited(
+        exported,
+        tmp_path,
+        lambda r: dict(r, image_id=r.pop("image")),
+        add_fields={"image_id": "ForeignKey"},
+        drop_fields=["image"],
+    )
+    assert Event.objects.filter(image__isnull=False).exists()
+
+    assert_refused(
+        str(archive),
+        expected="Unknown field content.Event.image_id in the archive: the model here has no "
+        "such field ('image_id' is the column of its field 'image').",
+        dry_run=dry_run,
+        no_input=True,
+    )
+
+
+@pytest.mark.parametrize("value", [True, 1.0], ids=["true", "float"])
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "real"])
+def test_a_reference_by_a_key_of_another_type_is_refused(db, tmp_path, value, dry_run):
+    """Python takes true and 1.0 for 1: a periodic task whose interval (keyed by its id) an
+    archive gave as true got the interval keyed 1, reported as a success."""
+    one = IntervalSchedule.objects.create(id=1, every=1, period="days")
+    two = IntervalSchedule.objects.create(id=2, every=2, period="days")
+    PeriodicTask.objects.create(name="nightly", task="sync.nightly", interval=one)
+    exported = export(tables=["django_celery_beat.PeriodicTask"], output_dir=tmp_path).path
+    archive = edited(exported, tmp_path, lambda r: dict(r, interval=value))
+    PeriodicTask.objects.update(interval=two)
+
+    assert_refused(
+        str(archive),
+        expected=f"field 'interval' refers to django_celery_beat.IntervalSchedule by "
+        f"{value!r}, but that model's key is (integer)",
+        dry_run=dry_run,
+        no_input=True,
+    )
+    assert PeriodicTask.objects.get().interval == two
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -272,6 +318,13 @@ def events(demo, tmp_path):
             "field 'price': bad value '1000000' (more than 6 digits before the decimal point",
         ),
         ("content.Event", "price", "NaN", "field 'price': bad value 'NaN'"),
+        (
+            "content.Event",
+            "date_end",
+            "9999-12-31T23:59:59-05:00",
+            "field 'date_end': bad value '9999-12-31T23:59:59-05:00' (outside the years 1 to "
+            "9999 once in UTC)",
+        ),
     ],
     ids=[
         "small-int-over",
@@ -280,6 +333,7 @@ def events(demo, tmp_path):
         "decimal-places",
         "decimal-digits",
         "decimal-nan",
+        "datetime-beyond-9999-in-utc",
     ],
 )
 @pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "real"])
@@ -315,6 +369,17 @@ def test_a_decimal_with_zeros_beyond_its_places_is_exact(events, tmp_path):
         (models.DecimalField(max_digits=5, decimal_places=2), 1.005, "more than 2 decimal"),
         (models.DecimalField(max_digits=5, decimal_places=2), "-0.001", "more than 2 decimal"),
         (models.DecimalField(max_digits=5, decimal_places=2), "1E+3", "more than 3 digits"),
+        # Python's own limits: an OverflowError, not a traceback
+        (models.DateTimeField(), "9999-12-31T23:59:59-05:00", "outside the years 1 to 9999"),
+        (models.DateTimeField(), "0001-01-01T00:00:00+05:00", "outside the years 1 to 9999"),
+        (models.DurationField(), "P1000000000D", "longer than a duration can be"),
+        (models.DurationField(), "99999999999:00:00", "longer than a duration can be"),
+        # Read without a complaint before, and stored as something else
+        (models.TimeField(), "08:00:00+02:00", "a time with a UTC offset"),
+        (models.BinaryField(), "QUJD!!", "not base64"),
+        (models.BinaryField(), "!!!!", "not base64"),
+        (models.BinaryField(), "QUJD\n", "not base64"),
+        (models.BinaryField(), "é", "not base64"),
     ],
 )
 def test_decoders_refuse_values_no_database_holds_exactly(f, value, message):
@@ -333,10 +398,35 @@ def test_decoders_refuse_values_no_database_holds_exactly(f, value, message):
         (models.DecimalField(max_digits=5, decimal_places=2), "999.99", decimal.Decimal("999.99")),
         (models.DecimalField(max_digits=5, decimal_places=2), 0.1, decimal.Decimal("0.1")),
         (models.DecimalField(max_digits=5, decimal_places=2), "0E+7", decimal.Decimal(0)),
+        (
+            models.DateTimeField(),
+            "9999-12-31T23:59:59.999999+00:00",
+            datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        ),
+        (models.DateTimeField(), "0001-01-01T05:00:00+05:00", datetime(1, 1, 1, tzinfo=UTC)),
+        (models.DurationField(), "P999999999DT23H", timedelta(days=999999999, hours=23)),
+        (models.TimeField(), "08:00:00.000001", time(8, 0, 0, 1)),
+        (models.BinaryField(), "QUJD", b"ABC"),
+        (models.BinaryField(), "", b""),
     ],
 )
 def test_decoders_keep_values_at_their_limits(f, value, expected):
     assert field_decoder(f)(value) == expected
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "real"])
+def test_a_changed_binary_value_is_planned_as_base64(db, tmp_path, dry_run):
+    """A plan shows binary values as the archive holds them; a dry run that changed one
+    crashed (a memoryview is not JSON)."""
+    Specimen.objects.create(code="a", blob=b"new")
+    archive = export(tables=["awkward.Specimen"], output_dir=tmp_path).path
+    Specimen.objects.update(blob=b"old")
+
+    _, run = run_import(archive, dry_run=dry_run, collect_changes=True)
+
+    [entry] = changes(run)
+    assert entry["fields"]["blob"] == {"old": "b2xk", "new": "bmV3"}
+    assert bytes(Specimen.objects.get().blob) == (b"old" if dry_run else b"new")
 
 
 def nul_archive(source, tmp_path, text_field=True):
@@ -535,6 +625,39 @@ def test_a_database_refusal_quoting_the_row_is_cut_to_its_first_line(tmp_path):
 
 
 @pytest.mark.crossdb
+@pytest.mark.django_db(databases=["default", "maria"], transaction=True)
+def test_a_mariadb_refusal_quoting_a_unique_secret_does_not_show_it(tmp_path, settings):
+    """MariaDB's own default collation (utf8mb4_general_ci; the tests' databases are
+    utf8mb4_bin) takes "TOPSECRET" as "topsecret": the import's check, which compares exactly,
+    lets the pair pass and the database refuses it with "Duplicate entry '…'", quoting the
+    value."""
+    settings.SYNC_SENSITIVE_FIELDS = ["*.password", "awkward.Seat.nickname"]
+    column = "nickname varchar(50) COLLATE {} NULL"
+    with connections["maria"].cursor() as cursor:
+        cursor.execute(f"ALTER TABLE awkward_seat MODIFY {column.format('utf8mb4_general_ci')}")
+    try:
+        seats = Seat.objects.using("maria")
+        seats.create(code="a", number=1, nickname="topsecret")
+        seats.create(code="b", number=2, nickname="other")
+        archive = export(
+            tables=["awkward.Seat"], using="maria", output_dir=tmp_path, include_secrets=True
+        ).path
+        spoiled = with_seat_value(archive, tmp_path, "b", "TOPSECRET")
+        outcome = assert_refused(
+            str(spoiled),
+            expected="Duplicate entry '(a secret: not shown)' for key 'nickname'",
+            using="maria",
+            database="maria",
+            no_input=True,
+        )
+    finally:
+        with connections["maria"].cursor() as cursor:
+            cursor.execute(f"ALTER TABLE awkward_seat MODIFY {column.format('utf8mb4_bin')}")
+    assert "TOPSECRET" not in outcome.error
+    assert "TOPSECRET" not in ImportRun.objects.using("maria").latest("created_at").error
+
+
+@pytest.mark.crossdb
 @pytest.mark.django_db(databases=["default", "pg"], transaction=True)
 def test_a_reference_with_a_nul_character_is_named_on_postgresql(tmp_path, settings):
     """A reference looked up a chunk at a time (a large table) whose key holds a NUL: no
@@ -554,3 +677,56 @@ def test_a_reference_with_a_nul_character_is_named_on_postgresql(tmp_path, setti
         database="pg",
         no_input=True,
     )
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "import"])
+@pytest.mark.parametrize("taken", ["from a kept row", "twice in the archive"])
+def test_a_unique_secret_in_a_conflict_is_not_quoted(db, tmp_path, settings, taken, dry_run):
+    """A unique field in SYNC_SENSITIVE_FIELDS (an API token): the conflict names the records
+    and the field, never the value."""
+    settings.SYNC_SENSITIVE_FIELDS = ["*.password", "awkward.Seat.nickname"]
+    Seat.objects.create(code="a", number=1, nickname="TOPSECRET-A")
+    Seat.objects.create(code="b", number=2, nickname="TOPSECRET-B")
+    archive = export(tables=["awkward.Seat"], output_dir=tmp_path, include_secrets=True).path
+    if taken == "from a kept row":  # b takes a's value; update mode keeps a (not newer)
+        spoiled = with_seat_value(archive, tmp_path, "b", "TOPSECRET-A")
+    else:
+        spoiled = edited(archive, tmp_path, lambda r: dict(r, nickname="TOPSECRET-C"))
+
+    outcome = assert_refused(
+        str(spoiled),
+        expected="field 'nickname' value (a secret: not shown)",
+        mode="update" if taken == "from a kept row" else "replace",
+        dry_run=dry_run,
+        no_input=True,
+    )
+
+    assert "TOPSECRET" not in outcome.error
+    assert "TOPSECRET" not in ImportRun.objects.latest("created_at").error
+
+
+def with_seat_value(source, tmp_path, code, nickname):
+    def edit(record):
+        return dict(record, nickname=nickname) if record["code"] == code else record
+
+    return edited(source, tmp_path, edit)
+
+
+def test_a_secret_reference_that_names_no_record_is_not_quoted(demo, tmp_path, settings):
+    """A reference in SYNC_SENSITIVE_FIELDS whose record is nowhere: the error names the
+    record and the field, not the key the secret holds."""
+    settings.SYNC_SENSITIVE_FIELDS = ["*.password", "content.User.instructor"]
+    user = User.objects.filter(instructor__isnull=False).order_by("sysmail").first().sysmail
+    archive = export(tables=["content.User"], output_dir=tmp_path, include_secrets=True).path
+
+    def spoil(record):
+        return dict(record, instructor="TOPSECRET-KEY") if record["sysmail"] == user else record
+
+    outcome = assert_refused(
+        str(edited(archive, tmp_path, spoil)),
+        expected=f"content.User {user!r}: field 'instructor' refers to content.Instructor "
+        "(a secret: not shown), which is neither in the archive nor in the target database",
+        no_input=True,
+    )
+    assert "TOPSECRET" not in outcome.error
+    assert "TOPSECRET" not in ImportRun.objects.latest("created_at").error

@@ -289,8 +289,20 @@ def test_a_failure_in_the_last_table_rolls_back_the_first(demo, tmp_path):
         (lambda label, rows: [dict(rows[0], name="x" * 101)], None, "over the field's max_length"),
         (lambda label, rows: [*rows, rows[0]], None, "appears twice"),
         (None, lambda i: i.update(format_version=99), "format version 99 is not supported"),
+        (
+            None,
+            lambda i: i["tables"][0].update(model="content.tag"),
+            "Unknown table 'content.tag' in the archive: the model here is content.Tag",
+        ),
     ],
-    ids=["unknown-table", "unknown-field", "max-length", "duplicate-key", "newer-format"],
+    ids=[
+        "unknown-table",
+        "unknown-field",
+        "max-length",
+        "duplicate-key",
+        "newer-format",
+        "label-in-another-case",  # Django's get_model() finds it: a KeyError, later
+    ],
 )
 def test_bad_input_is_refused_before_any_write(seeded, tmp_path, edit_records, edit_index, message):
     exported = export(tables=["content.Tag"], output_dir=tmp_path).path

@@ -5,6 +5,8 @@ from other processes: tests/test_jobs_across_processes.py."""
 from __future__ import annotations
 
 import fcntl
+import signal
+import socket
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -545,3 +547,20 @@ def FileBasedCacheAt(location):
     from django.core.cache.backends.filebased import FileBasedCache
 
     return FileBasedCache(str(location), {"KEY_PREFIX": "crearis-sync"})
+
+
+def test_ctrl_c_while_watching_a_job_stops_the_watching_in_one_line(monkeypatch):
+    run = running_job(socket.gethostname(), heartbeat_age=0)
+
+    def ctrl_c(seconds: float) -> None:
+        signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr("sync.management.commands.syncjobs.time.sleep", ctrl_c)
+    outcome = cli("syncjobs", "--watch", run.label)
+
+    assert (outcome.status, outcome.error) == (
+        1,
+        f"Stopped watching {run.label}, which goes on; stop it with: syncjobs --cancel {run.label}",
+    )
+    run.refresh_from_db()
+    assert run.status == Job.Status.RUNNING

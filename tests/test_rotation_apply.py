@@ -399,3 +399,17 @@ def test_a_dry_run_of_the_engine_deletes_nothing_and_sends_nothing(
     assert len(result.plan.to_delete) == 4
     assert len(sent) == 1 and not sent[0].dry_run
     assert all(on_disk(record) for record in records)
+
+
+@pytest.mark.parametrize("answer", [EOFError, KeyboardInterrupt], ids=["eof", "ctrl-c"])
+def test_no_answer_at_the_prompt_deletes_nothing(archives, monkeypatch, answer):
+    records = five_days(archives)
+
+    def no_answer(prompt: str) -> str:
+        raise answer
+
+    monkeypatch.setattr("builtins.input", no_answer)
+    outcome = cli("syncrotate", keep_last=4)
+
+    assert (outcome.status, outcome.error) == (1, "Rotation cancelled; nothing was deleted.")
+    assert all(state(record)[1:] == (None, "", True) for record in records)

@@ -4,6 +4,7 @@ really runs, and a user who stops an import (at its prompt, or while it writes).
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import time
 from datetime import timedelta
@@ -17,8 +18,9 @@ from sync.jobs.channel import JobChannel, Progress
 from sync.jobs.exports import export
 from sync.jobs.imports import INTERRUPTED, run_import
 from sync.jobs.lifecycle import mark_stale_jobs
+from sync.management.progress import ProgressBar
 from sync.models import BackupRecord, ImportRun, Job
-from tests.cli import assert_refused
+from tests.cli import assert_refused, cli
 from tests.fingerprint import fingerprint
 from tests.job_tools import reporter_calling
 from tests.locks import lock_held_elsewhere
@@ -149,3 +151,76 @@ def test_the_admin_shows_a_dead_import_as_stale(admin_client):
 
     assert listing.count("stale (its process is gone)") == 1
     assert listing.count(">running <progress") == 1  # a running job shows its progress bar
+
+
+def signal_at_first_step(monkeypatch, signum: int) -> None:
+    """Deliver ``signum`` to this process as a command's work first advances (its progress
+    bar's first step): Ctrl-C at a terminal, or SIGTERM from ``kill``/``docker stop``."""
+
+    def advance(bar, count: int) -> None:
+        signal.raise_signal(signum)
+
+    monkeypatch.setattr(ProgressBar, "advance", advance)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+@pytest.mark.parametrize("command", ["syncexport", "syncimport"])
+def test_a_command_stopped_by_a_signal_says_so_in_one_line(
+    tags_archive, tmp_path, settings, monkeypatch, command, signum
+):
+    """The job ends cancelled naming the signal, nothing is left behind (no archive, no
+    partial file, no change), and the command's last word is one line, not a traceback."""
+    settings.BACKUP_DIR = str(tmp_path / "backups")
+    before = fingerprint()
+    signal_at_first_step(monkeypatch, signum)
+
+    if command == "syncexport":
+        outcome = cli("syncexport", "--tables", "content.Tag")
+        job, left = BackupRecord.objects.latest("created_at"), "no archive was written"
+    else:
+        outcome = cli("syncimport", str(tags_archive), "--no-input")
+        job, left = ImportRun.objects.latest("created_at"), "nothing was changed"
+
+    assert (outcome.status, outcome.error) == (1, f"{command[4:].title()} interrupted; {left}.")
+    how = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+    assert (job.status, job.error) == (
+        Job.Status.CANCELLED,
+        f"Interrupted ({how}) before the {job.KIND} finished; {left}.",
+    )
+    assert fingerprint() == before
+    assert [p.name for p in (tmp_path / "backups").rglob("*") if p.is_file()] == []
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # put back
+
+
+def raising(signum: int):
+    def deliver(*args, **kwargs):
+        signal.raise_signal(signum)
+
+    return deliver
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+@pytest.mark.parametrize(
+    ("command", "args", "engine", "expected"),
+    [
+        ("syncverify", ["archive"], "verify_archive", "the archive was not checked to its end."),
+        ("syncinspect", ["archive"], "read_index", "Interrupted; with --fix, what was recorded"),
+        ("syncrotate", ["--keep-last", "1"], "plan_rotation", "Rotation interrupted; the "),
+        ("syncplan", ["import-1"], "find_job", "Interrupted."),
+        ("syncseed", [], "seed_system_data", "Interrupted."),
+    ],
+    ids=["syncverify", "syncinspect", "syncrotate", "syncplan", "syncseed"],
+)
+def test_every_command_stopped_by_a_signal_says_so_in_one_line(
+    tags_archive, monkeypatch, command, args, engine, expected, signum
+):
+    """Interrupted while its engine works (here: as it starts), a command ends with one line
+    saying what it left, exit status 1, never a traceback."""
+    monkeypatch.setattr(f"sync.management.commands.{command}.{engine}", raising(signum))
+    args = [str(tags_archive) if arg == "archive" else arg for arg in args]
+
+    outcome = cli(command, *args)
+
+    assert outcome.status == 1 and expected in outcome.error
+    assert "\n" not in outcome.error
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

@@ -215,6 +215,7 @@ def test_an_unknown_option_in_a_schedules_kwargs_is_refused_before_any_job(db):
 ALIAS = "default" if connection.vendor == "postgresql" else "sqlitefile"
 
 
+@pytest.mark.once  # beat and the worker do the same on every engine
 @pytest.mark.django_db(transaction=True, databases=["default", ALIAS])
 def test_beat_sends_a_due_schedule_and_a_worker_completes_the_export(tmp_path):
     """A person made the nightly export due every minute (and it last ran two minutes ago,
@@ -246,3 +247,19 @@ def test_beat_sends_a_due_schedule_and_a_worker_completes_the_export(tmp_path):
     assert (site.backups / export.storage_path).is_file()  # a name in the archive storage
     site.run("syncverify", export.storage_path)
     assert "sync.scheduled_export" in worker.output and "succeeded" in worker.output
+
+
+@pytest.mark.parametrize("answer", [EOFError, KeyboardInterrupt], ids=["eof", "ctrl-c"])
+def test_no_answer_before_a_reset_changes_no_schedule(db, monkeypatch, answer):
+    cli("syncschedule")
+    PeriodicTask.objects.filter(name=NIGHTLY).update(kwargs=json.dumps({"schedule": NIGHTLY}))
+    edited = schedule_rows()
+
+    def no_answer(prompt: str) -> str:
+        raise answer
+
+    monkeypatch.setattr("builtins.input", no_answer)
+    outcome = cli("syncschedule", reset=True)
+
+    assert (outcome.status, outcome.error) == (1, "Reset cancelled; no schedule was changed.")
+    assert schedule_rows() == edited

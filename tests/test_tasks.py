@@ -20,8 +20,10 @@ from crearis.content.models import Tag
 from sync.jobs.imports import start_import
 from sync.jobs.lifecycle import JobState, find_job
 from sync.models import BackupRecord, ImportRun, Job
+from tests.archive_tools import rewrite_archive
 from tests.cli import assert_refused, cli
 from tests.conftest import run_command
+from tests.fingerprint import fingerprint
 from tests.job_tools import many_tags_archive, running_with_records, watch
 from tests.sites import Site
 from tests.workers import Worker, celery_client, redis_url, running_worker, worker_site
@@ -232,6 +234,42 @@ def test_an_import_reaching_the_soft_time_limit_fails_and_is_rolled_back(
         "(SYNC_TASK_SOFT_TIME_LIMIT); nothing was changed."
     )
     assert tag_names(site) == before
+
+
+def hostile(small_archive: Path, folder: Path, kind: str) -> Path:
+    """``small_archive`` cut in half, or with a value no field can hold."""
+    if kind == "truncated":
+        data = small_archive.read_bytes()
+        (folder / "cut.backup.tar").write_bytes(data[: len(data) // 2])
+        return folder / "cut.backup.tar"
+
+    def spoil(label, records):
+        return [dict(records[0], created_at="yesterday"), *records[1:]]
+
+    return rewrite_archive(small_archive, folder / "bad.backup.tar.gz", edit_records=spoil)
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("truncated", "cut.backup.tar is corrupt or truncated (unexpected end of data)."),
+        ("bad-value", "content.Tag 'tag-0000000': field 'created_at': bad value 'yesterday' ("),
+    ],
+    ids=["truncated", "bad-value"],
+)
+def test_a_hostile_archive_fails_its_worker_job_in_one_line(
+    site, worker, small_archive, tmp_path, kind, expected
+):
+    run_command("syncseed", database=site.alias)
+    before = fingerprint(site.alias)
+
+    run = handed_over(site, "syncimport", hostile(small_archive, tmp_path, kind), "--no-input")
+    watch(run, until=ended)
+
+    run.refresh_from_db()
+    assert run.status == Job.Status.FAILED and run.error.startswith(expected)
+    assert "\n" not in run.error and "Traceback" not in run.error
+    assert fingerprint(site.alias) == before
 
 
 def test_a_broker_that_cannot_be_reached_fails_the_job_in_one_line(site):

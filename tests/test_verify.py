@@ -30,6 +30,7 @@ from tests.archive_tools import rewrite_archive
 from tests.cli import assert_refused
 from tests.conftest import run_command
 from tests.hostile import Part, members_of, write_tar
+from tests.workers import sending_to
 
 pytestmark = pytest.mark.django_db
 
@@ -103,6 +104,16 @@ def test_damage_anywhere_in_a_compressed_file_is_found(seeded, tmp_path, compres
         bad.write_bytes(data[: int(len(data) * fraction)])
         with pytest.raises(ArchiveError, match="corrupt or truncated"):
             verify_archive(bad)
+    # Python's bz2 and lzma readers skipped bytes after the stream, zstandard's took a frame
+    # cut inside its checksum (or the tar padding) for a whole one.
+    for cut_or_added in (data[:-3], data + b"hidden", data + SKIPPABLE_FRAME):
+        bad.write_bytes(cut_or_added)
+        with pytest.raises(ArchiveError, match="corrupt or truncated"):
+            verify_archive(bad)
+
+
+# A zstd skippable frame: data beside the stream's, which zstd's tools pass over.
+SKIPPABLE_FRAME = b"\x50\x2a\x4d\x18" + (6).to_bytes(4, "little") + b"hidden"
 
 
 def test_damage_in_the_tables_of_an_uncompressed_file_is_found(seeded, tmp_path):
@@ -344,6 +355,14 @@ def first_table(change: dict):
         (lambda i: i.update(format_version=True), "Archive format version true is not supported"),
         (lambda i: b"[]", "index.json does not describe a crearis-sync-archive archive"),
         (lambda i: b"{", "index.json is not valid JSON"),
+        (
+            lambda i: orjson.dumps(i)[:-1] + b',"format_version":1}',
+            "index.json gives 'format_version' twice in one JSON object",
+        ),
+        (
+            lambda i: orjson.dumps(i)[:-1] + b',"x":' + b"[" * 1000 + b"]" * 1000 + b"}",
+            "index.json is nested too deep",
+        ),
     ],
 )
 def test_a_malformed_index_is_refused(exported, tmp_path, index_change, expected):
@@ -387,6 +406,7 @@ def first_event_with(field: str, value) -> Callable:
         ("tags", [["teen", deep_list(17)]], "'tags': an item of its list is a list, not a sync"),
         ("tags", [None], "'tags': an item of its list is null, not a sync key"),
         ("tags", {"teen": 1}, "'tags' holds dict, expected ManyToManyField"),
+        ("tags", None, "'tags' holds null, expected a list of sync keys"),  # was: no tags
     ],
     ids=lambda v: orjson.dumps(v).decode() if not isinstance(v, str) else v[:20],
 )
@@ -498,6 +518,19 @@ def test_data_after_the_end_of_the_tar_is_refused(exported, tmp_path, trailer):
     refused_by_both(bad, "trailer.backup.tar.gz has data after the end of its tar archive")
 
 
+def test_a_damaged_tar_header_after_the_last_member_is_refused(exported, tmp_path):
+    """tarfile takes a header it cannot read for the end of the archive: a block of anything
+    after the last member passed for padding."""
+    data = tar_bytes([Part(name, content) for name, content in members_of(exported).items()])
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        tar.getmembers()
+        end = tar.offset  # after the last member's data, before the end-of-archive blocks
+    bad = tmp_path / "junk.backup.tar.gz"
+    bad.write_bytes(gzip.compress(data[:end] + b"hidden".ljust(512, b"!") + bytes(10240)))
+
+    refused_by_both(bad, "junk.backup.tar.gz is corrupt or truncated (a damaged tar header")
+
+
 def test_a_member_larger_than_its_index_says_is_refused_before_it_is_read(exported, tmp_path):
     bomb = hostile.with_bomb(exported, tmp_path / "bomb.backup.tar.gz", TAG, 64 * 1024**2, 1034)
 
@@ -565,6 +598,7 @@ def test_an_archive_path_that_is_not_a_regular_file_is_refused_at_once(
 
     with deadline(20):
         refused_by_both(path, f"odd.backup.tar.gz is {kind}, not an archive file")
+        assert_refused(str(path), expected=f"is {kind}, not", command="syncinspect")
 
 
 # -- bounded work: in a process of its own, as users run it ------------------------------------
@@ -764,3 +798,26 @@ def test_a_ctrl_c_at_the_terminal_does_not_reach_the_archive_check(tmp_path):
         assert os.getpgid(checker.process.pid) != os.getpgid(0)
     finally:
         checker.stop()
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("odd\x00.backup.tar.gz", "is not a file name: it holds a NUL character."),
+        ("/", "/ is a directory, not an archive file."),
+    ],
+    ids=["nul-character", "root"],
+)
+@pytest.mark.parametrize("command", ["syncverify", "syncinspect", "syncimport", "--async"])
+def test_an_archive_path_no_file_can_have_is_refused_in_one_line(exported, command, path, expected):
+    """No shell passes a NUL character, but a script (call_command) can: before, the os calls
+    raised ValueError ("embedded null byte"), a traceback."""
+    if command != "--async":
+        options = {"no_input": True} if command == "syncimport" else {}
+        assert_refused(path, expected=expected, command=command, **options)
+        return
+    if path == "/":
+        expected = "There is no archive at /."  # --async looks for a file to hand over
+    with sending_to("redis://127.0.0.1:1/0"):  # refused before a job exists: none is sent
+        assert_refused(path, expected=expected, in_background=True, no_input=True)
+    assert not ImportRun.objects.exists()

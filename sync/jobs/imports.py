@@ -35,7 +35,7 @@ from sync.jobs.reporter import JobReporter
 from sync.locking import LockBusy, import_lock, write_transaction
 from sync.models import ImportRun, Job, SyncState
 from sync.sources import ArchiveSource
-from sync.storage import locate_archive
+from sync.storage import archive_name_problem, locate_archive
 from sync.verify import VerifyProcess
 
 INTERRUPTED = (
@@ -80,6 +80,8 @@ def new_import(
     """An import job, not saved yet; an unknown mode is refused."""
     if mode not in MODES:
         raise ImportFailed(f"Unknown mode {mode!r}: use one of {', '.join(MODES)}.")
+    if problem := archive_name_problem(str(archive)):
+        raise ImportFailed(problem)
     return ImportRun(
         archive=str(archive),
         mode=mode,

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,6 +52,32 @@ _NAME = re.compile(r"\s*(export|import)\s*[-:#]?\s*(\d+)\s*", re.IGNORECASE)
 
 class JobError(SyncError):
     """A request about a job that cannot be done (unknown job, already ended…)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``docker stop``, systemd) while a job ran in this process, raised
+    like Ctrl-C's KeyboardInterrupt so that the job ends the same way (see ``terminable``)."""
+
+
+@contextmanager
+def terminable() -> Iterator[None]:
+    """Run the block with SIGTERM raised as ``Terminated``, as Ctrl-C raises KeyboardInterrupt:
+    the job records its end (cancelled), its transaction rolls back and its partial files are
+    removed, where by default the process would vanish and leave its job running until it
+    turns stale. For commands, whose process is the job's; a Celery worker has its own
+    shutdown. Only the main thread can take signals: elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:  # None: a handler not set from Python, which cannot be put back from it
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def channel_of(job: Job) -> JobChannel:
@@ -138,8 +166,9 @@ def executing(job: Job, reporter: JobReporter, left: str) -> Iterator[None]:
         )
         finish(job, Job.Status.FAILED, message, {"reason": "time limit"}, reporter.snapshot())
         raise
-    except KeyboardInterrupt:
-        message = f"Interrupted (Ctrl-C) before the {job.KIND} finished; {left}."
+    except KeyboardInterrupt as exc:
+        how = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
+        message = f"Interrupted ({how}) before the {job.KIND} finished; {left}."
         finish(job, Job.Status.CANCELLED, message, {"reason": "cancelled"}, reporter.snapshot())
         raise
     except BaseException as exc:

@@ -1,7 +1,7 @@
 import getpass
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db import DatabaseError
 
 from sync.archive import COMPRESSIONS
@@ -9,11 +9,12 @@ from sync.errors import SyncError
 from sync.jobs.exports import execute_export, start_export
 from sync.jobs.reporter import JobCancelled, JobReporter
 from sync.management.background import hand_over, require_worker
+from sync.management.base import SyncCommand
 from sync.management.database import usable_database
 from sync.management.progress import ProgressBar
 
 
-class Command(BaseCommand):
+class Command(SyncCommand):
     help = (
         "Export tables into a database-neutral backup archive (a compressed tar of JSON Lines, "
         "records keyed by sync keys, never by database ids) in the archive storage "
@@ -91,6 +92,8 @@ class Command(BaseCommand):
                 result = execute_export(backup.pk, using, JobReporter(bar))
         except JobCancelled as exc:
             raise CommandError(str(exc)) from exc
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the job recorded it
+            raise CommandError("Export interrupted; no archive was written.") from exc
         except (SyncError, OSError) as exc:
             raise CommandError(f"Export failed: {exc}") from exc
         except DatabaseError as exc:

@@ -2,13 +2,15 @@ import getpass
 from collections.abc import Iterable
 
 import orjson
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from sync.errors import SyncError
 from sync.importer import MODES, ImportFailed, ImportResult
 from sync.jobs.imports import apply_plan, run_import, start_import
 from sync.jobs.plans import apply_options, plan_of
 from sync.jobs.reporter import JobCancelled, JobReporter
 from sync.management.background import hand_over, require_worker
+from sync.management.base import SyncCommand
 from sync.management.database import usable_database
 from sync.management.plans import entry_lines
 from sync.management.progress import ProgressBar
@@ -18,7 +20,7 @@ from sync.plan import Plan, dumps
 from sync.storage import locate_archive
 
 
-class Command(BaseCommand):
+class Command(SyncCommand):
     help = (
         "Import a backup archive, matching records by sync key (xmlid / natural key / primary "
         "key), never by database id. Modes: replace (default; the tables end up exactly as in "
@@ -124,7 +126,7 @@ class Command(BaseCommand):
                 )
             except (ImportFailed, JobCancelled) as exc:
                 raise CommandError(str(exc)) from exc
-            except KeyboardInterrupt as exc:  # the import's transaction was rolled back
+            except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: rolled back, recorded
                 what = "Dry run" if dry_run else "Import"
                 raise CommandError(f"{what} interrupted; nothing was changed.") from exc
 
@@ -161,7 +163,7 @@ class Command(BaseCommand):
                     using=using,
                     **common,
                 )
-        except ImportFailed as exc:
+        except SyncError as exc:  # ImportFailed, or the archive's name or storage
             raise CommandError(str(exc)) from exc
         hand_over(self, run, quiet)
 

@@ -1,15 +1,20 @@
 import orjson
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from sync.archive import ArchiveError, read_index
 from sync.errors import SyncError
+from sync.management.base import SyncCommand
 from sync.management.database import usable_database
 from sync.models import BackupRecord
 from sync.reconcile import Reconciliation, fix, reconcile
 from sync.storage import locate_archive
 
 
-class Command(BaseCommand):
+class Command(SyncCommand):
+    interrupted = (
+        "Interrupted; with --fix, what was recorded or marked before stays: run it again to finish."
+    )
+
     help = (
         "Show what a backup archive holds (tables, record counts, sizes, format version, "
         "creation time, source database) by reading its index only. Without ARCHIVE, list the "

@@ -2,16 +2,17 @@ import sys
 import time
 
 import orjson
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from sync.jobs.lifecycle import NAME_HELP, JobError, JobState, find_job, recent_jobs, request_cancel
+from sync.management.base import SyncCommand
 from sync.management.database import usable_database
 from sync.models import Job
 
 ACTIVE = (Job.Status.QUEUED, Job.Status.RUNNING)
 
 
-class Command(BaseCommand):
+class Command(SyncCommand):
     help = (
         "List recent export and import jobs with their status and progress (phase, table, "
         "records done of total), who started them and when; a running job whose process is "
@@ -88,7 +89,17 @@ class Command(BaseCommand):
 
     # -- one job -------------------------------------------------------------------------------
     def follow(self, job: Job, interval: float) -> None:
-        """Print the job's progress as it changes until it ends; fail unless it succeeded."""
+        """Print the job's progress as it changes until it ends; fail unless it succeeded.
+        Ctrl-C stops the watching, not the job: it says so in one line (exit status 1)."""
+        try:
+            self.follow_to_the_end(job, interval)
+        except KeyboardInterrupt as exc:
+            raise CommandError(
+                f"Stopped watching {job.label}, which goes on; stop it with: syncjobs --cancel "
+                f"{job.label}"
+            ) from exc
+
+    def follow_to_the_end(self, job: Job, interval: float) -> None:
         shown = None
         while True:
             job.refresh_from_db()

@@ -1,14 +1,15 @@
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from sync.jobs.lifecycle import NAME_HELP, JobError, find_job
 from sync.jobs.plans import plan_of
+from sync.management.base import SyncCommand
 from sync.management.database import usable_database
 from sync.management.plans import entry_lines
 from sync.models import ImportRun
 from sync.plan import ACTIONS, Plan, PlanError, dumps
 
 
-class Command(BaseCommand):
+class Command(SyncCommand):
     help = (
         "Page through the plan an import job stored (what its dry run would do, record by "
         "record; see docs/plans.md): its counts by table and action, or one page of its "

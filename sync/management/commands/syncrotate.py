@@ -1,13 +1,19 @@
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.utils import timezone
 
 from sync.errors import SyncError
+from sync.management.base import SyncCommand
 from sync.management.database import usable_database
 from sync.management.prompts import confirmed
 from sync.rotation import Planned, Policy, RotationPlan, apply_rotation, plan_rotation
 
 
-class Command(BaseCommand):
+class Command(SyncCommand):
+    interrupted = (
+        "Rotation interrupted; the archives it deleted are marked deleted in their records "
+        "(syncinspect --reconcile lists any it could not mark)."
+    )
+
     help = (
         "Delete old backups' archives by a retention policy like restic's forget: --keep-last N "
         "newest, the newest of each of the last N days / ISO weeks / months that have backups, "

@@ -1,5 +1,6 @@
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from sync.management.base import SyncCommand
 from sync.management.prompts import confirmed
 from sync.schedules import ScheduleError, ScheduleOutcome, install_schedules, schedule_states
 
@@ -11,7 +12,7 @@ SAYS = {
 }
 
 
-class Command(BaseCommand):
+class Command(SyncCommand):
     help = (
         "Install the default beat schedules (a nightly export, a weekly full export, a daily "
         "rotation) as periodic tasks people edit in the admin. Creates the missing ones and "

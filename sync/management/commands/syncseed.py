@@ -1,11 +1,12 @@
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from sync.importer import ImportFailed
+from sync.management.base import SyncCommand
 from sync.management.database import usable_database
 from sync.seeding import seed_system_data
 
 
-class Command(BaseCommand):
+class Command(SyncCommand):
     help = (
         "Load the platform's system data (statuses, tags, config keys) from the bundled data "
         "file, as an import in append mode: idempotent, rows that exist are left alone. With "

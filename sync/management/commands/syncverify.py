@@ -1,11 +1,14 @@
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from sync.archive import ArchiveError
+from sync.management.base import SyncCommand
 from sync.storage import locate_archive
 from sync.verify import verify_archive
 
 
-class Command(BaseCommand):
+class Command(SyncCommand):
+    interrupted = "Interrupted; the archive was not checked to its end."
+
     help = (
         "Check a backup archive completely without extracting it: format version and the "
         "index's fields, members (present, listed, regular files, safe names, size limit), "

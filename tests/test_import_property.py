@@ -57,7 +57,6 @@ from sync.jobs.exports import export
 from sync.jobs.imports import run_import
 from tests.archive_tools import read_records, rewrite_archive
 from tests.awkward.models import Article, Label, Node, Note, Seat
-from tests.conftest import run_command
 from tests.fingerprint import fingerprint
 from tests.plan_tools import plan_entries
 
@@ -514,18 +513,22 @@ PROPERTY_SETTINGS = settings(
 )
 
 
-@pytest.fixture
-def base(seeded):
-    """Statuses (seeded) and the users projects belong to: never imported."""
+def make_base(using: str) -> None:
+    """What the drawn rows refer to and no import loads: a status per table, the users."""
+    for table in ["projects", "locations", "instructors", "events", "posts", "participants"]:
+        Status.objects.using(using).create(value=1, name="active", table=table)
     for sysmail in USERS:
-        User.objects.create(sysmail=sysmail)
+        User.objects.using(using).create(sysmail=sysmail)
+
+
+@pytest.fixture
+def base(db):
+    make_base("default")
 
 
 @pytest.fixture
 def maria_base():
-    run_command("syncseed", database="maria")
-    for sysmail in USERS:
-        User.objects.using("maria").create(sysmail=sysmail)
+    make_base("maria")
 
 
 PROPERTY = dict(

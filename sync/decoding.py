@@ -45,11 +45,17 @@ def short(value: Any) -> Any:
     return str(value)
 
 
-def mistyped_reference(f: models.Field, model: type[models.Model], raw: Any) -> str:
-    return (
-        f"field {f.name!r} refers to {model._meta.label} by {short(raw)!r}, but that model's "
+def mistyped_reference(
+    fail: Fail, key: tuple, f: models.Field, model: type[models.Model], raw: Any, secret: bool
+) -> ImportFailed:
+    """The refusal of a reference whose key parts have other JSON types than ``model``'s key
+    (``true`` or ``1.0`` for the id 1): a secret reference's key is not quoted."""
+    shown = SECRET_NOT_SHOWN if secret else repr(short(raw))
+    message = (
+        f"field {f.name!r} refers to {model._meta.label} by {shown}, but that model's "
         f"key is ({key_types_shown(model)})"
     )
+    return fail(key, message, f.name, None if secret else raw)
 
 
 # fail(key, message, field=None, value=None) → the error to raise about a record
@@ -122,7 +128,7 @@ class RecordDecoder:
     def resolve(self, model: type[models.Model], raw: Any, key: tuple, f: models.Field) -> Any:
         """The target id a reference names: from the chunk's maps, else ``unresolved``."""
         if type(raw) is not str and mistyped_key(model, raw):
-            raise self.fail(key, mistyped_reference(f, model, raw), f.name, raw)
+            raise mistyped_reference(self.fail, key, f, model, raw, f.attname in self.secrets)
         pk = self.maps[model].get(target_key(raw))
         return self.unresolved(model, raw, key, f) if pk is None else pk
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import django
@@ -208,6 +209,7 @@ def write_table(
     text_datetimes = datetimes_read_as_text(plan, encoder, connection)
     times = columns_of_type(plan.model, encoder.lookups, "TimeField")
     floats = columns_of_type(plan.model, encoder.lookups, "FloatField")
+    floats += columns_of_type(plan.model, encoder.lookups, "DecimalField")
     lookups: list = [
         Cast(lookup, models.TextField()) if position in text_datetimes else lookup
         for position, lookup in enumerate(encoder.lookups)
@@ -221,7 +223,11 @@ def write_table(
     for columns in read_columns(queryset, CHUNK):
         columns = generic.fold(lookups, columns, using)
         for position in text_datetimes:
-            columns[position] = utc_datetime_texts(columns[position], connection)
+            try:
+                columns[position] = utc_datetime_texts(columns[position], connection)
+            except ValueError:
+                refuse_unreadable_datetimes(plan, encoder, columns, position, connection)
+                raise
         for position in times:
             columns[position] = time_texts(columns[position])
         for position in floats:
@@ -284,16 +290,46 @@ def refuse_non_finite(
     plan: SyncModel, encoder: RecordEncoder, columns: list, position: int
 ) -> None:
     """Refuse a NaN or an infinity: JSON has neither (orjson writes ``null``), so the archive
-    would lose the value."""
+    would lose the value. A decimal one (PostgreSQL's numeric holds NaN and ±Infinity) would be
+    written as text, but no import could write it back, to any database."""
     for row, value in enumerate(columns[position]):
-        if value is not None and not math.isfinite(value):
+        if value is None:
+            continue
+        if type(value) is float:
+            if math.isfinite(value):
+                continue
+            reason = "which an archive cannot hold (JSON has no NaN or infinity)."
+        elif not isinstance(value, Decimal) or value.is_finite():
+            continue
+        else:
+            reason = "which no import can write back (a DecimalField holds finite numbers only)."
+        values = encoder.field_columns(columns)
+        record = {name: column[row] for name, column in zip(encoder.names, values, strict=True)}
+        name = next(name for name, start, end in encoder.slots if start <= position < end)
+        raise ExportError(
+            f"{plan.label} {json_key(plan.key_of(record))!r}: field {name!r} holds {value}, "
+            f"{reason}"
+        )
+
+
+def refuse_unreadable_datetimes(
+    plan: SyncModel, encoder: RecordEncoder, columns: list, position: int, connection
+) -> None:
+    """Refuse a datetime outside Python's years 1 to 9999 (PostgreSQL holds 4713 BC to
+    294276 AD and ±infinity, written by SQL or another program): no archive can hold it as a
+    datetime, and an import could not write it back."""
+    for row, value in enumerate(columns[position]):
+        try:
+            utc_datetime_texts([value], connection)
+        except ValueError:
             values = encoder.field_columns(columns)
             record = {name: column[row] for name, column in zip(encoder.names, values, strict=True)}
             name = next(name for name, start, end in encoder.slots if start <= position < end)
             raise ExportError(
-                f"{plan.label} {json_key(plan.key_of(record))!r}: field {name!r} holds {value}, "
-                "which an archive cannot hold (JSON has no NaN or infinity)."
-            )
+                f"{plan.label} {json_key(plan.key_of(record))!r}: field {name!r} holds {value!r}, "
+                "outside the years 1 to 9999 that an archive's datetimes hold. Mend that row, "
+                f"or leave its table out (--exclude {plan.label})."
+            ) from None
 
 
 def lookup_field(model: type[models.Model], lookup: str) -> models.Field:

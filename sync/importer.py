@@ -42,6 +42,7 @@ from django.db import DatabaseError, IntegrityError, connections, models, transa
 from django.db.models.deletion import ProtectedError, RestrictedError
 
 from sync import generic
+from sync.collation import column_charsets, strict_session
 from sync.columns import reads_datetimes_as_text
 from sync.conf import sync_settings
 from sync.decide import (
@@ -219,6 +220,7 @@ class TableLoader:
         opts = self.model._meta
         columns: list[Column] = []
         self.m2m: list[models.ManyToManyField] = []
+        charsets = column_charsets(self.model, self.using)
         for name in source.fields:
             f = opts.get_field(name)
             if f.many_to_many:
@@ -227,7 +229,7 @@ class TableLoader:
             columns.append(
                 Column(
                     f,
-                    field_decoder(f, self.connection.vendor),
+                    field_decoder(f, self.connection.vendor, self.connection, charsets.get(f.name)),
                     f.related_model if f.is_relation else None,
                     name in plan.deferred,
                 )
@@ -861,7 +863,8 @@ class Importer:
 
     def resolve(self, target: type[models.Model], raw: Any, loader, key, f) -> Any:
         if type(raw) is not str and mistyped_key(target, raw):
-            raise loader.fail(key, mistyped_reference(f, target, raw), f.name, raw)
+            secret = is_sensitive(loader.model, f.name)
+            raise mistyped_reference(loader.fail, key, f, target, raw, secret)
         pk = self.id_of(target, target_key(raw))
         if pk is None:
             secret = is_sensitive(loader.model, f.name)
@@ -927,7 +930,7 @@ class Importer:
         plans = {p.label: p for p in self.plans}
         total = sum(self.source_tables[label].count for label in plans)
         self.reporter.phase("reading", total=total)
-        with transaction.atomic(using=self.using):
+        with strict_session(self.using), transaction.atomic(using=self.using):
             for table, records in self.source.records():
                 plan = plans.get(table.label)
                 if plan is None:

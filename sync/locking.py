@@ -58,15 +58,15 @@ def _database_lock(using: str) -> Iterator[None]:
     connection = connections[using]
     vendor = connection.vendor
     if vendor == "postgresql":
+        lock_id = _lock_id(using)
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_lock(%s)", [_lock_id(using)])
+            cursor.execute("SELECT pg_try_advisory_lock(%s)", [lock_id])
             if not cursor.fetchone()[0]:
                 raise LockBusy
         try:
             yield
         finally:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s)", [_lock_id(using)])
+            _release(connection, "SELECT pg_advisory_unlock(%s)", [lock_id])
     elif vendor == "mysql":
         name = f"{LOCK_NAME}-{_lock_id(using)}"
         with connection.cursor() as cursor:
@@ -76,11 +76,24 @@ def _database_lock(using: str) -> Iterator[None]:
         try:
             yield
         finally:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT RELEASE_LOCK(%s)", [name])
+            _release(connection, "SELECT RELEASE_LOCK(%s)", [name])
     else:
         with _file_lock(_sqlite_lock_path(using)):
             yield
+
+
+def _release(connection, sql: str, params: list) -> None:
+    """Let a session's lock go, even from inside a caller's transaction that an error has
+    spoilt: Django refuses queries there, so this goes through the driver's own connection;
+    where the database refuses too (PostgreSQL's aborted transaction), the connection is
+    closed, and the lock goes with its session (the transaction could only roll back)."""
+    if connection.connection is None:  # gone, and its locks with it
+        return
+    try:
+        with connection.connection.cursor() as cursor:
+            cursor.execute(sql, params)
+    except connection.Database.Error:
+        connection.close()
 
 
 def _sqlite_lock_path(using: str) -> Path:

@@ -25,10 +25,11 @@ from django.db import connections, models
 from django.db.models.functions import Cast
 
 from sync import generic
+from sync.collation import column_collations
 from sync.columns import UTC_TEXT, read_columns, utc_datetime_texts
 from sync.conf import sync_settings
 from sync.keys import SeenKeys, keyed_ids, prefilter
-from sync.records import NUL_REFUSED, column_keys, field_decoder, normalise_key
+from sync.records import NUL_REFUSED, column_keys, field_decoder, json_key, normalise_key
 from sync.schema import SyncModel, key_paths
 from sync.sources import SourceTable
 
@@ -97,6 +98,19 @@ class KeyMatcher:
         if stamped:
             self.updated_at_decoder = field_decoder(self.model._meta.get_field("updated_at"))
         self.keys_seen = SeenKeys(sync_settings.SYNC_KEY_MAP_LIMIT)
+        # MariaDB: key parts whose column's collation takes differing texts for one value
+        # (position, field name, collation), the keys read as it compares them (→ the key),
+        # and, for a table read whole, the target's keys so (see sync.collation).
+        collations = column_collations(
+            self.model, [path for path in self.key_paths if type(path) is str], using
+        )
+        self.collated = [
+            (position, path, collations[path])
+            for position, path in enumerate(self.key_paths)
+            if type(path) is str and path in collations
+        ]
+        self.folds_seen = SeenKeys(sync_settings.SYNC_KEY_MAP_LIMIT, owned=True)
+        self.target_folds: dict[tuple, tuple] | None = None
         self.found: dict[tuple, Any] = {}  # key → id of a table read whole
         self.stamps: dict[Any, Any] = {}  # id → updated_at, update mode
         self.matched = 0  # archive keys found in the target
@@ -126,8 +140,62 @@ class KeyMatcher:
             )
         self.check_unique(keys)
         pks = [found.get(key) for key in keys]
+        if self.collated:
+            self.check_collated(keys, pks, found)
         self.matched += len(pks) - pks.count(None)
         return list(zip(keys, pks, records, strict=True))
+
+    def check_collated(self, keys: list[tuple], pks: list, found: dict[tuple, Any]) -> None:
+        """MariaDB: refuse a key that the database takes for another key of the archive, or
+        for a target row's that the archive does not name (it would refuse to store it, after
+        a dry run said all was well; see sync.collation)."""
+        folded = self.fold_keys(keys)
+        seen = self.folds_seen
+        repeated = seen.add_new(folded, keys)
+        if repeated is not None:
+            mine = [key for key, fold in zip(keys, folded, strict=True) if fold == repeated]
+            if repeated in seen:  # read before: ``mine[0]`` repeats it
+                key, other = mine[0], seen.owner(repeated)
+            else:  # twice in this chunk: the second repeats the first
+                other, key = mine[:2]
+            raise self.fail(
+                key,
+                f"appears twice in the archive for this database: it is the same key as "
+                f"{json_key(other)!r} under {self.collations_named()}",
+                self.collated[0][1],
+            )
+        if all(pk is not None for pk in pks):
+            return
+        if self.by_chunk:  # ``found``: the target rows the database matched with the chunk's
+            targets = dict(zip(self.fold_keys(list(found)), found, strict=True))
+        else:
+            if self.target_folds is None:
+                self.target_folds = dict(zip(self.fold_keys(list(found)), found, strict=True))
+            targets = self.target_folds
+        for key, pk, fold in zip(keys, pks, folded, strict=True):
+            other = None if pk is not None else targets.get(fold)
+            if other is not None and other != key:
+                raise self.fail(
+                    key,
+                    f"is the same key as the target's {json_key(other)!r} under "
+                    f"{self.collations_named()}: the database cannot hold both, and the "
+                    f"import cannot tell which row the record means",
+                    self.collated[0][1],
+                )
+
+    def fold_keys(self, keys: list[tuple]) -> list[tuple]:
+        """The keys as the database compares them: collated text parts folded."""
+        folded = [list(key) for key in keys]
+        for position, _, collation in self.collated:
+            folds = collation.fold(k[position] for k in keys if type(k[position]) is str)
+            for key in folded:
+                if type(key[position]) is str:
+                    key[position] = folds[key[position]]
+        return [tuple(key) for key in folded]
+
+    def collations_named(self) -> str:
+        named = ", ".join(f"{name!r} {c.name}" for _, name, c in self.collated)
+        return f"the collation of its field {named}, which takes them for one value"
 
     def refuse_nul_keys(self, keys: list[tuple]) -> None:
         """Keys PostgreSQL cannot hold, refused before they are looked up there (the query
@@ -250,6 +318,7 @@ class KeyMatcher:
     def release(self, keep_keys: bool) -> None:
         """Done with the table: drop the maps (the seen keys too, unless ``keep_keys``: they
         tell references to rows the archive adds)."""
-        self.found, self.stamps = {}, {}
+        self.found, self.stamps, self.target_folds = {}, {}, None
+        self.folds_seen = SeenKeys(self.folds_seen.spill_at, owned=True)
         if not keep_keys:
             self.keys_seen = SeenKeys(self.keys_seen.spill_at)

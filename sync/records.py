@@ -196,20 +196,39 @@ def column_keys(parts: list[list]) -> Iterable[tuple]:
     return map(normalise_key, zip(*parts, strict=True))
 
 
-def field_decoder(f: models.Field, vendor: str = "") -> Callable[[Any], Any]:
+def field_decoder(
+    f: models.Field,
+    vendor: str = "",
+    connection=None,
+    charset: tuple[str, Callable[[str], str | None]] | None = None,
+) -> Callable[[Any], Any]:
     """A function turning an archive value into the Python value of field ``f``, refusing
     (ValidationError) a value the field cannot hold exactly on any database: an integer out of
     the field type's range, a decimal the column would round or cannot hold, a float that is
-    not finite. Some refusals depend on the target database (``vendor``), so that a dry run
-    finds them too (the database would only fail, or lose digits, on writing): PostgreSQL
-    cannot store a NUL character in text; SQLite keeps 15 significant digits of a decimal;
-    SQLite and MariaDB hold a duration in 64 bits of microseconds."""
+    not finite, a datetime whose instant is outside the years 1 to 9999 in UTC. Some refusals
+    depend on the target database (``vendor``), so that a dry run finds them too (the database
+    would only fail, or lose digits, on writing): PostgreSQL cannot store a NUL character in
+    text; SQLite keeps 15 significant digits of a decimal; SQLite and MariaDB hold a duration
+    in 64 bits of microseconds; MariaDB's JSON check refuses a value nested 32 levels deep, and
+    its UUID type some UUIDs of version 8 and above (asked of the database, ``connection``),
+    and a text column whose character set (``charset``: its name and test, see
+    ``sync.collation.column_charsets``) lacks a character of the text."""
     stores_nul = vendor != "postgresql"
     if isinstance(f, models.JSONField):
+        if vendor == "mysql":
+            return _decode_json_for_mariadb
         return (lambda value: value) if stores_nul else _decode_json_without_nul
+    if (
+        vendor == "mysql"
+        and isinstance(f, models.UUIDField)
+        and connection is not None
+        and f.db_type(connection) == "uuid"
+    ):
+        return _decode_mariadb_uuid(f, connection)
     internal = f.get_internal_type()
     if internal in TEXT_FIELDS:
-        return _decode_text(f.max_length, stores_nul)
+        decode_text = _decode_text(f.max_length, stores_nul)
+        return decode_text if charset is None else _decode_in_charset(decode_text, *charset)
     if internal in INTEGER_FIELDS:
         return _decode_integer(f, internal)
     if isinstance(f, models.BooleanField):
@@ -272,6 +291,23 @@ def _decode_text(max_length: int | None, stores_nul: bool) -> Callable[[Any], An
     return decode_text_without_nul
 
 
+def _decode_in_charset(
+    decode_text: Callable[[Any], Any], charset: str, first_refused: Callable[[str], str | None]
+) -> Callable[[Any], Any]:
+    def decode_text_in_charset(value: Any) -> Any:
+        value = decode_text(value)
+        if value is not None:
+            refused = first_refused(value)
+            if refused is not None:
+                raise ValidationError(
+                    f"holds {refused!r} (U+{ord(refused):04X}), which its column's character "
+                    f"set {charset} cannot store"
+                )
+        return value
+
+    return decode_text_in_charset
+
+
 def _decode_json_without_nul(value: Any) -> Any:
     """A JSON value for PostgreSQL, whose jsonb refuses a NUL character in any string."""
     if not value:
@@ -298,6 +334,48 @@ def _decode_json_without_nul(value: Any) -> Any:
         elif kind is list:
             todo += item
     return value
+
+
+# MariaDB's JSON_VALID (the check Django gives a JSONField's column there) refuses a value
+# nested this deep or deeper.
+MARIADB_JSON_DEPTH = 32
+
+
+def _decode_json_for_mariadb(value: Any) -> Any:
+    """A JSON value MariaDB's check takes: nested less than ``MARIADB_JSON_DEPTH`` deep."""
+    if type(value) is not list and type(value) is not dict:
+        return value
+    try:  # as deep as it nests, a value has at least as many brackets: most have few
+        text = orjson.dumps(value)
+        brackets = text.count(b"[") + text.count(b"{")
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits: looked at level by level
+        brackets = MARIADB_JSON_DEPTH
+    if brackets >= MARIADB_JSON_DEPTH:
+        depth = nesting_depth(value)
+        if depth >= MARIADB_JSON_DEPTH:
+            raise ValidationError(
+                f"nested {depth} levels deep; MariaDB's JSON check takes at most "
+                f"{MARIADB_JSON_DEPTH - 1}"
+            )
+    return value
+
+
+def _decode_mariadb_uuid(f: models.UUIDField, connection) -> Callable[[Any], Any]:
+    """UUIDs MariaDB's UUID type takes: since 10.11.5 it refuses some of version 8 and above
+    (with a variant it deems wrong); the database is asked about those, the others it takes."""
+    to_python = f.to_python
+
+    def decode_uuid(value: Any) -> Any:
+        value = None if value is None else to_python(value)
+        if value is not None and value.bytes[6] >= 0x80:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT CAST(%s AS UUID) IS NULL", [str(value)])
+                refused = cursor.fetchone()[0]
+            if refused:
+                raise ValidationError("refused by MariaDB's UUID type (its version and variant)")
+        return value
+
+    return decode_uuid
 
 
 def _decode_integer(f: models.Field, internal: str) -> Callable[[Any], Any]:
@@ -410,7 +488,11 @@ EDGE_YEARS = (datetime.MINYEAR, datetime.MAXYEAR)
 
 
 def _decode_datetime(f: models.DateTimeField) -> Callable[[Any], Any]:
-    """ISO 8601 with the C parser; anything else through the field's own ``to_python``."""
+    """ISO 8601 with the C parser; anything else through the field's own ``to_python``.
+
+    An instant must lie within the years 1 to 9999 in UTC, where every database stores it:
+    ``0001-01-01T00:30:00+01:00`` is in the year 0 there (SQLite and MariaDB cannot convert it,
+    PostgreSQL stores it as 1 BC and no export can read it back)."""
     to_python = f.to_python
     default_tz = datetime.UTC
 

@@ -18,8 +18,10 @@ row, the first such write is refused by the database although the result is vali
   deleted at the end; the check guarantees that no temporary value survives, and
   ``check_restored`` verifies it.
 
-The values are compared as Python values, exactly; a database whose collation takes ``a``
-and ``A`` as one value can still refuse such a pair.
+The values are compared as Python values, exactly, and on MariaDB also as the column's
+collation compares them (``sync.collation``): two written texts it takes for one value, or a
+written text that another row holds in another such form, are refused (such a value is not
+moved aside).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from django.db import connections, models
 from django.db.backends.base.operations import BaseDatabaseOperations
 from django.db.models import Max, Min, UniqueConstraint
 
+from sync.collation import Collation, column_collations
 from sync.fieldtypes import INTEGER_FIELDS, TEXT_FIELDS
 from sync.keys import CHUNK, PlaceholderPk, SeenKeys, chunked, filter_in, keyed_ids
 from sync.records import json_key
@@ -65,13 +68,17 @@ class UniqueGroup:
     def describe(self, value: tuple) -> str:
         """The group and its value as a message names them; a secret's value not at all
         (SYNC_SENSITIVE_FIELDS)."""
+        if len(self.fields) == 1:
+            return f"field {self.fields[0].name!r} value {self.shown(value)}"
+        return f"fields {[f.name for f in self.fields]} values {self.shown(value)}"
+
+    def shown(self, value: tuple) -> str:
+        """The value alone as a message shows it (a secret's not at all)."""
         shown = [
             SECRET_NOT_SHOWN if is_sensitive(f.model, f.name) else repr(part)
             for f, part in zip(self.fields, value, strict=True)
         ]
-        if len(self.fields) == 1:
-            return f"field {self.fields[0].name!r} value {shown[0]}"
-        return f"fields {[f.name for f in self.fields]} values [{', '.join(shown)}]"
+        return shown[0] if len(shown) == 1 else f"[{', '.join(shown)}]"
 
 
 def unique_groups(
@@ -134,6 +141,18 @@ class UniqueValues:
         self.pending: dict[UniqueGroup, dict[tuple, tuple[tuple, Any]]] = {g: {} for g in groups}
         # Real runs: rows whose values were moved aside (id → group → the value they held).
         self.parked: dict[Any, dict[UniqueGroup, tuple]] = {}
+        # MariaDB: groups with text fields whose collation takes differing texts for one
+        # value (position in the group → collation), and their written values as the
+        # database compares them, with the key of the record writing each (sync.collation).
+        collations = column_collations(model, [f.name for g in groups for f in g.fields], using)
+        self.collated: dict[UniqueGroup, dict[int, Collation]] = {}
+        for group in groups:
+            found = {
+                i: collations[f.name] for i, f in enumerate(group.fields) if f.name in collations
+            }
+            if found:
+                self.collated[group] = found
+        self.folded = {group: SeenKeys(spill_at, owned=True) for group in self.collated}
 
     # -- the check -------------------------------------------------------------------------
     def check_chunk(self, written: list[tuple[tuple, Any, dict, dict | None]]) -> None:
@@ -159,11 +178,52 @@ class UniqueValues:
             repeated = taken.add_new(list(wanted), [key for key, _ in wanted.values()])
             if repeated is not None:
                 raise self.given_twice(group, repeated, wanted[repeated][0], taken.owner(repeated))
+            if group in self.collated:
+                self.check_collated(group, wanted)
             self.note_holders(group, wanted)
+
+    def check_collated(self, group: UniqueGroup, wanted: dict) -> None:
+        """MariaDB: refuse two written values that the column takes for one."""
+        values = list(wanted)
+        folded = self.fold(group, values)
+        seen = self.folded[group]
+        repeated = seen.add_new(folded, values)
+        if repeated is None:
+            return
+        mine = [value for value, fold in zip(values, folded, strict=True) if fold == repeated]
+        if repeated in seen:  # written before, by another record
+            value, other = mine[0], seen.owner(repeated)
+            other_key = self.taken[group].owner(other)
+        else:
+            other, value = mine[:2]
+            other_key = wanted[other][0]
+        raise self.fail(
+            wanted[value][0],
+            f"{group.describe(value)} is given to {self.label} {json_key(other_key)!r} too, "
+            f"as {group.shown(other)}: "
+            f"{self.collation_named(group)}",
+        )
+
+    def fold(self, group: UniqueGroup, values: list[tuple]) -> list[tuple]:
+        """Values of ``group`` as the database compares them (text parts folded)."""
+        folded = [list(value) for value in values]
+        for i, collation in self.collated[group].items():
+            folds = collation.fold(v[i] for v in values if type(v[i]) is str)
+            for value in folded:
+                if type(value[i]) is str:
+                    value[i] = folds[value[i]]
+        return [tuple(value) for value in folded]
+
+    def collation_named(self, group: UniqueGroup) -> str:
+        named = ", ".join(
+            f"{group.fields[i].name!r} {c.name}" for i, c in self.collated[group].items()
+        )
+        return f"the collation of its field {named} takes them for one value"
 
     def note_holders(self, group: UniqueGroup, wanted: dict) -> None:
         """Remember the written values that another row holds now (moved aside: not it)."""
-        for holder, value in self.holders(group, wanted):
+        alike: list | None = [] if group in self.collated else None
+        for holder, value in self.holders(group, wanted, alike):
             key, pk = wanted[value]
             if holder == pk or holder in self.parked:
                 continue
@@ -175,6 +235,27 @@ class UniqueValues:
                     f"such a field between rows",
                 )
             self.pending[group][value] = (key, holder)
+        if alike:
+            self.refuse_alike(group, wanted, alike)
+
+    def refuse_alike(self, group: UniqueGroup, wanted: dict, alike: list) -> None:
+        """MariaDB: a written value that another row holds in a text the column takes for one
+        is refused (such a value cannot be moved aside: the database would refuse the write)."""
+        by_fold = dict(zip(self.fold(group, list(wanted)), wanted, strict=True))
+        held = [value for _, value in alike]
+        for (holder, theirs), fold in zip(alike, self.fold(group, held), strict=True):
+            value = by_fold.get(fold)
+            if value is None:
+                continue
+            key, pk = wanted[value]
+            if holder != pk:
+                raise self.fail(
+                    key,
+                    f"{group.describe(value)} is held by {self.label} "
+                    f"{json_key(self.key_of(holder))!r} as {group.shown(theirs)}: "
+                    f"{self.collation_named(group)}, and this import cannot move such values "
+                    f"between rows",
+                )
 
     def check_table(self, deleted: dict) -> None:
         """The table has been read: every written value held by another row must be given up
@@ -202,8 +283,12 @@ class UniqueValues:
     def label(self) -> str:
         return self.model._meta.label
 
-    def holders(self, group: UniqueGroup, wanted: Iterable[tuple]) -> list[tuple[Any, tuple]]:
-        """(id, value) of the target rows holding one of the ``wanted`` values now."""
+    def holders(
+        self, group: UniqueGroup, wanted: Iterable[tuple], alike: list | None = None
+    ) -> list[tuple[Any, tuple]]:
+        """(id, value) of the target rows holding one of the ``wanted`` values now; to
+        ``alike``, if given, those of the other rows the query found (MariaDB compares the
+        first field under its collation)."""
         wanted = set(wanted)
         first = group.fields[0]
         rows = self.model._base_manager.using(self.using)
@@ -213,6 +298,8 @@ class UniqueValues:
             for pk, *value in query.values_list("pk", *group.attnames):
                 if tuple(value) in wanted:
                     found.append((pk, tuple(value)))
+                elif alike is not None:
+                    alike.append((pk, tuple(value)))
         return found
 
     def as_before(self, rows: dict[Any, dict]) -> None:

@@ -211,6 +211,54 @@ def test_a_float_json_cannot_hold_is_refused_naming_it(db, tmp_path, value):
     assert BackupRecord.objects.get().status == BackupRecord.Status.FAILED
 
 
+@pytest.mark.parametrize(
+    "value", ["0001-12-31 23:30:00+00 BC", "10000-01-01 00:30:00+00", "infinity"]
+)
+def test_a_datetime_beyond_the_year_9999_is_refused_naming_it(db, tmp_path, value):
+    # given: a datetime PostgreSQL holds and Python does not (written by SQL, say)
+    if connection.vendor != "postgresql":
+        pytest.skip("only PostgreSQL holds such datetimes")
+    Specimen.objects.create(code="fine")
+    Specimen.objects.create(code="odd")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE awkward_specimen SET moment = %s::timestamptz WHERE code = 'odd'", [value]
+        )
+
+    # when
+    outcome = cli("syncexport", tables=["awkward.Specimen"], output=str(tmp_path))
+
+    # then: refused in one line naming table, key, field and value (was: a traceback, and no
+    # export of the site at all)
+    assert outcome.status == 1
+    assert outcome.error == (
+        f"Export failed: awkward.Specimen 'odd': field 'moment' holds {value!r}, outside the "
+        "years 1 to 9999 that an archive's datetimes hold. Mend that row, or leave its table "
+        "out (--exclude awkward.Specimen)."
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("value", ["NaN"])  # (a numeric with a precision holds no Infinity)
+def test_a_decimal_no_import_can_write_is_refused_naming_it(db, tmp_path, value):
+    # given: a decimal PostgreSQL's numeric holds and no DecimalField does
+    if connection.vendor != "postgresql":
+        pytest.skip("only PostgreSQL holds such decimals")
+    Specimen.objects.create(code="odd")
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE awkward_specimen SET wide = %s::numeric", [value])
+
+    # when
+    outcome = cli("syncexport", tables=["awkward.Specimen"], output=str(tmp_path))
+
+    # then: refused naming it (was: an archive that no import, into any database, takes)
+    assert outcome.status == 1
+    assert outcome.error == (
+        f"Export failed: awkward.Specimen 'odd': field 'wide' holds {value}, which no import "
+        "can write back (a DecimalField holds finite numbers only)."
+    )
+
+
 def test_generated_column_is_not_written(demo, tmp_path):
     index, tables = read_archive(export(output_dir=tmp_path).path)
 

@@ -628,9 +628,9 @@ def test_a_database_refusal_quoting_the_row_is_cut_to_its_first_line(tmp_path):
 @pytest.mark.django_db(databases=["default", "maria"], transaction=True)
 def test_a_mariadb_refusal_quoting_a_unique_secret_does_not_show_it(tmp_path, settings):
     """MariaDB's own default collation (utf8mb4_general_ci; the tests' databases are
-    utf8mb4_bin) takes "TOPSECRET" as "topsecret": the import's check, which compares exactly,
-    lets the pair pass and the database refuses it with "Duplicate entry '…'", quoting the
-    value."""
+    utf8mb4_bin) takes "TOPSECRET" as "topsecret": the import's check, which compares as the
+    column does (sync.collation), refuses the pair without quoting either; so would the
+    database ("Duplicate entry '…'", which quotes the value) if the check let one through."""
     settings.SYNC_SENSITIVE_FIELDS = ["*.password", "awkward.Seat.nickname"]
     column = "nickname varchar(50) COLLATE {} NULL"
     with connections["maria"].cursor() as cursor:
@@ -645,7 +645,9 @@ def test_a_mariadb_refusal_quoting_a_unique_secret_does_not_show_it(tmp_path, se
         spoiled = with_seat_value(archive, tmp_path, "b", "TOPSECRET")
         outcome = assert_refused(
             str(spoiled),
-            expected="Duplicate entry '(a secret: not shown)' for key 'nickname'",
+            expected="awkward.Seat 'b': field 'nickname' value (a secret: not shown) is held by "
+            "awkward.Seat 'a' as (a secret: not shown): the collation of its field 'nickname' "
+            "utf8mb4_general_ci takes them for one value",
             using="maria",
             database="maria",
             no_input=True,
@@ -653,7 +655,7 @@ def test_a_mariadb_refusal_quoting_a_unique_secret_does_not_show_it(tmp_path, se
     finally:
         with connections["maria"].cursor() as cursor:
             cursor.execute(f"ALTER TABLE awkward_seat MODIFY {column.format('utf8mb4_bin')}")
-    assert "TOPSECRET" not in outcome.error
+    assert "TOPSECRET" not in outcome.error and "topsecret" not in outcome.error
     assert "TOPSECRET" not in ImportRun.objects.using("maria").latest("created_at").error
 
 
@@ -712,21 +714,33 @@ def with_seat_value(source, tmp_path, code, nickname):
     return edited(source, tmp_path, edit)
 
 
-def test_a_secret_reference_that_names_no_record_is_not_quoted(demo, tmp_path, settings):
-    """A reference in SYNC_SENSITIVE_FIELDS whose record is nowhere: the error names the
-    record and the field, not the key the secret holds."""
+@pytest.mark.parametrize(
+    "spoilt, reason",
+    [
+        (
+            "TOPSECRET-KEY",
+            "(a secret: not shown), which is neither in the archive nor in the target database",
+        ),
+        (987654321, "by (a secret: not shown), but that model's key is (text)"),
+    ],
+    ids=["no-record", "mistyped"],
+)
+def test_a_secret_reference_that_names_no_record_is_not_quoted(
+    demo, tmp_path, settings, spoilt, reason
+):
+    """A reference in SYNC_SENSITIVE_FIELDS whose record is nowhere, or whose key has another
+    type than the model's: the error names the record and the field, not the key it holds."""
     settings.SYNC_SENSITIVE_FIELDS = ["*.password", "content.User.instructor"]
     user = User.objects.filter(instructor__isnull=False).order_by("sysmail").first().sysmail
     archive = export(tables=["content.User"], output_dir=tmp_path, include_secrets=True).path
 
     def spoil(record):
-        return dict(record, instructor="TOPSECRET-KEY") if record["sysmail"] == user else record
+        return dict(record, instructor=spoilt) if record["sysmail"] == user else record
 
     outcome = assert_refused(
         str(edited(archive, tmp_path, spoil)),
-        expected=f"content.User {user!r}: field 'instructor' refers to content.Instructor "
-        "(a secret: not shown), which is neither in the archive nor in the target database",
+        expected=f"content.User {user!r}: field 'instructor' refers to content.Instructor {reason}",
         no_input=True,
     )
-    assert "TOPSECRET" not in outcome.error
-    assert "TOPSECRET" not in ImportRun.objects.latest("created_at").error
+    assert str(spoilt) not in outcome.error
+    assert str(spoilt) not in ImportRun.objects.latest("created_at").error

@@ -255,6 +255,9 @@ class TableLoader:
         # Replace mode: target rows of this table that its own records refer to (id → the
         # first referring key and field), checked against ``stale`` once the table has loaded.
         self.own_references: dict[Any, tuple[tuple, str]] = {}
+        # M2M items naming rows of this table not read yet: linked key → (the first
+        # referring key, field, raw key); each must be read by the end of the table.
+        self.forward_links: dict[tuple, tuple[tuple, models.Field, Any]] = {}
         # New rows' ids are read back only when something needs them: a later table's
         # references, this table's M2M sets or its second-pass references.
         self.needs_ids = plan.model in importer.needs_ids
@@ -314,7 +317,16 @@ class TableLoader:
 
     def unresolved(self, model: type[models.Model], raw: Any, key: tuple, f: models.Field) -> Any:
         """A reference the chunk's maps lack, as the importer resolves it (a dry run's new
-        rows; a clear error when there is none)."""
+        rows; a clear error when there is none). An M2M item naming a row of this very table
+        that is neither in the target nor read yet may name a record of a later chunk: a
+        placeholder for now, checked when the table has loaded (``release``)."""
+        if model is self.model and f.many_to_many:
+            linked = target_key(raw)
+            pk = self.importer.id_of(model, linked)
+            if pk is None:
+                self.forward_links.setdefault(linked, (key, f, raw))
+                pk = PlaceholderPk(linked)
+            return pk
         return self.importer.resolve(model, raw, self, key, f)
 
     # -- the plan --------------------------------------------------------------------------
@@ -526,6 +538,7 @@ class TableLoader:
     def release(self) -> None:
         """Done with this table: keep only what later steps need, so memory does not add up
         over the tables of a large import."""
+        self.check_forward_links()
         if self.importer.mode == "replace":
             # The target's rows that the archive lacks (id → key): deleted at the end.
             self.stale = self.matcher.unmatched()
@@ -537,6 +550,22 @@ class TableLoader:
             self.uniques.check_table(self.stale)
         # (the seen keys are kept when references to rows the archive adds are told by them)
         self.matcher.release(keep_keys=self.needs_ids)
+
+    def check_forward_links(self) -> None:
+        """Every M2M item that named a row of this table not read yet names one the archive
+        holds (its links are written once the table's rows are: ``TableStager.finish``)."""
+        for linked, (key, f, raw) in self.forward_links.items():
+            if linked not in self.keys_seen or self.importer.generic.is_dropped(self.model, linked):
+                raise self.fail(
+                    key,
+                    f"field {f.name!r} refers to {self.label} {raw!r}, which is neither in "
+                    f"the archive nor in the target database",
+                    f.name,
+                    raw,
+                )
+        self.forward_links = {}
+        if not self.importer.dry_run:
+            self.stager.finish()
 
     def load_chunk(self, decoded: list) -> None:
         mode = self.importer.mode
@@ -787,6 +816,12 @@ class Importer:
             if loader is not None and key in loader.keys_seen:
                 return None if self.generic.is_dropped(model, key) else PlaceholderPk(key)
         return pk
+
+    def ids_of_written_rows(self, model: type[models.Model], keys: set[tuple]) -> dict:
+        """Key → id of those of ``keys`` whose rows are written by now."""
+        index = self.key_index(model)
+        index.prefetch(keys)
+        return {key: index.map[key] for key in keys if key in index.map}
 
     def ids_of_new_rows(self, model: type[models.Model], keys: set[tuple]) -> dict:
         """Key → id of rows this import has written (for placeholders, see ``id_of``)."""

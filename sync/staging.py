@@ -59,6 +59,9 @@ class TableStager:
         self.key_paths = key_paths
         self.generic: GenericColumns | None = None
         self.reads_back_ids = False
+        # M2M changes (by field name) linking rows of this table to rows of a later chunk:
+        # written once every row of the table is (``finish``).
+        self.postponed: dict[str, list] = defaultdict(list)
 
     def stage(self, chunk: StagedChunk) -> None:
         """Hand the chunk's writes to the gate (nothing to write: nothing handed)."""
@@ -101,13 +104,41 @@ class TableStager:
             self.generic.realise(rows)
 
     def realise_m2m(self, m2m_writes: dict[str, list]) -> None:
-        """The same for the targets of M2M changes (pk, old ids, new ids)."""
+        """The same for the targets of M2M changes (pk, old ids, new ids). A link into this
+        table may name a row of a later chunk, not written yet: that change is postponed to
+        ``finish``."""
         for name, changes in m2m_writes.items():
             keys = {t.key for _, _, new in changes for t in new if type(t) is PlaceholderPk}
-            if keys:
-                model = self.model._meta.get_field(name).related_model
+            if not keys:
+                continue
+            model = self.model._meta.get_field(name).related_model
+            if model is self.model:
+                ids = self.importer.ids_of_written_rows(model, keys)
+                later = [c for c in changes if not placeholders(c[2]) <= ids.keys()]
+                if later:
+                    self.postponed[name] += later
+                    changes[:] = [c for c in changes if placeholders(c[2]) <= ids.keys()]
+            else:
                 ids = self.importer.ids_of_new_rows(model, keys)
-                changes[:] = [
-                    (pk, old, {ids[t.key] if type(t) is PlaceholderPk else t for t in new})
-                    for pk, old, new in changes
-                ]
+            changes[:] = [
+                (pk, old, {ids[t.key] if type(t) is PlaceholderPk else t for t in new})
+                for pk, old, new in changes
+            ]
+
+    def finish(self) -> None:
+        """After the table's last chunk: write the links postponed by ``realise_m2m`` (the
+        rows they name are written by then: writes run in order)."""
+        self.importer.gate.submit(self.write_postponed, 0)
+
+    def write_postponed(self) -> None:
+        postponed, self.postponed = self.postponed, defaultdict(list)
+        if not postponed:
+            return
+        self.realise_m2m(postponed)
+        for name, changes in postponed.items():
+            self.importer.writer.write_m2m(self.model, name, changes)
+
+
+def placeholders(ids: set) -> set[tuple]:
+    """The keys of the placeholders among M2M target ids."""
+    return {t.key for t in ids if type(t) is PlaceholderPk}

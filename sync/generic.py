@@ -32,15 +32,15 @@ such an id names another row — or none — in a database whose ids differ, so:
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable
+from collections import Counter, defaultdict
+from collections.abc import Container, Iterable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from django.apps import apps
 from django.core.exceptions import FieldDoesNotExist, ValidationError
-from django.db import models
+from django.db import connections, models
 
 from sync.conf import sync_settings
 from sync.errors import SyncError
@@ -83,6 +83,50 @@ def generic_relations(model: type[models.Model]) -> dict[str, GenericRelation]:
         if _well_formed(entry) and entry[0].lower() == label:  # else: see setting_problems
             found[entry[2]] = GenericRelation(entry[1], entry[2])
     return found
+
+
+def left_naming(
+    removed: dict[type[models.Model], set], loaded: Container[str], using: str
+) -> Counter:
+    """Rows of tables an import does not load whose generic reference names a row it deletes
+    (``removed``: model → ids): (their table's label, the deleted row's label) → how many.
+
+    They stay as they are, naming no row: a generic relation has no ``on_delete``. Rows the
+    deletion takes itself (a ``GenericRelation`` cascades) are not counted."""
+    found: Counter = Counter()
+    removed = {model: pks for model, pks in removed.items() if pks}
+    if not removed or not apps.is_installed("django.contrib.contenttypes"):
+        return found
+    from django.contrib.contenttypes.models import ContentType  # see generic_relations
+
+    from sync.keys import CHUNK, chunked  # keys imports this module
+
+    types = ContentType.objects.using(using)
+    type_ids = {
+        model: types.filter(app_label=model._meta.app_label, model=model._meta.model_name)
+        .values_list("pk", flat=True)
+        .first()
+        for model in removed
+    }
+    tables = set(connections[using].introspection.table_names())
+    for holder in apps.get_models():
+        if holder._meta.label in loaded or holder._meta.db_table not in tables:
+            continue
+        rows, gone = holder._base_manager.using(using), removed.get(holder, set())
+        for relation in generic_relations(holder).values():
+            id_field = holder._meta.get_field(relation.id_field)
+            for model, pks in removed.items():
+                if type_ids[model] is None:  # no content type: nothing can name its rows
+                    continue
+                for chunk in chunked(sorted(pks), CHUNK):
+                    named = rows.filter(
+                        **{
+                            relation.ct_field: type_ids[model],
+                            f"{relation.id_field}__in": [stored(id_field, pk) for pk in chunk],
+                        }
+                    ).values_list("pk", flat=True)
+                    found[holder._meta.label, model._meta.label] += len(set(named) - gone)
+    return +found  # without the zeros
 
 
 def _well_formed(entry: Any) -> bool:

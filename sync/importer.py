@@ -1066,6 +1066,7 @@ class Importer:
             if taken.get(model):  # rows the import adds: their ids follow the target's
                 raise self.deletes_archived_row(loader, key=min(taken[model]))
             loader.diff.deleted = len(pks)
+        self.note_generic_references_left(removed)
         self.refuse_changed_records(collector)
         if self.recorder is not None:
             self.record_cascaded(collector)
@@ -1122,6 +1123,18 @@ class Importer:
             if key is not None:
                 reasons[pk] = f"{CASCADE} of {model._meta.label} {json_key(key)!r}"
         return reasons
+
+    def note_generic_references_left(self, removed: dict[type[models.Model], set]) -> None:
+        """A note on each loaded table some of whose deleted rows are still named by generic
+        references of a table the import does not load (see ``generic.left_naming``)."""
+        left = generic.left_naming(removed, self.loaders.keys(), self.using)
+        for (holder, label), count in sorted(left.items()):
+            if (loader := self.loaders.get(label)) is not None:
+                loader.diff.notes.append(
+                    f"{count} {holder} row(s) keep generic references to {label} rows this "
+                    f"import deletes: {holder} is not imported, and a generic relation has no "
+                    "on_delete"
+                )
 
     def refuse_changed_records(self, collector: SilentCollector) -> None:
         """Replace mode: an ``on_delete`` rule (SET_NULL, SET_DEFAULT, SET(…)) of a row the

@@ -648,3 +648,25 @@ def test_a_plan_shows_generic_references_to_existing_rows_by_key(archive):
         e for e in plan_entries(run, "awkward.Label") if e["key"][-1] == "blue"
     ]  # a label on a note: unchanged, and its key names the note by key
     assert label_entry["action"] == "unchanged"
+
+
+def test_replace_notes_generic_references_it_leaves_naming_rows_it_deletes(db, tmp_path):
+    """A tag the archive lacks is deleted; the note and the label on it are in tables the
+    import does not load: they stay, and both runs say so on the tag table, alike."""
+    build_source()
+    tags_only = export(tables=["content.Tag"], output_dir=tmp_path).path
+    delta = Tag.objects.create(name="delta")
+    note("n9", delta, "on a tag that goes")
+    label("green", delta)
+
+    preview, _ = run_import(tags_only, dry_run=True)
+    result, _ = run_import(tags_only)
+
+    expected = [
+        f"1 {holder} row(s) keep generic references to content.Tag rows this import deletes: "
+        f"{holder} is not imported, and a generic relation has no on_delete"
+        for holder in ("awkward.Label", "awkward.Note")
+    ]
+    assert preview.tables["content.Tag"].notes == result.tables["content.Tag"].notes == expected
+    assert result.tables["content.Tag"].deleted == 1
+    assert Note.objects.get(xmlid="n9").target is None  # left as it was, naming no row

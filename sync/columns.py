@@ -75,6 +75,32 @@ def utc_datetime_texts(column: Sequence, connection) -> list:
     ]
 
 
+# The PostgreSQL types whose text psycopg turns into Python values in ``postgresql_texts``:
+# each holds values Python does not (dates BC or past 9999 and ±infinity, intervals beyond
+# 999,999,999 days, the time 24:00:00).
+POSTGRESQL_TEXT_TYPES = {"DateField": "date", "TimeField": "time", "DurationField": "interval"}
+
+
+def postgresql_texts(internal_type: str, connection) -> Callable[[Sequence], list]:
+    """A function turning a column of PostgreSQL's text of a field of ``internal_type`` (one of
+    ``POSTGRESQL_TEXT_TYPES``) into the Python values psycopg itself would give, with its own
+    loader; ValueError for a value Python cannot hold, which the caller names."""
+    from psycopg import DataError
+    from psycopg.pq import Format
+
+    client = connection.connection
+    oid = client.adapters.types[POSTGRESQL_TEXT_TYPES[internal_type]].oid
+    load = client.adapters.get_loader(oid, Format.TEXT)(oid, client).load
+
+    def values(column: Sequence) -> list:
+        try:
+            return [None if value is None else load(value.encode()) for value in column]
+        except DataError as exc:
+            raise ValueError(str(exc)) from exc
+
+    return values
+
+
 def read_columns(queryset: models.QuerySet, chunk_size: int) -> Iterator[list[list]]:
     """The rows of a ``values_list`` queryset, ``chunk_size`` at a time, as one list per column.
 

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 
 import django
@@ -30,7 +31,13 @@ from sync.archive import (
     WrittenArchive,
     archive_suffix,
 )
-from sync.columns import read_columns, reads_datetimes_as_text, utc_datetime_texts
+from sync.columns import (
+    POSTGRESQL_TEXT_TYPES,
+    postgresql_texts,
+    read_columns,
+    reads_datetimes_as_text,
+    utc_datetime_texts,
+)
 from sync.conf import sync_settings
 from sync.errors import SyncError
 from sync.generic import DanglingCheck, DanglingReference, GenericPart, NulledReferences
@@ -206,12 +213,12 @@ def write_table(
     """
     encoder = RecordEncoder(plan)
     connection = connections[using]
-    text_datetimes = datetimes_read_as_text(plan, encoder, connection)
+    text_columns = columns_read_as_text(plan, encoder, connection)
     times = columns_of_type(plan.model, encoder.lookups, "TimeField")
     floats = columns_of_type(plan.model, encoder.lookups, "FloatField")
     floats += columns_of_type(plan.model, encoder.lookups, "DecimalField")
     lookups: list = [
-        Cast(lookup, models.TextField()) if position in text_datetimes else lookup
+        Cast(lookup, models.TextField()) if position in text_columns else lookup
         for position, lookup in enumerate(encoder.lookups)
     ]
     lookups += ["pk"] if plan.m2m_fields else []
@@ -222,11 +229,11 @@ def write_table(
     nulled = NulledReferences()
     for columns in read_columns(queryset, CHUNK):
         columns = generic.fold(lookups, columns, using)
-        for position in text_datetimes:
+        for position, convert in text_columns.items():
             try:
-                columns[position] = utc_datetime_texts(columns[position], connection)
+                columns[position] = convert(columns[position])
             except ValueError:
-                refuse_unreadable_datetimes(plan, encoder, columns, position, connection)
+                refuse_unreadable_texts(plan, encoder, columns, position, convert)
                 raise
         for position in times:
             columns[position] = time_texts(columns[position])
@@ -251,22 +258,33 @@ def write_table(
     return nulled
 
 
-def datetimes_read_as_text(plan: SyncModel, encoder: RecordEncoder, connection) -> set[int]:
-    """Positions of the datetime columns to read as text (SQLite and PostgreSQL, in UTC).
+def columns_read_as_text(
+    plan: SyncModel, encoder: RecordEncoder, connection
+) -> dict[int, Callable[[list], list]]:
+    """The columns to read as text, by position, each with the function turning its text into
+    what the record holds (ValueError for a value that cannot be, see
+    ``refuse_unreadable_texts``): datetimes on SQLite and PostgreSQL (in UTC), and on
+    PostgreSQL dates, times and durations too.
 
     The database turns a datetime into text cheaply; building a Python datetime from it (in
     the driver and in Django) and writing it back out as text costs more than anything else in
     a typical table. ``utc_datetime_texts`` rewrites the text as the archive writes datetimes.
+    PostgreSQL holds dates, times and intervals Python does not: read in the driver, one fails
+    the whole export without naming its record (``postgresql_texts``).
     """
     if not reads_datetimes_as_text(connection):
-        return set()
-    return {
-        start
-        for f, (_, start, end) in zip(plan.fields, encoder.slots, strict=True)
-        if end - start == 1
-        and f.get_internal_type() == "DateTimeField"
-        and not hasattr(f, "from_db_value")
-    }
+        return {}
+    postgresql = connection.vendor == "postgresql"
+    columns = {}
+    for f, (_, start, end) in zip(plan.fields, encoder.slots, strict=True):
+        internal_type = f.get_internal_type()
+        if end - start != 1 or hasattr(f, "from_db_value"):
+            continue
+        if internal_type == "DateTimeField":
+            columns[start] = partial(utc_datetime_texts, connection=connection)
+        elif postgresql and internal_type in POSTGRESQL_TEXT_TYPES:
+            columns[start] = postgresql_texts(internal_type, connection)
+    return columns
 
 
 def columns_of_type(model: type[models.Model], lookups: list, internal_type: str) -> list:
@@ -312,23 +330,41 @@ def refuse_non_finite(
         )
 
 
-def refuse_unreadable_datetimes(
-    plan: SyncModel, encoder: RecordEncoder, columns: list, position: int, connection
+# Why a value read as text is refused, by its field's internal type.
+UNREADABLE = {
+    "DateTimeField": "outside the years 1 to 9999 that an archive's datetimes hold",
+    "DateField": "outside the years 1 to 9999 that an archive's dates hold",
+    "TimeField": "past the 23:59:59.999999 that an archive's times of day reach",
+    "DurationField": "beyond the 999,999,999 days either way that an archive's durations hold",
+}
+
+
+def refuse_unreadable_texts(
+    plan: SyncModel,
+    encoder: RecordEncoder,
+    columns: list,
+    position: int,
+    convert: Callable[[list], list],
 ) -> None:
-    """Refuse a datetime outside Python's years 1 to 9999 (PostgreSQL holds 4713 BC to
-    294276 AD and ±infinity, written by SQL or another program): no archive can hold it as a
-    datetime, and an import could not write it back."""
+    """Refuse a value read as text (``columns_read_as_text``) that Python cannot hold, naming
+    its record: PostgreSQL holds datetimes and dates from 4713 BC to past the year 10000 and
+    ±infinity, intervals of any number of days and the time 24:00:00 (written by SQL or another
+    program). No archive can hold such a value, and an import could not write it back."""
     for row, value in enumerate(columns[position]):
         try:
-            utc_datetime_texts([value], connection)
+            convert([value])
         except ValueError:
             values = encoder.field_columns(columns)
             record = {name: column[row] for name, column in zip(encoder.names, values, strict=True)}
-            name = next(name for name, start, end in encoder.slots if start <= position < end)
+            f, name = next(
+                (f, name)
+                for f, (name, start, end) in zip(plan.fields, encoder.slots, strict=True)
+                if start <= position < end
+            )
             raise ExportError(
                 f"{plan.label} {json_key(plan.key_of(record))!r}: field {name!r} holds {value!r}, "
-                "outside the years 1 to 9999 that an archive's datetimes hold. Mend that row, "
-                f"or leave its table out (--exclude {plan.label})."
+                f"{UNREADABLE[f.get_internal_type()]}. Mend that row, or leave its table out "
+                f"(--exclude {plan.label})."
             ) from None
 
 

@@ -5,7 +5,7 @@ import hashlib
 import math
 import os
 import re
-from datetime import time
+from datetime import time, timedelta
 from pathlib import Path
 
 import orjson
@@ -235,6 +235,47 @@ def test_a_datetime_beyond_the_year_9999_is_refused_naming_it(db, tmp_path, valu
         f"Export failed: awkward.Specimen 'odd': field 'moment' holds {value!r}, outside the "
         "years 1 to 9999 that an archive's datetimes hold. Mend that row, or leave its table "
         "out (--exclude awkward.Specimen)."
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("day", "infinity", "outside the years 1 to 9999 that an archive's dates hold"),
+        ("day", "-infinity", "outside the years 1 to 9999 that an archive's dates hold"),
+        ("day", "0044-03-15 BC", "outside the years 1 to 9999 that an archive's dates hold"),
+        ("clock", "24:00:00", "past the 23:59:59.999999 that an archive's times of day reach"),
+        (
+            "span",
+            "-1000000000 days",
+            "beyond the 999,999,999 days either way that an archive's durations hold",
+        ),
+    ],
+)
+def test_a_date_time_or_duration_python_cannot_hold_is_refused_naming_it(
+    db, tmp_path, field, value, reason
+):
+    # given: a date, time of day or interval PostgreSQL holds and Python does not (by SQL)
+    if connection.vendor != "postgresql":
+        pytest.skip("only PostgreSQL holds such values")
+    Specimen.objects.create(code="fine", day="2024-05-01", clock="08:00", span=timedelta(1))
+    Specimen.objects.create(code="odd")
+    column = {"day": "date", "clock": "time", "span": "interval"}[field]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE awkward_specimen SET {field} = %s::{column} WHERE code = 'odd'", [value]
+        )
+
+    # when
+    outcome = cli("syncexport", tables=["awkward.Specimen"], output=str(tmp_path))
+
+    # then: refused in one line naming table, key, field and value (was: "Export failed
+    # reading the 'default' database: date too large (after year 10K): 'infinity'")
+    assert outcome.status == 1
+    assert outcome.error == (
+        f"Export failed: awkward.Specimen 'odd': field {field!r} holds {value!r}, {reason}. "
+        "Mend that row, or leave its table out (--exclude awkward.Specimen)."
     )
     assert list(tmp_path.iterdir()) == []
 

@@ -72,6 +72,34 @@ class Collation:
         return folded
 
 
+def fold_values(values: list[tuple], collated: dict[int, Collation]) -> list[tuple]:
+    """Tuples of values (keys, unique values) as the database compares them: the text parts at
+    the positions ``collated`` names folded by their column's collation."""
+    folded = [list(value) for value in values]
+    for position, collation in collated.items():
+        folds = collation.fold(v[position] for v in values if type(v[position]) is str)
+        for value in folded:
+            if type(value[position]) is str:
+                value[position] = folds[value[position]]
+    return [tuple(value) for value in folded]
+
+
+def fields_collated(named: Iterable[tuple[str, Collation]]) -> str:
+    """Field names and their collations, for a message (``'name' utf8mb4_general_ci``)."""
+    return ", ".join(f"{name!r} {collation.name}" for name, collation in named)
+
+
+def _column_rows(connection, table: str) -> list[tuple]:
+    """(column, character set, collation) of each column of ``table`` in this database."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT COLUMN_NAME, CHARACTER_SET_NAME, COLLATION_NAME "
+            "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s",
+            [table],
+        )
+        return cursor.fetchall()
+
+
 def column_collations(
     model: type[models.Model], names: Iterable[str], using: str
 ) -> dict[str, Collation]:
@@ -90,13 +118,8 @@ def column_collations(
             fields[f.column] = f.name
     if not fields:
         return {}
+    rows = [row for row in _column_rows(connection, opts.db_table) if row[0] in fields and row[2]]
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT COLUMN_NAME, CHARACTER_SET_NAME, COLLATION_NAME "
-            "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s",
-            [opts.db_table],
-        )
-        rows = [row for row in cursor.fetchall() if row[0] in fields and row[2]]
         found = {}
         for column, charset, name in rows:
             if not (_NAME.fullmatch(name) and _NAME.fullmatch(charset or "")):
@@ -170,15 +193,8 @@ def column_charsets(
         for f in opts.concrete_fields
         if not f.is_relation and f.get_internal_type() in TEXT_FIELDS
     }
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT COLUMN_NAME, CHARACTER_SET_NAME FROM information_schema.COLUMNS "
-            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s",
-            [opts.db_table],
-        )
-        rows = cursor.fetchall()
     found = {}
-    for column, charset in rows:
+    for column, charset, _ in _column_rows(connection, opts.db_table):
         if column not in fields or not charset or charset in _ANY_TEXT:
             continue
         check = _CHARSET_CHECKS.get(charset)

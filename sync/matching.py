@@ -25,7 +25,7 @@ from django.db import connections, models
 from django.db.models.functions import Cast
 
 from sync import generic
-from sync.collation import column_collations
+from sync.collation import column_collations, fields_collated, fold_values
 from sync.columns import UTC_TEXT, read_columns, utc_datetime_texts
 from sync.conf import sync_settings
 from sync.keys import SeenKeys, keyed_ids, prefilter
@@ -185,16 +185,10 @@ class KeyMatcher:
 
     def fold_keys(self, keys: list[tuple]) -> list[tuple]:
         """The keys as the database compares them: collated text parts folded."""
-        folded = [list(key) for key in keys]
-        for position, _, collation in self.collated:
-            folds = collation.fold(k[position] for k in keys if type(k[position]) is str)
-            for key in folded:
-                if type(key[position]) is str:
-                    key[position] = folds[key[position]]
-        return [tuple(key) for key in folded]
+        return fold_values(keys, {position: c for position, _, c in self.collated})
 
     def collations_named(self) -> str:
-        named = ", ".join(f"{name!r} {c.name}" for _, name, c in self.collated)
+        named = fields_collated((name, c) for _, name, c in self.collated)
         return f"the collation of its field {named}, which takes them for one value"
 
     def refuse_nul_keys(self, keys: list[tuple]) -> None:

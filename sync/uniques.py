@@ -36,7 +36,7 @@ from django.db import connections, models
 from django.db.backends.base.operations import BaseDatabaseOperations
 from django.db.models import Max, Min, UniqueConstraint
 
-from sync.collation import Collation, column_collations
+from sync.collation import Collation, column_collations, fields_collated, fold_values
 from sync.fieldtypes import INTEGER_FIELDS, TEXT_FIELDS
 from sync.keys import CHUNK, PlaceholderPk, SeenKeys, chunked, filter_in, keyed_ids
 from sync.records import json_key
@@ -206,18 +206,10 @@ class UniqueValues:
 
     def fold(self, group: UniqueGroup, values: list[tuple]) -> list[tuple]:
         """Values of ``group`` as the database compares them (text parts folded)."""
-        folded = [list(value) for value in values]
-        for i, collation in self.collated[group].items():
-            folds = collation.fold(v[i] for v in values if type(v[i]) is str)
-            for value in folded:
-                if type(value[i]) is str:
-                    value[i] = folds[value[i]]
-        return [tuple(value) for value in folded]
+        return fold_values(values, self.collated[group])
 
     def collation_named(self, group: UniqueGroup) -> str:
-        named = ", ".join(
-            f"{group.fields[i].name!r} {c.name}" for i, c in self.collated[group].items()
-        )
+        named = fields_collated((group.fields[i].name, c) for i, c in self.collated[group].items())
         return f"the collation of its field {named} takes them for one value"
 
     def note_holders(self, group: UniqueGroup, wanted: dict) -> None:

@@ -58,6 +58,19 @@ def mistyped_reference(
     return fail(key, message, f.name, None if secret else raw)
 
 
+def unfound_reference(
+    fail: Fail, key: tuple, f: models.Field, model: type[models.Model], raw: Any, secret: bool
+) -> ImportFailed:
+    """The refusal of a reference to a row that is neither in the archive nor in the target:
+    a secret reference's key is not quoted."""
+    shown = SECRET_NOT_SHOWN if secret else repr(raw)
+    message = (
+        f"field {f.name!r} refers to {model._meta.label} {shown}, which is neither in the "
+        f"archive nor in the target database"
+    )
+    return fail(key, message, f.name, None if secret else raw)
+
+
 # fail(key, message, field=None, value=None) → the error to raise about a record
 Fail = Callable[..., ImportFailed]
 # unresolved(model, raw key, record key, field) → the id of a row the chunk's maps lack

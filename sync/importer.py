@@ -55,7 +55,7 @@ from sync.decide import (
     needs_content,
     stamp_order,
 )
-from sync.decoding import Column, RecordDecoder, mistyped_reference
+from sync.decoding import Column, RecordDecoder, mistyped_reference, unfound_reference
 from sync.deletions import (
     DryRunCollector,
     MovedReferences,
@@ -556,13 +556,8 @@ class TableLoader:
         holds (its links are written once the table's rows are: ``TableStager.finish``)."""
         for linked, (key, f, raw) in self.forward_links.items():
             if linked not in self.keys_seen or self.importer.generic.is_dropped(self.model, linked):
-                raise self.fail(
-                    key,
-                    f"field {f.name!r} refers to {self.label} {raw!r}, which is neither in "
-                    f"the archive nor in the target database",
-                    f.name,
-                    raw,
-                )
+                secret = is_sensitive(self.model, f.name)
+                raise unfound_reference(self.fail, key, f, self.model, raw, secret)
         self.forward_links = {}
         if not self.importer.dry_run:
             self.stager.finish()
@@ -868,14 +863,7 @@ class Importer:
         pk = self.id_of(target, target_key(raw))
         if pk is None:
             secret = is_sensitive(loader.model, f.name)
-            raise loader.fail(
-                key,
-                f"field {f.name!r} refers to {target._meta.label} "
-                f"{SECRET_NOT_SHOWN if secret else repr(raw)}, which is neither in the archive "
-                f"nor in the target database",
-                f.name,
-                None if secret else raw,
-            )
+            raise unfound_reference(loader.fail, key, f, target, raw, secret)
         return pk
 
     # -- running --------------------------------------------------------------------------
